@@ -1,0 +1,117 @@
+"""Every field superconv reads, with its unit. Experiment configs start from this and override.
+
+The defaults are the paper's headline run (Smith & Topin 2017, Fig. 1a: ResNet-56 on CIFAR-10, CLR
+0.1-3.0, step size 5,000, 10,000 iterations, batch 1,000, momentum 0.9, weight decay 1e-4, BN moving
+average fraction 0.95). `configs/resnet56.py` names it; other files change only what differs.
+
+Command:
+  python -m superconv.main --config=configs/default.py --workdir=/tmp/sc
+"""
+
+import ml_collections
+
+from superconv import config_lib
+
+
+def get_config(arg: str = '') -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.mode = 'train'                 # 'train' | 'lr_range'
+  c.seed = 0                       # seeds init, data order and augmentation
+  c.num_steps = 10_000             # optimizer updates (Caffe "iterations")
+  c.batch_size = 1000              # global batch: images per update over all devices of all hosts
+  c.eval_every_steps = 100         # updates between evaluations on the full test split (0: end only)
+  c.log_every_steps = 100          # updates between metrics.jsonl rows
+  c.checkpoint_every_steps = 1000  # updates between checkpoints (0: only final and on preemption)
+  c.keep_checkpoints = 3           # checkpoints kept in workdir/checkpoints
+  c.steps_per_dispatch = 10        # updates fused into one jitted call (lax.scan)
+  c.progress_bar = True            # tqdm bar on process 0
+  c.lr_range_result = ''           # path of an lr_range.json: its suggestion sets the LR bounds
+
+  c.model = ml_collections.ConfigDict()
+  c.model.name = 'resnet56'        # a key of superconv.models.MODELS (or a 'resnet{6n+2}' depth)
+  c.model.num_classes = 10         # output classes
+  c.model.dropout_rate = 0.0       # dropout probability after each BN (paper's Resnet56Dropout: 0.2)
+  c.model.bn_momentum = 0.95       # BN moving-average fraction (Caffe MAF): 0.95 short runs, 0.999 long
+  c.model.bn_epsilon = 1e-5        # BN variance epsilon (Caffe default)
+  c.model.virtual_batch_size = 0   # images per BN group on a device (0: the whole per-device batch);
+                                   # 125 reproduces the paper's 8 GPUs x 125 on one device
+  c.model.dtype = 'float32'        # compute dtype: 'float32' | 'bfloat16' (params and BN stats fp32)
+
+  c.data = ml_collections.ConfigDict()
+  c.data.name = 'cifar10'          # cifar10 | cifar100 | mnist | fashion_mnist | imagenet2012 | fake
+  c.data.source = 'tfds'           # 'tfds' | 'files' (data.path) | 'fake' (generated)
+  c.data.path = ''                 # local file or folder for source='files' (tar.gz/zip/dir/IDX dir)
+  c.data.tfds_data_dir = ''        # TFDS data dir ('' = TFDS default; gs:// allowed)
+  c.data.train_subset = 0          # train on this many examples (0: all); paper Table 1 rows
+  c.data.subset_seed = 0           # seed of the subset draw (fixed across runs)
+  c.data.mirror = True             # random horizontal flips in training
+  c.data.crop_padding = 0          # pad-and-random-crop in pixels (0: none, as the paper; 4: He et al.)
+  c.data.mean = 'pixel'            # subtract the train-set mean 'pixel' (Caffe mean file) | 'channel' | 'none'
+  c.data.scale = 1.0               # multiply after mean subtraction (Caffe CIFAR: 1.0 on 0-255 pixels)
+  c.data.eval_batch_size = 1000    # images per evaluation batch (last partial batch is counted)
+  c.data.fake_num_train = 512      # examples in the generated 'fake' train split
+  c.data.fake_num_test = 256       # examples in the generated 'fake' test split
+  c.data.cache_dir = ''            # where decoded local archives are cached as .npz ('' = ~/.cache/superconv)
+
+  c.schedule = ml_collections.ConfigDict()
+  c.schedule.name = 'triangular'   # triangular | one_cycle | caffe_one_cycle | multistep | step | inv | constant | lr_range
+  c.schedule.base_lr = 0.1         # lower LR (CLR base, Caffe base_lr, multistep/inv/constant start)
+  c.schedule.max_lr = 3.0          # upper LR (CLR max, 1cycle peak)
+  c.schedule.step_size = 5000      # updates per half cycle (CLR, Caffe 1cycle) or per decay (step)
+  c.schedule.mode = 'triangular'   # CLR: triangular | triangular2 | exp_range
+  c.schedule.gamma = 1.0           # CLR exp_range base; multistep/step factor; inv gamma
+  c.schedule.power = 0.75          # inv: lr = base * (1 + gamma * step) ** -power
+  c.schedule.num_cycles = 1        # CLR cycles in the run (length = 2 * step_size * num_cycles)
+  c.schedule.boundaries = (50_000, 70_000)  # multistep boundaries in updates
+  c.schedule.pct_start = 0.45      # 1cycle: fraction of the run spent rising (PyTorch OneCycleLR)
+  c.schedule.div_factor = 10.0     # 1cycle: initial LR = max_lr / div_factor
+  c.schedule.final_div_factor = 1000.0  # 1cycle: final LR = initial LR / final_div_factor
+  c.schedule.three_phase = True    # 1cycle: up, symmetric down, then annihilate (Smith 2018)
+  c.schedule.anneal = 'linear'     # 1cycle: 'linear' | 'cos'
+  c.schedule.floor_div = 1000.0    # Caffe 1cycle: floor = base_lr / floor_div
+  c.schedule.range_mode = 'linear'  # lr_range: 'linear' | 'exp'
+
+  c.momentum_schedule = ml_collections.ConfigDict()
+  c.momentum_schedule.name = 'constant'  # constant | one_cycle | cyclical
+  c.momentum_schedule.value = 0.9        # constant momentum (SGD) or Adam b1
+  c.momentum_schedule.max_momentum = 0.95  # cyclical / 1cycle upper momentum
+  c.momentum_schedule.min_momentum = 0.85  # cyclical / 1cycle lower momentum (at the LR peak)
+  c.momentum_schedule.step_size = 0        # cyclical: updates per half cycle (0: schedule.step_size)
+
+  c.optimizer = ml_collections.ConfigDict()
+  c.optimizer.name = 'sgd'               # sgd | adam | adamw | adagrad | adadelta | rmsprop
+  c.optimizer.momentum_form = 'caffe'    # 'caffe': v = mu v + lr g, w -= v | 'optax': lr scales the trace
+  c.optimizer.nesterov = False           # Nesterov momentum (SGD)
+  c.optimizer.weight_decay = 1e-4        # L2 factor (per update, Caffe semantics)
+  c.optimizer.decoupled_weight_decay = False  # True: AdamW-style decay w -= lr * wd * w
+  c.optimizer.decay_bias = False         # decay conv/FC biases (Caffe: conv bias decay_mult 0)
+  c.optimizer.decay_bn = True            # decay BN scale/shift (Caffe Scale layer: decay_mult 1)
+  c.optimizer.bias_lr_mult = 1.0         # LR multiplier of conv biases (paper prototxt: 2)
+  c.optimizer.grad_clip_norm = 0.0       # clip the global gradient norm (0: off)
+  c.optimizer.b2 = 0.999                 # Adam beta2 (Caffe momentum2)
+  c.optimizer.eps = 1e-8                 # Adam/AdaGrad/AdaDelta/RMSProp epsilon (Caffe delta)
+  c.optimizer.rho = 0.0                  # AdaDelta decay (Caffe: the removed momentum line = 0) / RMSProp decay
+  c.optimizer.initial_accumulator = 0.0  # AdaGrad initial accumulator
+
+  c.lr_range = ml_collections.ConfigDict()
+  c.lr_range.min_lr = 0.0          # LR at update 0
+  c.lr_range.max_lr = 3.0          # LR at the last update
+  c.lr_range.num_steps = 5000      # updates in the sweep (paper Fig. 2b: 5k, 20k, 100k)
+  c.lr_range.mode = 'linear'       # 'linear' | 'exp'
+  c.lr_range.eval_every_steps = 100  # updates between held-out evaluations
+  c.lr_range.smoothing = 0.98      # EMA factor of the smoothed training loss (bias-corrected)
+  c.lr_range.diverge_factor = 4.0  # stop when smoothed loss > factor x best (0: never stop)
+  c.lr_range.min_lr_div_clr = 4.0  # suggested min = max / this for CLR (paper: 3-4)
+  c.lr_range.min_lr_div_1cycle = 10.0  # suggested min = max / this for 1cycle (Smith 2018: ~10)
+
+  c.lr_estimate = ml_collections.ConfigDict()
+  c.lr_estimate.enabled = False    # log the paper's Hessian-free optimal-LR estimate (§4)
+  c.lr_estimate.ema = 0.9          # EMA factor of the logged estimate (the authors' scripts: 0.9)
+
+  c.distributed = ml_collections.ConfigDict()
+  c.distributed.initialize = 'auto'      # 'auto' (TPU pods / SLURM / env) | 'always' | 'never'
+  c.distributed.coordinator_address = ''  # host:port of process 0 (GPU clusters)
+  c.distributed.num_processes = 0        # processes in the job (0: from the environment)
+  c.distributed.process_id = -1          # this process (-1: from the environment)
+
+  return config_lib.finalize(c, arg)
