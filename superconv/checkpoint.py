@@ -1,0 +1,92 @@
+"""Checkpoints in `workdir/checkpoints` with orbax, and the preemption signal handler.
+
+Orbax writes each step into a temporary folder and renames it when complete, so a run killed while
+saving leaves no half-written step behind under its final name. A step folder can still be damaged
+afterwards (disk full, a copy cut short); `restore_latest` then falls back to the previous one and
+says so.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from typing import Any
+
+from absl import logging
+import jax
+import orbax.checkpoint as ocp
+
+
+class Checkpointer:
+  """Saves and restores the whole TrainState (it holds the step, the RNG and the metric sums)."""
+
+  def __init__(self, workdir: str, *, keep: int = 3):
+    self.directory = os.path.abspath(os.path.join(workdir, 'checkpoints'))
+    self._manager = ocp.CheckpointManager(
+        self.directory,
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=max(keep, 1), create=True, enable_async_checkpointing=False))
+
+  def save(self, step: int, state: Any) -> None:
+    self._manager.save(int(step), args=ocp.args.StandardSave(state), force=True)
+    self._manager.wait_until_finished()
+
+  def steps(self) -> list[int]:
+    return sorted(self._manager.all_steps())
+
+  def restore_latest(self, abstract_state: Any) -> tuple[Any, int] | tuple[None, None]:
+    """Restores the newest readable checkpoint; (None, None) when there is none.
+
+    `abstract_state` (from `jax.eval_shape`, with shardings) fixes shapes, dtypes and placement.
+    """
+    for step in reversed(self.steps()):
+      try:
+        state = self._manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
+        return state, step
+      except Exception as e:  # pylint: disable=broad-except
+        # Any failure to read a step (missing files, truncated arrays, wrong structure) means
+        # that step is unusable; an older one is better than starting from scratch.
+        logging.warning('Checkpoint at step %d in %s is unreadable (%s: %s); trying the previous one.',
+                        step, self.directory, type(e).__name__, str(e).splitlines()[0][:200])
+    return None, None
+
+  def close(self) -> None:
+    self._manager.close()
+
+
+class PreemptionFlag:
+  """Set by SIGTERM/SIGINT; the train loop checks it at every dispatch boundary.
+
+  The first signal asks for a checkpoint and a clean exit; a second SIGINT falls back to
+  Python's default (KeyboardInterrupt), for a user who really wants out at once.
+  """
+
+  def __init__(self):
+    self._event = threading.Event()
+    self.signal_name = ''
+    self._previous = {}
+
+  def __enter__(self) -> 'PreemptionFlag':
+    if threading.current_thread() is threading.main_thread():
+      for sig in (signal.SIGTERM, signal.SIGINT):
+        self._previous[sig] = signal.signal(sig, self._handle)
+    return self
+
+  def __exit__(self, *exc) -> None:
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)
+
+  def _handle(self, signum, frame):  # pylint: disable=unused-argument
+    if self._event.is_set() and signum == signal.SIGINT:
+      raise KeyboardInterrupt
+    self.signal_name = signal.Signals(signum).name
+    self._event.set()
+
+  def is_set(self) -> bool:
+    """True when any process of the job was signalled (all processes must stop together)."""
+    local = self._event.is_set()
+    if jax.process_count() == 1:
+      return local
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    return bool(multihost_utils.process_allgather(jax.numpy.asarray(local)).any())

@@ -1,0 +1,65 @@
+r"""The superconv command line.
+
+  python -m superconv.main --config=configs/resnet56.py --workdir=/tmp/resnet56
+  python -m superconv.main --config=configs/resnet56.py:smoke --workdir=/tmp/smoke
+  python -m superconv.main --config=configs/resnet56_lr_range.py --workdir=/tmp/range \
+      --config.lr_range.num_steps=20000
+
+Running the same command on the same workdir resumes from its latest checkpoint.
+"""
+
+import os
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string('workdir', None, 'Folder for checkpoints, metrics and summaries.')
+config_flags.DEFINE_config_file('config', None, 'A configs/*.py file, optionally :ARG.',
+                                lock_config=True)
+flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def initialize_distributed(dist) -> None:
+  """Joins a multi-process job: automatic on TPU pods and SLURM, or from the config's fields."""
+  import jax  # pylint: disable=g-import-not-at-top
+  if dist.initialize == 'never':
+    return
+  kwargs = {}
+  if dist.coordinator_address:
+    kwargs = dict(coordinator_address=dist.coordinator_address,
+                  num_processes=dist.num_processes or None,
+                  process_id=None if dist.process_id < 0 else dist.process_id)
+  multi_env = any(v in os.environ for v in ('TPU_WORKER_HOSTNAMES', 'SLURM_JOB_ID',
+                                            'JAX_COORDINATOR_ADDRESS', 'OMPI_COMM_WORLD_SIZE'))
+  if dist.initialize == 'always' or kwargs or multi_env:
+    jax.distributed.initialize(**kwargs)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  config = FLAGS.config
+  initialize_distributed(config.distributed)
+  import jax  # pylint: disable=g-import-not-at-top
+  from superconv import config_checks  # pylint: disable=g-import-not-at-top
+  from superconv import train  # pylint: disable=g-import-not-at-top
+  logging.info('JAX %s: process %d of %d, %d local / %d global devices (%s).', jax.__version__,
+               jax.process_index(), jax.process_count(), jax.local_device_count(),
+               jax.device_count(), jax.devices()[0].device_kind)
+  try:
+    if config.mode == 'lr_range':
+      from superconv import lr_range  # pylint: disable=g-import-not-at-top
+      lr_range.run(config, FLAGS.workdir)
+    else:
+      train.train_and_evaluate(config, FLAGS.workdir)
+  except (config_checks.ConfigError, train.TrainingDiverged) as e:
+    print(f'superconv: {e}', file=sys.stderr)
+    sys.exit(2 if isinstance(e, config_checks.ConfigError) else 3)
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,104 @@
+"""Metric files in the workdir (metrics.jsonl, summary.json, config.json) and run provenance."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import subprocess
+from typing import Any, Iterable
+
+import jax
+
+
+def _clean(value: Any) -> Any:
+  """JSON-safe scalars: numpy/jax numbers to Python, NaN/inf to strings JSON can hold."""
+  if hasattr(value, 'item') and getattr(value, 'ndim', 1) == 0:
+    value = value.item()
+  if isinstance(value, float) and not math.isfinite(value):
+    return str(value)
+  if isinstance(value, dict):
+    return {k: _clean(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [_clean(v) for v in value]
+  return value
+
+
+class MetricWriter:
+  """Appends one JSON object per line to `path`; only process 0 writes.
+
+  On resume, rows past the restored step are dropped first, so an interrupted and resumed run
+  ends with exactly the rows of an uninterrupted one.
+  """
+
+  def __init__(self, path: str, *, resume_step: int | None = None):
+    self.path = path
+    self.active = jax.process_index() == 0
+    if not self.active:
+      return
+    rows = list(read_jsonl(path)) if os.path.exists(path) else []
+    keep = [r for r in rows if resume_step is not None and r.get('step', 0) <= resume_step]
+    with open(path, 'w') as f:
+      for r in keep:
+        f.write(json.dumps(r) + '\n')
+
+  def write(self, row: dict) -> None:
+    if self.active:
+      with open(self.path, 'a') as f:
+        f.write(json.dumps(_clean(row)) + '\n')
+
+
+def read_jsonl(path: str) -> Iterable[dict]:
+  with open(path) as f:
+    for line in f:
+      if line.strip():
+        yield json.loads(line)
+
+
+def write_json(path: str, obj: Any) -> None:
+  """Writes atomically (temp file + rename), so a crash never leaves half a summary."""
+  if jax.process_index() != 0:
+    return
+  tmp = path + '.tmp'
+  with open(tmp, 'w') as f:
+    json.dump(_clean(obj), f, indent=2, sort_keys=True)
+    f.write('\n')
+  os.replace(tmp, path)
+
+
+def git_commit() -> str:
+  try:
+    here = os.path.dirname(os.path.abspath(__file__))
+    out = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=here, capture_output=True, text=True,
+                         timeout=5, check=False)
+    dirty = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no'], cwd=here,
+                           capture_output=True, text=True, timeout=5, check=False).stdout.strip()
+    return out.stdout.strip() + ('+dirty' if dirty else '') if out.returncode == 0 else 'unknown'
+  except (OSError, subprocess.SubprocessError):
+    return 'unknown'
+
+
+def provenance() -> dict:
+  """Hardware, library versions and the code version: what a results file must carry."""
+  import flax  # pylint: disable=g-import-not-at-top
+  import optax  # pylint: disable=g-import-not-at-top
+  devices = jax.devices()
+  cpu = platform.processor() or platform.machine()
+  try:
+    with open('/proc/cpuinfo') as f:
+      names = [l.split(':', 1)[1].strip() for l in f if l.startswith('model name')]
+    cpu = names[0] if names else cpu
+  except OSError:
+    pass
+  return {
+      'git_commit': git_commit(),
+      'devices': f'{len(devices)} x {devices[0].device_kind}',
+      'platform': devices[0].platform,
+      'process_count': jax.process_count(),
+      'host_cpu': f'{cpu} ({os.cpu_count()} cores)',
+      'python': platform.python_version(),
+      'jax': jax.__version__,
+      'flax': flax.__version__,
+      'optax': optax.__version__,
+  }

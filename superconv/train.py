@@ -1,0 +1,441 @@
+"""Training: the state, the jitted SPMD train step, evaluation, and `train_and_evaluate`.
+
+One program runs on every device of every host. The mesh has a single axis, 'data'. The train step
+is `jax.jit(jax.shard_map(...))`: each device takes its slice of the global batch from a dataset
+held in device memory, runs the model (BatchNorm statistics are per device, as on the paper's
+8 GPUs), and the gradients are averaged with `pmean`. Several updates run per dispatch under
+`lax.scan`, so Python is out of the hot loop; metric sums stay on the device until a log point.
+
+Everything random is a function of (seed, step): which examples form the batch, the flips and
+crops, dropout. A checkpoint therefore only needs the state, and a resumed run repeats exactly
+what the uninterrupted run would have done.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+import os
+import time
+from typing import Any, Callable
+
+from absl import logging
+from flax import struct
+import jax
+from jax import lax
+import jax.numpy as jnp
+from jax.sharding import NamedSharding, PartitionSpec as P
+import ml_collections
+import numpy as np
+import optax
+
+from superconv import checkpoint as ckpt_lib
+from superconv import metrics as metrics_lib
+from superconv import models
+from superconv import optim
+from superconv.data import pipeline
+
+AXIS = 'data'
+
+
+class TrainingDiverged(RuntimeError):
+  """The training loss became NaN or infinite."""
+
+
+class TrainState(struct.PyTreeNode):
+  step: jax.Array         # int32 scalar: updates done so far
+  params: Any
+  batch_stats: Any        # BN running statistics ({} for models without BN)
+  opt_state: Any
+  key: jax.Array          # uint32[2]: the run's root key; per-step keys are folded from it
+  sums: dict              # metric sums since the last log row (checkpointed, for exact resume)
+
+
+@dataclasses.dataclass(frozen=True)
+class InputSpec:
+  """Static description of the in-memory input pipeline (hashable: part of the compiled step)."""
+  batch_size: int          # global batch
+  mirror: bool = True
+  crop_padding: int = 0
+  scale: float = 1.0
+  dtype: Any = jnp.float32  # compute dtype of the images
+
+
+def zero_sums() -> dict:
+  f32 = jnp.float32
+  return dict(loss=jnp.zeros((), f32), correct=jnp.zeros((), f32), count=jnp.zeros((), f32),
+              steps=jnp.zeros((), jnp.int32), grad_norm=jnp.zeros((), f32),
+              param_norm=jnp.zeros((), f32), nonfinite_step=jnp.full((), -1, jnp.int32),
+              nonfinite_lr=jnp.zeros((), f32), nonfinite_momentum=jnp.zeros((), f32))
+
+
+# ----------------------------------------------------------------------------------------------
+# Mesh and placement
+
+
+def make_mesh(devices=None) -> jax.sharding.Mesh:
+  """A 1-D ('data',) mesh over all devices of all processes."""
+  devices = np.asarray(devices if devices is not None else jax.devices())
+  return jax.sharding.Mesh(devices, (AXIS,))
+
+
+def replicate(tree: Any, mesh) -> Any:
+  """Places host arrays (identical on every process) on every device of the mesh."""
+  sharding = NamedSharding(mesh, P())
+
+  def put(x):
+    x = np.asarray(x)
+    return jax.make_array_from_callback(x.shape, sharding, lambda idx: x[idx])
+  return jax.tree.map(put, tree)
+
+
+def shard_leading(tree: Any, mesh, axis: int = 0) -> Any:
+  """Places host arrays split along `axis` over the 'data' devices (eval batches)."""
+  def put(x):
+    x = np.asarray(x)
+    spec = [None] * x.ndim
+    spec[axis] = AXIS
+    return jax.make_array_from_callback(x.shape, NamedSharding(mesh, P(*spec)), lambda idx: x[idx])
+  return jax.tree.map(put, tree)
+
+
+# ----------------------------------------------------------------------------------------------
+# State
+
+
+def create_train_state(model, tx: optax.GradientTransformation, key: jax.Array,
+                       image_shape: tuple[int, ...], mesh) -> TrainState:
+  """Initialises parameters, BN statistics and optimizer state, replicated over the mesh."""
+
+  def init(key):
+    init_key, run_key = jax.random.split(key)
+    variables = model.init({'params': init_key, 'dropout': init_key},
+                           jnp.zeros((1, *image_shape), jnp.float32), train=False)
+    params = variables['params']
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                      batch_stats=variables.get('batch_stats', {}), opt_state=tx.init(params),
+                      key=run_key, sums=zero_sums())
+
+  return jax.jit(init, out_shardings=NamedSharding(mesh, P()))(key)
+
+
+def abstract_state(state_fn: Callable[[], TrainState]) -> Any:
+  """Shapes, dtypes and shardings of a state without computing it (for checkpoint restore)."""
+  return jax.eval_shape(state_fn)
+
+
+# ----------------------------------------------------------------------------------------------
+# The step
+
+
+def _cross_entropy(logits, labels):
+  return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
+
+
+def _local_train_step(state: TrainState, data: dict, *, model, tx, spec: InputSpec,
+                      num_devices: int) -> TrainState:
+  """One update, as seen by one device inside shard_map."""
+  step = state.step
+  order_key, aug_key, drop_key = jax.random.split(state.key, 3)
+  # The global batch and its augmentation are drawn identically on every device; each device
+  # takes its own slice. So 1 device and N devices see exactly the same images.
+  idx = pipeline.batch_indices(order_key, step, spec.batch_size, data['labels'].shape[0])
+  aug = pipeline.draw_augmentation(jax.random.fold_in(aug_key, step), spec.batch_size,
+                                   mirror=spec.mirror, crop_padding=spec.crop_padding)
+  local = spec.batch_size // num_devices
+  device = lax.axis_index(AXIS)
+  take = lambda a: lax.dynamic_slice_in_dim(a, device * local, local)
+  idx = take(idx)
+  aug = jax.tree.map(take, aug)
+  images = pipeline.apply_augmentation(
+      data['images'][idx], aug, mean=data['mean'], scale=spec.scale,
+      crop_padding=spec.crop_padding, dtype=spec.dtype)
+  labels = data['labels'][idx]
+  dropout_key = jax.random.fold_in(jax.random.fold_in(drop_key, step), device)
+
+  def loss_fn(params):
+    logits, mutated = model.apply(
+        {'params': params, 'batch_stats': state.batch_stats}, images, train=True,
+        mutable=['batch_stats'], rngs={'dropout': dropout_key})
+    return _cross_entropy(logits, labels).mean(), (logits, mutated.get('batch_stats', {}))
+
+  (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  grads = lax.pmean(grads, AXIS)
+  # Each device normalised with its own statistics; the running averages are averaged so every
+  # replica evaluates with the same model.
+  batch_stats = lax.pmean(batch_stats, AXIS)
+  loss = lax.pmean(loss, AXIS)
+  correct = lax.psum(jnp.sum(jnp.argmax(logits, -1) == labels).astype(jnp.float32), AXIS)
+
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+
+  hp = optim.current_hyperparams(opt_state)
+  s = state.sums
+  first_bad = (s['nonfinite_step'] < 0) & ~jnp.isfinite(loss)
+  sums = dict(
+      loss=s['loss'] + loss, correct=s['correct'] + correct,
+      count=s['count'] + spec.batch_size, steps=s['steps'] + 1,
+      grad_norm=optax.global_norm(grads), param_norm=optax.global_norm(params),
+      nonfinite_step=jnp.where(first_bad, step, s['nonfinite_step']),
+      nonfinite_lr=jnp.where(first_bad, hp['learning_rate'], s['nonfinite_lr']),
+      nonfinite_momentum=jnp.where(first_bad, hp['momentum'], s['nonfinite_momentum']))
+  return state.replace(step=step + 1, params=params, batch_stats=batch_stats,
+                       opt_state=opt_state, sums=sums)
+
+
+def make_train_fn(model, tx, mesh, spec: InputSpec, steps_per_call: int):
+  """`fn(state, data) -> state` running `steps_per_call` updates; jitted, state donated.
+
+  `data` = {'images': [N, H, W, C], 'labels': int32[N], 'mean': [H, W, C]}, replicated.
+  """
+  num_devices = mesh.devices.size
+  if spec.batch_size % num_devices:
+    raise ValueError(f'batch_size={spec.batch_size} is not divisible by the {num_devices} devices '
+                     'of the mesh; choose a multiple of the device count.')
+  step = functools.partial(_local_train_step, model=model, tx=tx, spec=spec,
+                           num_devices=num_devices)
+
+  def multi_step(state, data):
+    state, _ = lax.scan(lambda s, _: (step(s, data), None), state, None, length=steps_per_call)
+    return state
+
+  sharded = jax.shard_map(multi_step, mesh=mesh, in_specs=(P(), P()), out_specs=P())
+  return jax.jit(sharded, donate_argnums=0)
+
+
+def make_eval_fn(model, mesh, spec: InputSpec):
+  """`fn(params, batch_stats, batches, mean) -> {loss, correct, count}` sums over a split.
+
+  `batches` = (images [nb, bs, ...], labels [nb, bs], mask [nb, bs]) sharded on axis 1; padding
+  examples carry mask 0, so the last partial batch is counted and nothing else.
+  """
+
+  def local_eval(params, batch_stats, batches, mean):
+    def body(carry, batch):
+      images, labels, mask = batch
+      x = pipeline.preprocess_eval(images, mean=mean, scale=spec.scale, dtype=spec.dtype)
+      logits = model.apply({'params': params, 'batch_stats': batch_stats}, x, train=False)
+      mask = mask.astype(jnp.float32)
+      loss = jnp.sum(_cross_entropy(logits, labels) * mask)
+      correct = jnp.sum((jnp.argmax(logits, -1) == labels) * mask)
+      return (carry[0] + loss, carry[1] + correct, carry[2] + mask.sum()), None
+    zero = jnp.zeros((), jnp.float32)
+    (loss, correct, count), _ = lax.scan(body, (zero, zero, zero), batches)
+    return {'loss': lax.psum(loss, AXIS), 'correct': lax.psum(correct, AXIS),
+            'count': lax.psum(count, AXIS)}
+
+  batch_spec = (P(None, AXIS), P(None, AXIS), P(None, AXIS))
+  sharded = jax.shard_map(local_eval, mesh=mesh, in_specs=(P(), P(), batch_spec, P()),
+                          out_specs=P())
+  return jax.jit(sharded)
+
+
+@jax.jit
+def _reset_sums(state: TrainState) -> TrainState:
+  return state.replace(sums=zero_sums())
+
+
+# ----------------------------------------------------------------------------------------------
+# The run
+
+
+def dispatch_size(config: ml_collections.ConfigDict) -> int:
+  """Updates per dispatch: the largest divisor of `steps_per_dispatch` that lands on every
+  log, eval and checkpoint boundary and on the end, so the step compiles exactly once."""
+  k = max(int(config.steps_per_dispatch), 1)
+  for every in (config.log_every_steps, config.eval_every_steps, config.checkpoint_every_steps,
+                config.num_steps):
+    if every:
+      k = math.gcd(k, int(every))
+  return k
+
+
+def input_spec(config: ml_collections.ConfigDict) -> InputSpec:
+  return InputSpec(batch_size=config.batch_size, mirror=config.data.mirror,
+                   crop_padding=config.data.crop_padding, scale=config.data.scale,
+                   dtype=jnp.dtype(config.model.dtype))
+
+
+def build_model(config: ml_collections.ConfigDict, num_classes: int):
+  m = config.model
+  return models.create_model(m.name, num_classes=num_classes, dtype=m.dtype,
+                             bn_momentum=m.bn_momentum, bn_epsilon=m.bn_epsilon,
+                             virtual_batch_size=m.virtual_batch_size, dropout_rate=m.dropout_rate)
+
+
+class Evaluator:
+  """The test split on device, padded to whole batches, and an evaluation compiled once."""
+
+  def __init__(self, model, mesh, spec: InputSpec, images, labels, mean, batch_size: int):
+    num_devices = mesh.devices.size
+    imgs, lbls, mask = pipeline.eval_batches(images, labels, batch_size, num_devices)
+    self._batches = shard_leading((imgs, lbls, mask), mesh, axis=1)
+    self._mean = replicate(mean, mesh)
+    self._fn = make_eval_fn(model, mesh, spec)
+    self.compile_seconds = 0.0
+
+  def compile(self, state: TrainState) -> None:
+    t = time.perf_counter()
+    self._fn = self._fn.lower(state.params, state.batch_stats, self._batches, self._mean).compile()
+    self.compile_seconds = time.perf_counter() - t
+
+  def __call__(self, state: TrainState) -> dict:
+    sums = jax.device_get(self._fn(state.params, state.batch_stats, self._batches, self._mean))
+    count = max(float(sums['count']), 1.0)
+    return {'eval_loss': float(sums['loss']) / count,
+            'eval_accuracy': float(sums['correct']) / count,
+            'eval_examples': int(sums['count'])}
+
+
+def _divergence_message(sums: dict) -> str:
+  return (f"The training loss became non-finite at update {int(sums['nonfinite_step'])} "
+          f"(learning rate {float(sums['nonfinite_lr']):.4g}, momentum "
+          f"{float(sums['nonfinite_momentum']):.4g}). Try a lower maximum learning rate "
+          "(--config.schedule.max_lr), gradient clipping (--config.optimizer.grad_clip_norm), or "
+          "run an LR range test (--config.mode=lr_range) to find where training breaks down. "
+          "The last good checkpoint is kept.")
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Trains `config` in `workdir`, resuming from its latest checkpoint; returns the summary."""
+  from superconv import config_checks  # pylint: disable=g-import-not-at-top
+  config_checks.validate(config)
+  t_start = time.perf_counter()
+  os.makedirs(workdir, exist_ok=True)
+  is_main = jax.process_index() == 0
+  metrics_lib.write_json(os.path.join(workdir, 'config.json'), config.to_dict())
+
+  mesh = make_mesh()
+  data = pipeline.load(config)
+  model = build_model(config, data.num_classes)
+  tx = optim.create_optimizer(config)
+  spec = input_spec(config)
+  k = dispatch_size(config)
+  logging.info('%d devices (%s); %d updates per dispatch; model %s; %d train / %d test examples.',
+               mesh.devices.size, jax.devices()[0].device_kind, k, config.model.name,
+               len(data.train_labels), len(data.test_labels))
+
+  image_shape = data.train_images.shape[1:]
+  init = lambda: create_train_state(model, tx, jax.random.PRNGKey(config.seed), image_shape, mesh)
+  checkpointer = ckpt_lib.Checkpointer(workdir, keep=config.keep_checkpoints)
+  state, start_step = checkpointer.restore_latest(abstract_state(init))
+  if state is None:
+    state, start_step = init(), 0
+  else:
+    logging.info('Resumed from the checkpoint at update %d.', start_step)
+  writer = metrics_lib.MetricWriter(os.path.join(workdir, 'metrics.jsonl'),
+                                    resume_step=start_step)
+
+  train_data = replicate({'images': data.train_images, 'labels': data.train_labels,
+                          'mean': data.mean}, mesh)
+  evaluator = Evaluator(model, mesh, spec, data.test_images, data.test_labels, data.mean,
+                        config.data.eval_batch_size)
+  t = time.perf_counter()
+  train_fn = make_train_fn(model, tx, mesh, spec, k).lower(state, train_data).compile()
+  compile_seconds = time.perf_counter() - t
+  evaluator.compile(state)
+  compile_seconds += evaluator.compile_seconds
+  logging.info('Compiled in %.1f s.', compile_seconds)
+
+  history = [r for r in (metrics_lib.read_jsonl(writer.path) if is_main and
+                         os.path.exists(writer.path) else []) if 'eval_accuracy' in r]
+  evals = [(r['step'], r['eval_accuracy']) for r in history]
+  num_steps = config.num_steps
+  step = start_step
+  train_seconds = eval_seconds = 0.0
+  images_done = 0
+  window_start, window_images, window_paused = time.perf_counter(), 0, 0.0
+  bar = None
+  if is_main and config.progress_bar:
+    from tqdm import auto as tqdm  # pylint: disable=g-import-not-at-top
+    bar = tqdm.tqdm(total=num_steps, initial=step, unit='step', dynamic_ncols=True,
+                    desc=config.model.name)
+
+  def boundary(every):
+    return bool(every) and step % every == 0
+
+  preempted = ''
+  with ckpt_lib.PreemptionFlag() as flag:
+    while step < num_steps:
+      state = train_fn(state, train_data)
+      step += k
+      window_images += k * config.batch_size
+      if bar is not None:
+        bar.update(k)
+      row = {}
+      last = step >= num_steps
+      if boundary(config.log_every_steps) or last:
+        sums = jax.device_get(state.sums)
+        elapsed = time.perf_counter() - window_start - window_paused
+        train_seconds += elapsed
+        images_done += window_images
+        if int(sums['nonfinite_step']) >= 0:
+          if bar is not None:
+            bar.close()
+          raise TrainingDiverged(_divergence_message(sums))
+        hp = jax.device_get(optim.current_hyperparams(state.opt_state))
+        n = max(int(sums['steps']), 1)
+        row.update(step=step, lr=float(hp['learning_rate']), momentum=float(hp['momentum']),
+                   train_loss=float(sums['loss']) / n,
+                   train_accuracy=float(sums['correct']) / max(float(sums['count']), 1.0),
+                   grad_norm=float(sums['grad_norm']), param_norm=float(sums['param_norm']),
+                   images_per_sec=window_images / max(elapsed, 1e-9))
+        state = _reset_sums(state)
+        if bar is not None:
+          bar.set_postfix(lr=f"{row['lr']:.3g}", loss=f"{row['train_loss']:.3f}",
+                          img_s=f"{row['images_per_sec']:.0f}", refresh=False)
+        window_start, window_images, window_paused = time.perf_counter(), 0, 0.0
+      paused_from = time.perf_counter()
+      if boundary(config.eval_every_steps) or last:
+        t = time.perf_counter()
+        row.update(step=step, **evaluator(state))
+        eval_seconds += time.perf_counter() - t
+        evals.append((step, row['eval_accuracy']))
+        if bar is not None:
+          bar.write(f"step {step}: eval accuracy {row['eval_accuracy']:.4f}, "
+                    f"loss {row['eval_loss']:.4f}")
+      if row:
+        writer.write(row)
+      # Asking every process is a collective; on one process it is free, on many do it per log.
+      check = jax.process_count() == 1 or boundary(config.log_every_steps)
+      if not last and not preempted and check and flag.is_set():
+        preempted = flag.signal_name
+      if boundary(config.checkpoint_every_steps) or last or preempted:
+        sums = jax.device_get(state.sums)
+        if int(sums['nonfinite_step']) >= 0:  # never checkpoint a diverged state
+          raise TrainingDiverged(_divergence_message(sums))
+        checkpointer.save(step, state)
+      if preempted:
+        break
+      window_paused += time.perf_counter() - paused_from
+  if bar is not None:
+    bar.close()
+  checkpointer.close()
+
+  if preempted:
+    msg = (f'Received {preempted}: saved a checkpoint at update {step} of {num_steps} in '
+           f'{checkpointer.directory}. Run the same command again to resume.')
+    logging.warning(msg)
+    print(msg, flush=True)
+    return {'preempted': True, 'step': step}
+
+  best_step, best_acc = max(evals, key=lambda e: e[1]) if evals else (None, None)
+  summary = {
+      'final_eval_accuracy': evals[-1][1] if evals else None,
+      'best_eval_accuracy': best_acc, 'best_step': best_step,
+      'steps': step, 'resumed_from': start_step or None,
+      'wall_seconds': time.perf_counter() - t_start,
+      'train_seconds': train_seconds, 'eval_seconds': eval_seconds,
+      'compile_seconds': compile_seconds,
+      'images_per_sec': images_done / max(train_seconds, 1e-9),
+      'config': config.model.name + ' / ' + config.schedule.name,
+      **metrics_lib.provenance(),
+  }
+  metrics_lib.write_json(os.path.join(workdir, 'summary.json'), summary)
+  if is_main:
+    print(json.dumps({k: summary[k] for k in ('final_eval_accuracy', 'best_eval_accuracy',
+                                               'steps', 'wall_seconds', 'images_per_sec')}))
+  return summary
