@@ -1,0 +1,440 @@
+"""Config -> schedules and optax optimizer, with Caffe's SGD semantics available exactly.
+
+`create_optimizer(config)` returns one `optax.inject_hyperparams` transformation whose two
+hyperparameters, `'learning_rate'` and `'momentum'` (Adam's b1 for adam/adamw), are driven by the
+schedules of `build_schedules(config)`. After update k the optimizer state holds the values that
+update k used; `current_hyperparams(opt_state)` finds them wherever the state is nested.
+
+The update for one step is, in this order (every stage configured by `config.optimizer`)::
+
+  g <- clip_by_global_norm(g, grad_clip_norm)            if grad_clip_norm > 0
+  g <- g + weight_decay * mask * w                       coupled L2 (Caffe), before momentum
+  u <- direction(g)                                      SGD (Caffe or optax form), Adam, ...
+  u <- u - lr * weight_decay * mask * w                  decoupled decay (AdamW, SGDW) instead
+  u <- bias_lr_mult * u                                  on conv/dense biases (Caffe lr_mult)
+  w <- w + u
+
+`mask` is `decay_mask(params, decay_bias, decay_bn)`.
+
+References:
+  Caffe `SGDSolver`/`NesterovSolver` (sgd_solver.cpp, nesterov_solver.cpp); Smith & Topin,
+  arXiv:1708.07120; Smith, arXiv:1803.09820; Loshchilov & Hutter, arXiv:1711.05101 (AdamW).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from superconv import schedules
+
+__all__ = [
+    'CaffeSgdState', 'build_schedules', 'caffe_sgd', 'check_schedule', 'create_optimizer',
+    'current_hyperparams', 'decay_mask', 'schedule_length',
+]
+
+LR_SCHEDULES = ('triangular', 'one_cycle', 'caffe_one_cycle', 'multistep', 'step', 'inv',
+                'constant', 'lr_range')
+MOMENTUM_SCHEDULES = ('constant', 'one_cycle', 'cyclical')
+OPTIMIZERS = ('sgd', 'adam', 'adamw', 'adagrad', 'adadelta', 'rmsprop')
+# Optimizers without a heavy-ball term: their 'momentum' hyperparameter is held at 0.
+_NO_MOMENTUM = ('adagrad', 'adadelta', 'rmsprop')
+
+
+# ---------------------------------------------------------------------------------------------
+# Schedules from the config.
+
+
+def _lr_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
+  s = config.schedule
+  if s.name == 'triangular':
+    return schedules.triangular(s.base_lr, s.max_lr, s.step_size, mode=s.mode, gamma=s.gamma)
+  if s.name == 'one_cycle':
+    return schedules.one_cycle(
+        config.num_steps, s.max_lr, pct_start=s.pct_start, div_factor=s.div_factor,
+        final_div_factor=s.final_div_factor, three_phase=s.three_phase, anneal=s.anneal)
+  if s.name == 'caffe_one_cycle':
+    return schedules.caffe_one_cycle(s.base_lr, s.max_lr, s.step_size, floor_div=s.floor_div)
+  if s.name == 'multistep':
+    return schedules.multistep(s.base_lr, tuple(s.boundaries), s.gamma)
+  if s.name == 'step':
+    return schedules.step_decay(s.base_lr, s.step_size, s.gamma)
+  if s.name == 'inv':
+    return schedules.inv(s.base_lr, s.gamma, s.power)
+  if s.name == 'constant':
+    return schedules.constant(s.base_lr)
+  if s.name == 'lr_range':
+    r = config.lr_range
+    return schedules.lr_range(r.min_lr, r.max_lr, r.num_steps, mode=r.mode)
+  raise ValueError(f'schedule.name must be one of {LR_SCHEDULES}, got {s.name!r}')
+
+
+def _momentum_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
+  m, s = config.momentum_schedule, config.schedule
+  if m.name == 'constant':
+    return schedules.constant(m.value)
+  if m.name == 'one_cycle':
+    # Reuses the LR's phase fields so the momentum is at its minimum exactly at the LR peak.
+    return schedules.one_cycle_momentum(
+        config.num_steps, base_momentum=m.min_momentum, max_momentum=m.max_momentum,
+        pct_start=s.pct_start, three_phase=s.three_phase, anneal=s.anneal)
+  if m.name == 'cyclical':
+    return schedules.cyclical_momentum(m.max_momentum, m.min_momentum,
+                                       m.step_size or s.step_size)
+  raise ValueError(f'momentum_schedule.name must be one of {MOMENTUM_SCHEDULES}, got {m.name!r}')
+
+
+def build_schedules(config: ml_collections.ConfigDict
+                    ) -> tuple[optax.Schedule, optax.Schedule]:
+  """`(lr_fn, momentum_fn)` from `config.schedule`, `config.momentum_schedule`, `config.num_steps`.
+
+  LR (`schedule.name`): 'triangular' (base_lr, max_lr, step_size, mode, gamma), 'one_cycle'
+  (num_steps, max_lr, pct_start, div_factor, final_div_factor, three_phase, anneal; base_lr is
+  not read: the start is max_lr / div_factor), 'caffe_one_cycle' (base_lr, max_lr, step_size,
+  floor_div), 'multistep' (base_lr, boundaries, gamma), 'step' (base_lr, step_size, gamma),
+  'inv' (base_lr, gamma, power), 'constant' (base_lr), 'lr_range' (`config.lr_range.min_lr`,
+  `max_lr`, `num_steps`, `mode`).
+
+  Momentum (`momentum_schedule.name`): 'constant' (value), 'one_cycle' (min/max_momentum with
+  the LR's num_steps, pct_start, three_phase and anneal), 'cyclical' (max/min_momentum,
+  step_size, 0 meaning schedule.step_size).
+
+  Raises:
+    ValueError: unknown name or invalid values; the message names the config section.
+  """
+  try:
+    lr_fn = _lr_schedule(config)
+  except ValueError as e:
+    section = 'lr_range' if config.schedule.name == 'lr_range' else 'schedule'
+    raise ValueError(f'config.{section} (schedule.name={config.schedule.name!r}): {e}') from e
+  try:
+    momentum_fn = _momentum_schedule(config)
+  except ValueError as e:
+    raise ValueError(f'config.momentum_schedule (name={config.momentum_schedule.name!r}): '
+                     f'{e}') from e
+  return lr_fn, momentum_fn
+
+
+def schedule_length(config: ml_collections.ConfigDict) -> int | None:
+  """Updates the LR schedule is designed for, or None when it has no natural length.
+
+  'triangular': 2 * step_size * num_cycles; 'one_cycle' and 'caffe_one_cycle': num_steps (the
+  Caffe 1cycle needs 2 * step_size <= num_steps, see `check_schedule`); 'lr_range':
+  lr_range.num_steps; 'multistep', 'step', 'inv', 'constant': None.
+  """
+  s = config.schedule
+  if s.name == 'triangular':
+    return 2 * int(s.step_size) * int(s.num_cycles)
+  if s.name in ('one_cycle', 'caffe_one_cycle'):
+    return int(config.num_steps)
+  if s.name == 'lr_range':
+    return int(config.lr_range.num_steps)
+  if s.name in ('multistep', 'step', 'inv', 'constant'):
+    return None
+  raise ValueError(f'schedule.name must be one of {LR_SCHEDULES}, got {s.name!r}')
+
+
+def check_schedule(config: ml_collections.ConfigDict) -> None:
+  """Raises ValueError, before any compilation, if the schedules do not fit `config.num_steps`.
+
+  Builds both schedules (validating every value through the factories), then checks that the
+  LR schedule's length (`schedule_length`) equals num_steps, that the Caffe 1cycle's two halves
+  fit in the run, and that every multistep boundary falls inside it. Messages name the fields
+  and the numbers.
+  """
+  n = config.num_steps
+  if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+    raise ValueError(f'num_steps must be a positive integer, got {n!r}')
+  build_schedules(config)
+  s = config.schedule
+  if s.name == 'triangular' and (not isinstance(s.num_cycles, int) or s.num_cycles < 1):
+    raise ValueError(f'schedule.num_cycles must be a positive integer, got {s.num_cycles!r}')
+  length = schedule_length(config)
+  if s.name == 'triangular' and length != n:
+    hint = (f'; e.g. schedule.step_size={n // (2 * s.num_cycles)}'
+            if n % (2 * s.num_cycles) == 0 else '')
+    raise ValueError(
+        f'schedule.step_size={s.step_size} with schedule.num_cycles={s.num_cycles} makes a '
+        f'{length}-update CLR schedule (2 * step_size * num_cycles) but num_steps={n}: set '
+        f'num_steps={length} or change the step size{hint}')
+  if s.name == 'lr_range' and length != n:
+    raise ValueError(
+        f'lr_range.num_steps={length} is the length of the LR range sweep but num_steps={n}: '
+        f'they must be equal')
+  if s.name == 'caffe_one_cycle' and 2 * s.step_size > n:
+    raise ValueError(
+        f'schedule.step_size={s.step_size} makes the Caffe 1cycle up-and-down '
+        f'{2 * s.step_size} updates long (2 * step_size) but num_steps={n}: need '
+        f'2 * schedule.step_size <= num_steps (the remaining updates sit on the floor)')
+  if s.name == 'multistep':
+    late = [b for b in s.boundaries if b >= n]
+    if late:
+      raise ValueError(f'schedule.boundaries={tuple(s.boundaries)} has {late} >= num_steps={n}: '
+                       f'those LR drops would never happen')
+
+
+# ---------------------------------------------------------------------------------------------
+# Parameter groups.
+
+
+def _names(path) -> list[str]:
+  out = []
+  for k in path:
+    for attr in ('key', 'name', 'idx'):
+      if hasattr(k, attr):
+        out.append(str(getattr(k, attr)))
+        break
+    else:
+      out.append(str(k))
+  return out
+
+
+def _is_norm_module(name: str) -> bool:
+  lower = name.lower()
+  return 'bn' in lower or 'norm' in lower  # bn1, shortcut_bn, BatchNorm_0, LayerNorm_0
+
+
+def _kind(path) -> str:
+  """'norm' (BN scale/bias), 'bias' (conv/dense bias) or 'weight' (kernels and anything else)."""
+  names = _names(path)
+  leaf, parent = names[-1], (names[-2] if len(names) > 1 else '')
+  if leaf in ('scale', 'bias') and _is_norm_module(parent):
+    return 'norm'
+  if leaf == 'bias':
+    return 'bias'
+  return 'weight'
+
+
+def decay_mask(params: Any, decay_bias: bool = False, decay_bn: bool = True) -> Any:
+  """Which leaves weight decay applies to: a pytree of bools with the structure of `params`.
+
+  Naming convention of the models: conv/dense weights are leaves 'kernel'; conv/dense biases
+  'bias'; BN parameters 'scale' and 'bias' directly under a module whose name contains 'bn',
+  'BatchNorm' or 'Norm' (case-insensitive). Kernels and any other leaf are decayed (Caffe's
+  default decay_mult 1); biases only if `decay_bias`; BN parameters only if `decay_bn`.
+
+  Args:
+    params: a pytree of parameters (nested dicts as Flax produces).
+    decay_bias: decay conv/dense biases (Caffe prototxt of the paper: decay_mult 0, so False).
+    decay_bn: decay BN scale/shift (Caffe Scale layer default decay_mult 1, so True).
+
+  Returns:
+    A pytree of Python bools, usable as an optax mask.
+
+  Examples:
+    >>> p = {'conv1': {'kernel': 1.0, 'bias': 2.0}, 'bn1': {'scale': 3.0, 'bias': 4.0}}
+    >>> decay_mask(p, decay_bias=False, decay_bn=True)
+    {'bn1': {'bias': True, 'scale': True}, 'conv1': {'bias': False, 'kernel': True}}
+  """
+  return jax.tree_util.tree_map_with_path(
+      lambda path, _: {'weight': True, 'bias': decay_bias, 'norm': decay_bn}[_kind(path)], params)
+
+
+def _bias_mask(params: Any) -> Any:
+  """True on conv/dense biases (the leaves Caffe gives lr_mult 2 in the paper's prototxt)."""
+  return jax.tree_util.tree_map_with_path(lambda path, _: _kind(path) == 'bias', params)
+
+
+# ---------------------------------------------------------------------------------------------
+# Caffe SGD.
+
+
+class CaffeSgdState(NamedTuple):
+  """Caffe's `history_`: the velocity, which already contains the learning rate."""
+  velocity: Any
+
+
+def caffe_sgd(learning_rate: float | jax.Array, momentum: float | jax.Array,
+              nesterov: bool = False) -> optax.GradientTransformation:
+  r"""SGD with momentum exactly as Caffe: the learning rate is inside the velocity.
+
+  ::
+
+    v_t = mu v_{t-1} + lr_t g_t
+    w_t = w_{t-1} - v_t                                       (SGDSolver)
+    w_t = w_{t-1} - ((1 + mu) v_t - mu v_{t-1})               (NesterovSolver)
+
+  `optax.sgd` keeps `t_t = mu t_{t-1} + g_t` and steps `-lr_t t_t`. With a constant LR the two
+  are the same (v = lr t); when the LR changes, Caffe's past velocity keeps the LR it was
+  accumulated with, while optax rescales the whole trace by the current LR. Under a 1cycle or
+  CLR schedule the trajectories therefore differ. Weight decay is not part of this transform
+  (Caffe adds `wd * w` to the gradient first: chain `optax.add_decayed_weights` before it).
+
+  Args:
+    learning_rate: LR of this update (a scalar; wrap with `optax.inject_hyperparams` to drive
+      it from a schedule, as in the example).
+    momentum: momentum mu of this update, in [0, 1].
+    nesterov: Caffe's Nesterov form.
+
+  Returns:
+    An `optax.GradientTransformation` whose updates are to be added to the parameters.
+
+  Examples:
+    >>> import jax.numpy as jnp, optax
+    >>> opt = optax.inject_hyperparams(caffe_sgd)(
+    ...     learning_rate=lambda k: jnp.asarray([1., 2., 3.])[k], momentum=0.9)
+    >>> w = jnp.zeros(()); state = opt.init(w)
+    >>> for _ in range(3):  # gradient 1 each update: v = 1, 0.9 + 2, 0.81 + 1.8 + 3
+    ...   u, state = opt.update(jnp.ones(()), state, w)
+    ...   print(round(float(u), 5))
+    -1.0
+    -2.9
+    -5.61
+
+  References:
+    Caffe sgd_solver.cpp (`ComputeUpdateValue`) and nesterov_solver.cpp; Sutskever et al.,
+    ICML 2013.
+  """
+
+  def init_fn(params):
+    return CaffeSgdState(velocity=jax.tree.map(jnp.zeros_like, params))
+
+  def update_fn(updates, state, params=None):
+    del params
+    lr = jnp.asarray(learning_rate)
+    mu = jnp.asarray(momentum)
+    new_v = jax.tree.map(lambda v, g: (mu * v + lr * g).astype(v.dtype), state.velocity, updates)
+    if nesterov:
+      step = jax.tree.map(lambda v1, v0: (1 + mu) * v1 - mu * v0, new_v, state.velocity)
+    else:
+      step = new_v
+    out = jax.tree.map(lambda s, g: (-s).astype(g.dtype), step, updates)
+    return out, CaffeSgdState(velocity=new_v)
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
+# ---------------------------------------------------------------------------------------------
+# The optimizer.
+
+
+def _check_optimizer(o: ml_collections.ConfigDict) -> None:
+  if o.name not in OPTIMIZERS:
+    raise ValueError(f'optimizer.name must be one of {OPTIMIZERS}, got {o.name!r}')
+  if o.momentum_form not in ('caffe', 'optax'):
+    raise ValueError(f"optimizer.momentum_form must be 'caffe' or 'optax', got {o.momentum_form!r}")
+  for field, lo, hi in (('weight_decay', 0, None), ('bias_lr_mult', 0, None),
+                        ('grad_clip_norm', 0, None), ('eps', 0, None),
+                        ('initial_accumulator', 0, None), ('b2', 0, 1), ('rho', 0, 1)):
+    v = o[field]
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or v < lo or (
+        hi is not None and v >= hi):
+      bound = f'in [{lo}, {hi})' if hi is not None else f'>= {lo}'
+      raise ValueError(f'optimizer.{field} must be a number {bound}, got {v!r}')
+
+
+def create_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  """The optimizer of `config.optimizer`, LR and momentum driven by `build_schedules(config)`.
+
+  `optimizer.name`:
+    'sgd': momentum SGD, `momentum_form` 'caffe' (`caffe_sgd`: v = mu v + lr g, w -= v) or
+      'optax' (`optax.sgd`: t = mu t + g, w -= lr t); `nesterov` for both.
+    'adam' / 'adamw': `optax.scale_by_adam(b1=momentum, b2, eps)`; 'adamw' always decouples
+      the weight decay.
+    'adagrad': `optax.scale_by_rss(initial_accumulator, eps)` (eps inside the sqrt, Caffe adds
+      delta outside it).
+    'adadelta': `optax.scale_by_adadelta(rho, eps)` (the same recursion as Caffe's, whose rho
+      is its `momentum` field).
+    'rmsprop': `optax.scale_by_rms(rho, eps, eps_in_sqrt=False)` = Caffe's g / (sqrt(h) + delta).
+  AdaGrad, AdaDelta and RMSProp have no heavy-ball term: their 'momentum' hyperparameter is 0
+  and `momentum_schedule` is not used.
+
+  Weight decay (`weight_decay`, masked by `decay_mask(params, decay_bias, decay_bn)`) is added to
+  the gradient before the direction (Caffe) unless `decoupled_weight_decay` or 'adamw', where
+  `lr * weight_decay * w` is subtracted after it. `bias_lr_mult` scales the final update of
+  conv/dense biases; `grad_clip_norm > 0` clips the raw gradient's global norm first.
+
+  Returns:
+    `optax.inject_hyperparams(...)(learning_rate=lr_fn, momentum=momentum_fn)`: its state's
+    `hyperparams` holds float32 'learning_rate' and 'momentum' (see `current_hyperparams`).
+  """
+  o = config.optimizer
+  _check_optimizer(o)
+  lr_fn, momentum_fn = build_schedules(config)
+  if o.name in _NO_MOMENTUM:
+    momentum_fn = schedules.constant(0.0)
+  decoupled = o.decoupled_weight_decay or o.name == 'adamw'
+  wd = float(o.weight_decay)
+
+  def mask(params):
+    return decay_mask(params, o.decay_bias, o.decay_bn)
+
+  def make(learning_rate, momentum) -> optax.GradientTransformation:
+    parts = []
+    if o.grad_clip_norm > 0:
+      parts.append(optax.clip_by_global_norm(o.grad_clip_norm))
+    if wd > 0 and not decoupled:
+      parts.append(optax.add_decayed_weights(wd, mask))
+    lr_included = False  # Whether the direction already carries the LR (Caffe velocity).
+    if o.name == 'sgd' and o.momentum_form == 'caffe':
+      parts.append(caffe_sgd(learning_rate, momentum, nesterov=o.nesterov))
+      lr_included = True
+    elif o.name == 'sgd':
+      parts.append(optax.trace(decay=momentum, nesterov=o.nesterov))
+    elif o.name in ('adam', 'adamw'):
+      parts.append(optax.scale_by_adam(b1=momentum, b2=o.b2, eps=o.eps))
+    elif o.name == 'adagrad':
+      parts.append(optax.scale_by_rss(initial_accumulator_value=o.initial_accumulator, eps=o.eps))
+    elif o.name == 'adadelta':
+      parts.append(optax.scale_by_adadelta(rho=o.rho, eps=o.eps))
+    else:  # rmsprop
+      parts.append(optax.scale_by_rms(decay=o.rho, eps=o.eps, eps_in_sqrt=False))
+    if lr_included:
+      if wd > 0 and decoupled:
+        parts.append(optax.add_decayed_weights(-learning_rate * wd, mask))
+    else:
+      if wd > 0 and decoupled:
+        parts.append(optax.add_decayed_weights(wd, mask))
+      parts.append(optax.scale_by_learning_rate(learning_rate))
+    if o.bias_lr_mult != 1.0:
+      parts.append(optax.masked(optax.scale(o.bias_lr_mult), _bias_mask))
+    return optax.chain(*parts)
+
+  return optax.inject_hyperparams(make, hyperparam_dtype=jnp.float32)(
+      learning_rate=lr_fn, momentum=momentum_fn)
+
+
+def _find_hyperparams(state: Any) -> Mapping[str, jax.Array] | None:
+  hp = getattr(state, 'hyperparams', None)
+  if isinstance(hp, Mapping) and 'learning_rate' in hp:
+    return hp
+  if isinstance(state, Mapping):
+    children = list(state.values())
+  elif isinstance(state, (tuple, list)):  # Also NamedTuple states (chain, masked, ...).
+    children = list(state)
+  else:
+    children = []
+  for child in children:
+    found = _find_hyperparams(child)
+    if found is not None:
+      return found
+  return None
+
+
+def current_hyperparams(opt_state: Any) -> dict[str, jax.Array]:
+  """`{'lr': ..., 'momentum': ...}` of the last update, found anywhere in `opt_state`.
+
+  Looks for the first `optax.inject_hyperparams` state (depth first) in a possibly nested
+  state (e.g. inside `optax.chain` or `optax.MultiSteps`). 'momentum' is Adam's b1 for Adam,
+  0 for optimizers without momentum, and NaN if the injected transform has none.
+
+  Raises:
+    ValueError: when no injected learning rate is found.
+
+  Examples:
+    >>> import jax.numpy as jnp, optax
+    >>> opt = optax.chain(optax.inject_hyperparams(caffe_sgd)(learning_rate=0.5, momentum=0.9))
+    >>> hp = current_hyperparams(opt.init(jnp.zeros(3)))
+    >>> float(hp['lr']), round(float(hp['momentum']), 6)
+    (0.5, 0.9)
+  """
+  hp = _find_hyperparams(opt_state)
+  if hp is None:
+    raise ValueError('no optax.inject_hyperparams state with a learning_rate in opt_state')
+  momentum = hp['momentum'] if 'momentum' in hp else jnp.full((), jnp.nan, jnp.float32)
+  return {'lr': hp['learning_rate'], 'momentum': momentum}
