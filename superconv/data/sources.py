@@ -1,0 +1,440 @@
+"""Whole splits as numpy arrays: `load_split(data_cfg, split) -> (uint8 [N, H, W, C], int32 [N])`.
+
+Three sources, chosen by `data_cfg.source` (`data_cfg.name == 'fake'` always means generated data):
+
+- `'tfds'`: `tfds.data_source(name, split, data_dir=data_cfg.tfds_data_dir)`. TFDS downloads and
+  prepares the set on first use; offline, it must already be in the data dir.
+- `'files'`: a local file or folder at `data_cfg.path`, in one of the layouts below. The decoded
+  arrays are cached as `.npz` (in `data_cfg.cache_dir`, default `~/.cache/superconv`), keyed by the
+  absolute path, size and modification time, so only the first load pays for decoding (about 10 s
+  for the 60,000 CIFAR-10 JPEGs on one core; later loads take well under a second).
+- `'fake'`: deterministic generated images whose class is visible in their colour and stripes, so a
+  smoke run can beat chance. Sizes `data_cfg.fake_num_train` / `fake_num_test`.
+
+Local layouts (`'files'`), each as a directory, `.tar`, `.tar.gz`/`.tgz` or `.zip`:
+
+(a) image folders `[top/]{train,test}/<class>/<image>.{png,jpg,...}`; labels are the class folder
+    names in alphabetical order (CIFAR-10's standard label order is alphabetical);
+(b) CIFAR python pickles: `cifar-10-python.tar.gz` (`data_batch_1..5`, `test_batch`) or
+    `cifar-100-python.tar.gz` (`train`, `test`; the 100 fine labels). Pickles can run code when
+    loaded: only point this at archives you trust;
+(c) MNIST-format IDX files `{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]` (MNIST,
+    Fashion-MNIST).
+
+Every problem raises `DataError` naming the file or member; nothing is silently skipped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import hashlib
+import io
+import json
+import os
+import pathlib
+import pickle
+import re
+import tarfile
+import zipfile
+from typing import Any, Mapping
+
+import numpy as np
+
+__all__ = ['DataError', 'DatasetSpec', 'SPECS', 'image_shape', 'num_classes', 'load_split',
+           'tfds_data_source', 'fake_split']
+
+
+class DataError(ValueError):
+  """The data cannot be found, read or trusted; the message says which file and why."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetSpec:
+  num_classes: int
+  image_shape: tuple[int, int, int]   # H, W, C of the stored images (ImageNet: the training crop)
+  fake_shape: tuple[int, int, int]    # H, W, C of the generated 'fake' images
+  in_memory: bool = True              # False: too big to hold, use superconv.data.streaming
+
+
+SPECS: dict[str, DatasetSpec] = {
+    'cifar10': DatasetSpec(10, (32, 32, 3), (32, 32, 3)),
+    'cifar100': DatasetSpec(100, (32, 32, 3), (32, 32, 3)),
+    'mnist': DatasetSpec(10, (28, 28, 1), (28, 28, 1)),
+    'fashion_mnist': DatasetSpec(10, (28, 28, 1), (28, 28, 1)),
+    'imagenet2012': DatasetSpec(1000, (224, 224, 3), (64, 64, 3), in_memory=False),
+    'fake': DatasetSpec(10, (32, 32, 3), (32, 32, 3)),
+}
+
+_SPLITS = ('train', 'test')
+_TEST_ALIASES = ('test', 'val', 'validation')
+IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.ppm', '.pgm', '.gif', '.webp')
+_IDX_RE = re.compile(r'^(train|t10k)-(images|labels)[-.]idx([13])-ubyte(\.gz)?$')
+_FORMATS_HELP = (
+    "accepted: (a) image folders [top/]{train,test}/<class>/<image>.{png,jpg} as a directory, "
+    ".tar, .tar.gz/.tgz or .zip; (b) CIFAR python pickles (cifar-10-python.tar.gz with "
+    "data_batch_1..5 and test_batch, or cifar-100-python.tar.gz with train and test), archived or "
+    "extracted; (c) a directory of MNIST-format IDX files train-images-idx3-ubyte[.gz], "
+    "train-labels-idx1-ubyte[.gz], t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz]")
+_CACHE_VERSION = 1
+
+
+def _spec(name: str) -> DatasetSpec:
+  if name not in SPECS:
+    raise DataError(f'unknown dataset {name!r}; known: {sorted(SPECS)}')
+  return SPECS[name]
+
+
+def num_classes(name: str) -> int:
+  """Number of classes of dataset `name` (e.g. 10 for 'cifar10', 1000 for 'imagenet2012')."""
+  return _spec(name).num_classes
+
+
+def image_shape(name: str) -> tuple[int, int, int]:
+  """(H, W, C) of dataset `name`'s images as loaded (ImageNet: the 224 training crop)."""
+  return _spec(name).image_shape
+
+
+def load_split(data_cfg: Any, split: str) -> tuple[np.ndarray, np.ndarray]:
+  """Loads one whole split into memory.
+
+  Args:
+    data_cfg: `config.data` (name, source, path, tfds_data_dir, fake_num_train, fake_num_test,
+      cache_dir).
+    split: 'train' or 'test'.
+
+  Returns:
+    (images uint8 [N, H, W, C], labels int32 [N]), labels in [0, num_classes(name)).
+  """
+  if split not in _SPLITS:
+    raise ValueError(f'split must be one of {_SPLITS}, got {split!r}')
+  name = data_cfg.name
+  spec = _spec(name)
+  source = 'fake' if name == 'fake' else data_cfg.source
+  if source == 'fake':
+    count = data_cfg.fake_num_train if split == 'train' else data_cfg.fake_num_test
+    shape = tuple(data_cfg.get('fake_image_shape', None) or spec.fake_shape)
+    return fake_split(name, split, count, shape)
+  if not spec.in_memory:
+    raise DataError(f'{name} is too large to hold in memory; read it with '
+                    'superconv.data.streaming.train_iterator')
+  if source == 'tfds':
+    images, labels = _load_tfds(name, split, data_cfg.get('tfds_data_dir', ''))
+    where = f'tfds {name}/{split}'
+  elif source == 'files':
+    arrays = _load_files_cached(name, data_cfg.path, data_cfg.get('cache_dir', ''))
+    images, labels = arrays[f'{split}_images'], arrays[f'{split}_labels']
+    where = f'{data_cfg.path} ({split})'
+  else:
+    raise DataError(f"data.source must be 'tfds', 'files' or 'fake', got {source!r}")
+  _check(images, labels, name, where)
+  return images, labels
+
+
+def _check(images: np.ndarray, labels: np.ndarray, name: str, where: str) -> None:
+  """Raises DataError unless images are uint8 [N, *image_shape] and labels in range."""
+  spec = _spec(name)
+  if images.dtype != np.uint8 or images.shape[1:] != spec.image_shape:
+    raise DataError(f'{where}: images are {images.dtype} {images.shape[1:]}, expected uint8 '
+                    f'{spec.image_shape} for {name}')
+  if len(images) != len(labels):
+    raise DataError(f'{where}: {len(images)} images but {len(labels)} labels')
+  bad = (labels < 0) | (labels >= spec.num_classes)
+  if bad.any():
+    i = int(np.argmax(bad))
+    raise DataError(f'{where}: label {int(labels[i])} of example {i} is outside '
+                    f'[0, {spec.num_classes}) for {name}')
+
+
+# ------------------------------------------------------------------------------------------------
+# TFDS
+
+
+def tfds_data_source(name: str, split: str, data_dir: str = '') -> Any:
+  """`tfds.data_source(name, split)` (random access, no TensorFlow), or one clear DataError."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top  (absent on some hosts)
+  try:
+    return tfds.data_source(name, split=split, data_dir=data_dir or None, download=True)
+  except Exception as e:  # pylint: disable=broad-except  (network, missing files, missing deps)
+    where = data_dir or os.environ.get('TFDS_DATA_DIR') or '~/tensorflow_datasets'
+    raise DataError(
+        f'could not load {name}/{split} through TFDS ({type(e).__name__}: {e}). Either put the '
+        f'prepared dataset where TFDS looks ({where}; set --config.data.tfds_data_dir) or '
+        f'download it there on a machine with network access, or read local files with '
+        f'--config.data.source=files --config.data.path=PATH ({_FORMATS_HELP}).') from e
+
+
+def _load_tfds(name: str, split: str, data_dir: str) -> tuple[np.ndarray, np.ndarray]:
+  """Reads a whole TFDS split into arrays."""
+  source = tfds_data_source(name, split, data_dir)
+  # One record at a time: the data source decodes each image on access; 60k 32x32 records take a
+  # few seconds.
+  records = [source[i] for i in range(len(source))]
+  if not records:
+    raise DataError(f'tfds {name}/{split} is empty')
+  images = np.stack([np.asarray(r['image'], np.uint8) for r in records])
+  labels = np.asarray([r['label'] for r in records], np.int32)
+  return images, labels
+
+
+# ------------------------------------------------------------------------------------------------
+# Local files: a tree of members (directory, tar or zip), its layout, the decoders and the cache
+
+
+def _read_tree(path: pathlib.Path) -> Mapping[str, Any]:
+  """{posix member path: bytes, or a Path to read lazily} for a directory, tar or zip."""
+  def wanted(member: str) -> bool:
+    parts = member.split('/')
+    return not any(p.startswith('.') or p == '__MACOSX' for p in parts)
+
+  if path.is_dir():
+    tree = {}
+    for root, dirs, files in os.walk(path):
+      dirs[:] = sorted(d for d in dirs if not d.startswith('.'))
+      for f in files:
+        rel = pathlib.Path(root, f).relative_to(path).as_posix()
+        if wanted(rel):
+          tree[rel] = pathlib.Path(root, f)
+    return tree
+  try:
+    if tarfile.is_tarfile(path):
+      with tarfile.open(path) as tar:
+        # One sequential pass: a .tar.gz has no random access.
+        return {m.name.removeprefix('./'): tar.extractfile(m).read()
+                for m in tar if m.isfile() and wanted(m.name.removeprefix('./'))}
+    if zipfile.is_zipfile(path):
+      with zipfile.ZipFile(path) as zf:
+        return {n: zf.read(n) for n in zf.namelist() if not n.endswith('/') and wanted(n)}
+  except (tarfile.TarError, zipfile.BadZipFile, OSError, EOFError) as e:
+    raise DataError(f'{path}: cannot read archive ({type(e).__name__}: {e})') from e
+  if path.parent.is_dir() and _IDX_RE.match(path.name):
+    return _read_tree(path.parent)  # one IDX file named: use its folder
+  raise DataError(f'{path} is neither a directory nor a .tar/.tar.gz/.tgz/.zip archive; '
+                  f'{_FORMATS_HELP}')
+
+
+def _bytes(tree: Mapping[str, Any], member: str) -> bytes:
+  value = tree[member]
+  return value.read_bytes() if isinstance(value, pathlib.Path) else value
+
+
+def _load_files_cached(name: str, path_str: str, cache_dir: str) -> Mapping[str, np.ndarray]:
+  """Both splits of the local data set at `path_str`, decoded once and cached as .npz."""
+  if not path_str:
+    raise DataError("data.source='files' needs --config.data.path=PATH; " + _FORMATS_HELP)
+  path = pathlib.Path(path_str).expanduser().resolve()
+  if not path.exists():
+    raise DataError(f'data path {path} does not exist')
+  stat = path.stat()
+  key = [_CACHE_VERSION, name, str(path), stat.st_size, stat.st_mtime_ns]
+  if path.is_dir():  # a directory's own mtime misses edits to files below it
+    key.append(sorted((str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns)
+                      for p in path.rglob('*') if p.is_file()))
+  digest = hashlib.sha1(json.dumps(key).encode()).hexdigest()[:16]
+  cache_root = pathlib.Path(cache_dir or '~/.cache/superconv').expanduser()
+  cache_file = cache_root / f'{name}-{path.name}-{digest}.npz'
+  if cache_file.exists():
+    try:
+      with np.load(cache_file) as z:
+        return {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+      pass  # a broken cache file (e.g. an interrupted write elsewhere): decode again
+  arrays = _decode_files(name, path)
+  for split in _SPLITS:
+    _check(arrays[f'{split}_images'], arrays[f'{split}_labels'], name, f'{path} ({split})')
+  cache_root.mkdir(parents=True, exist_ok=True)
+  tmp = cache_file.with_suffix(f'.tmp{os.getpid()}.npz')
+  np.savez(tmp, **arrays)  # uncompressed: loading 180 MB of CIFAR is then I/O-bound
+  os.replace(tmp, cache_file)  # atomic: concurrent readers never see half a file
+  return arrays
+
+
+def _decode_files(name: str, path: pathlib.Path) -> dict[str, np.ndarray]:
+  """Detects the layout of `path` and decodes both splits."""
+  tree = _read_tree(path)
+  by_base: dict[str, list[str]] = {}
+  for member in tree:
+    by_base.setdefault(member.rsplit('/', 1)[-1], []).append(member)
+
+  idx = {m: _IDX_RE.match(m.rsplit('/', 1)[-1]) for m in tree}
+  idx = {m: g for m, g in idx.items() if g}
+  if idx:
+    return _decode_idx(path, tree, idx)
+  if 'data_batch_1' in by_base and 'test_batch' in by_base:
+    return _decode_cifar_pickles(name, path, tree, by_base, 'cifar10')
+  if 'train' in by_base and 'test' in by_base and 'meta' in by_base:
+    return _decode_cifar_pickles(name, path, tree, by_base, 'cifar100')
+  folders = _image_folder_members(path, tree)
+  if folders is not None:
+    return _decode_image_folders(name, path, tree, folders)
+  raise DataError(f'{path}: no known data layout found ({len(tree)} files); {_FORMATS_HELP}')
+
+
+def _image_folder_members(path: pathlib.Path,
+                          tree: Mapping[str, Any]) -> dict[str, list[tuple[str, str]]] | None:
+  """{'train'|'test': [(class, member), ...]} for layout (a), None if no images at all."""
+  images = sorted(m for m in tree if m.lower().endswith(IMAGE_EXTENSIONS))
+  if not images:
+    return None
+  expected = '[top/]{train,test}/<class>/<image>'
+  out: dict[str, list[tuple[str, str]]] = {}
+  prefixes, test_names = set(), set()
+  for member in images:
+    parts = member.split('/')
+    if len(parts) < 3 or parts[-3] not in ('train',) + _TEST_ALIASES:
+      raise DataError(f'{path}: image {member} is not in the expected layout {expected}')
+    prefixes.add('/'.join(parts[:-3]))
+    split = 'train' if parts[-3] == 'train' else 'test'
+    if split == 'test':
+      test_names.add(parts[-3])
+    out.setdefault(split, []).append((parts[-2], member))
+  if len(prefixes) > 1:
+    raise DataError(f'{path}: several image-folder trees ({sorted(prefixes)}); expected one '
+                    f'{expected}')
+  if len(test_names) > 1:
+    raise DataError(f'{path}: several test splits {sorted(test_names)}; keep one')
+  for split in _SPLITS:
+    if split not in out:
+      raise DataError(f'{path}: no {split} images; expected {expected}')
+  return out
+
+
+def _decode_image(path: pathlib.Path, tree: Mapping[str, Any], member: str,
+                  shape: tuple[int, int, int]) -> np.ndarray:
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  h, w, c = shape
+  try:
+    with Image.open(io.BytesIO(_bytes(tree, member))) as im:
+      mode = 'RGB' if c == 3 else 'L'
+      im = im if im.mode == mode else im.convert(mode)
+      array = np.asarray(im, np.uint8)
+  except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+    raise DataError(f'{path}: cannot decode image {member} ({type(e).__name__}: {e})') from e
+  if array.shape[:2] != (h, w):
+    raise DataError(f'{path}: image {member} is {array.shape[1]}x{array.shape[0]} (WxH), '
+                    f'expected {w}x{h}')
+  return array.reshape(shape)
+
+
+def _decode_image_folders(name: str, path: pathlib.Path, tree: Mapping[str, Any],
+                          folders: dict[str, list[tuple[str, str]]]) -> dict[str, np.ndarray]:
+  shape = image_shape(name)
+  classes = sorted({cls for cls, _ in folders['train']})
+  label_of = {cls: i for i, cls in enumerate(classes)}
+  out = {}
+  for split in _SPLITS:
+    members = sorted(folders[split])
+    unknown = sorted({cls for cls, _ in members} - set(label_of))
+    if unknown:
+      raise DataError(f'{path}: test classes {unknown} have no train folder')
+    images = np.empty((len(members),) + shape, np.uint8)
+    for i, (_, member) in enumerate(members):
+      images[i] = _decode_image(path, tree, member, shape)
+    out[f'{split}_images'] = images
+    out[f'{split}_labels'] = np.asarray([label_of[cls] for cls, _ in members], np.int32)
+  return out
+
+
+def _decode_cifar_pickles(name: str, path: pathlib.Path, tree: Mapping[str, Any],
+                          by_base: dict[str, list[str]], kind: str) -> dict[str, np.ndarray]:
+  """CIFAR python pickles: dicts with b'data' uint8 [N, 3072] (channel-major) and labels."""
+  if name != kind:
+    raise DataError(f'{path} holds {kind} pickles but data.name is {name!r}')
+  files = ({'train': [f'data_batch_{i}' for i in range(1, 6)], 'test': ['test_batch']}
+           if kind == 'cifar10' else {'train': ['train'], 'test': ['test']})
+  label_key = b'labels' if kind == 'cifar10' else b'fine_labels'
+  out = {}
+  for split, bases in files.items():
+    images, labels = [], []
+    for base in bases:
+      members = by_base.get(base, [])
+      if len(members) != 1:
+        raise DataError(f'{path}: expected exactly one {base} pickle, found {members or "none"}')
+      member = members[0]
+      try:
+        batch = pickle.loads(_bytes(tree, member), encoding='bytes')
+        data = np.asarray(batch[b'data'], np.uint8)
+        label = np.asarray(batch[label_key], np.int64)
+      except Exception as e:  # pylint: disable=broad-except  (any malformed pickle)
+        raise DataError(f'{path}: cannot read CIFAR pickle {member} '
+                        f'({type(e).__name__}: {e})') from e
+      if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(data) != len(label):
+        raise DataError(f'{path}: {member} has data {data.shape} and {len(label)} labels, '
+                        'expected [N, 3072] and N labels')
+      images.append(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+      labels.append(label)
+    out[f'{split}_images'] = np.ascontiguousarray(np.concatenate(images))
+    out[f'{split}_labels'] = np.concatenate(labels).astype(np.int32)
+  return out
+
+
+def _parse_idx(path: pathlib.Path, member: str, raw: bytes, ndim: int) -> np.ndarray:
+  """IDX: magic 0x00 0x00 <type 0x08 = uint8> <ndim>, ndim big-endian int32 sizes, then data."""
+  if raw[:2] == b'\x1f\x8b':
+    try:
+      raw = gzip.decompress(raw)
+    except (OSError, EOFError) as e:
+      raise DataError(f'{path}: cannot gunzip {member} ({e})') from e
+  if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08 or raw[3] != ndim:
+    raise DataError(f'{path}: {member} has bad IDX magic number {raw[:4].hex()}, expected '
+                    f'00000 8{ndim:02x} (uint8, {ndim} dims)')
+  dims = tuple(int(d) for d in np.frombuffer(raw, '>i4', count=ndim, offset=4))
+  data = np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim)
+  if data.size != np.prod(dims):
+    raise DataError(f'{path}: {member} declares shape {dims} but holds {data.size} bytes')
+  return data.reshape(dims)
+
+
+def _decode_idx(path: pathlib.Path, tree: Mapping[str, Any],
+                idx: dict[str, re.Match]) -> dict[str, np.ndarray]:
+  found = {(g.group(1), g.group(2)): m for m, g in idx.items()}
+  need = [(p, k) for p in ('train', 't10k') for k in ('images', 'labels')]
+  missing = [f'{p}-{k}-idx{3 if k == "images" else 1}-ubyte[.gz]' for p, k in need
+             if (p, k) not in found]
+  if missing:
+    raise DataError(f'{path}: IDX files missing: {missing}')
+  out = {}
+  for split, prefix in (('train', 'train'), ('test', 't10k')):
+    img_member, lbl_member = found[(prefix, 'images')], found[(prefix, 'labels')]
+    images = _parse_idx(path, img_member, _bytes(tree, img_member), 3)
+    labels = _parse_idx(path, lbl_member, _bytes(tree, lbl_member), 1)
+    if len(images) != len(labels):
+      raise DataError(f'{path}: {img_member} has {len(images)} images but {lbl_member} has '
+                      f'{len(labels)} labels')
+    out[f'{split}_images'] = images[..., None]
+    out[f'{split}_labels'] = labels.astype(np.int32)
+  return out
+
+
+# ------------------------------------------------------------------------------------------------
+# Generated data
+
+
+def fake_split(name: str, split: str, count: int,
+               shape: tuple[int, int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+  """Deterministic learnable images: class colour + class stripes + noise, uint8.
+
+  Class k has a mean colour m_k (drawn once from a fixed seed, shared by both splits) and
+  horizontal stripes of frequency 1 + k mod 4 (invariant to horizontal flips, so mirroring keeps
+  the signal):  x = clip(m_k + 40 cos(2 pi f_k y / H + phi_k) + N(0, 30^2), 0, 255).
+  Labels are balanced (count // K or +1 per class) in a fixed shuffled order.
+
+  Examples:
+    >>> x, y = fake_split('cifar10', 'train', 20)
+    >>> x.shape, x.dtype.name, y.dtype.name, sorted(set(y.tolist())) == list(range(10))
+    ((20, 32, 32, 3), 'uint8', 'int32', True)
+  """
+  spec = _spec(name)
+  h, w, c = shape or spec.fake_shape
+  k = spec.num_classes
+  templates_rng = np.random.default_rng(1234)
+  colours = templates_rng.uniform(60, 195, (k, c))
+  phases = templates_rng.uniform(0, 2 * np.pi, k)
+  freqs = 1 + np.arange(k) % 4
+  rng = np.random.default_rng(_SPLITS.index(split) + 1)
+  labels = rng.permutation(np.arange(count) % k).astype(np.int32)
+  y = np.arange(h)[None, :] / h
+  stripes = 40 * np.cos(2 * np.pi * freqs[:, None] * y + phases[:, None])  # [K, H]
+  images = (colours[labels][:, None, None, :] + stripes[labels][:, :, None, None]
+            + rng.normal(0, 30, (count, h, w, c)))
+  return np.clip(np.rint(images), 0, 255).astype(np.uint8), labels

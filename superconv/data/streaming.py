@@ -1,0 +1,190 @@
+"""Per-host streaming for data sets too large to hold in memory (ImageNet).
+
+The order is the same endless stream as `pipeline.batch_indices`: position p = step * B + j reads
+perm_e[p mod N], e = p // N, perm_e a seeded permutation per epoch. Host i of P reads only the
+slice j in [i B/P, (i+1) B/P) of every global batch, so the hosts' reads are disjoint, together
+cover each epoch exactly once, and the global batch at a step does not depend on P. Each example's
+crop and flip come from a generator seeded with (seed, p): the stream is a pure function of
+(seed, step), so a run resumed at `start_step` continues exactly.
+
+Images leave the host as uint8 (a quarter of float32's transfer); the device subtracts the mean
+(`pipeline.preprocess_eval`, e.g. with `IMAGENET_MEAN_RGB`).
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import itertools
+import math
+import pathlib
+from typing import Any, Iterator, Sequence
+
+import jax
+import numpy as np
+
+from superconv.data import sources
+from superconv.data.sources import DataError
+
+__all__ = ['IMAGENET_MEAN_RGB', 'ImageFolderSource', 'open_source', 'random_resized_crop',
+           'center_crop', 'train_iterator', 'eval_iterator', 'prefetch_to_device']
+
+IMAGENET_MEAN_RGB = (123.675, 116.28, 103.53)  # per-channel train mean on the 0-255 scale
+
+
+class ImageFolderSource:
+  """Random access to `root/<split>/<class>/<image>`, records like a tfds data source's."""
+
+  def __init__(self, root: str | pathlib.Path, split: str):
+    root = pathlib.Path(root).expanduser()
+    names = ('train',) if split == 'train' else ('test', 'val', 'validation')
+    split_dir = next((root / s for s in names if (root / s).is_dir()), None)
+    missing = [n for n, d in (('train', root / 'train'), ('/'.join(names), split_dir))
+               if d is None or not d.is_dir()]
+    if missing:
+      raise DataError(f'{root}: expected image folders {{train,val}}/<class>/<image> for '
+                      f'streaming, found no {missing[0]} folder')
+    classes = sorted(d.name for d in (root / 'train').iterdir() if d.is_dir())
+    label_of = {c: i for i, c in enumerate(classes)}
+    self.files = sorted(p for p in split_dir.glob('*/*')
+                        if p.suffix.lower() in sources.IMAGE_EXTENSIONS)
+    if not self.files:
+      raise DataError(f'{split_dir}: no images')
+    try:
+      self.labels = np.asarray([label_of[p.parent.name] for p in self.files], np.int32)
+    except KeyError as e:
+      raise DataError(f'{split_dir}: class folder {e} has no train folder') from e
+
+  def __len__(self) -> int:
+    return len(self.files)
+
+  def __getitem__(self, i: int) -> dict[str, Any]:
+    from PIL import Image  # pylint: disable=g-import-not-at-top
+    try:
+      with Image.open(self.files[i]) as im:
+        image = np.asarray(im.convert('RGB'))
+    except (OSError, ValueError) as e:
+      raise DataError(f'cannot decode image {self.files[i]} ({e})') from e
+    return {'image': image, 'label': self.labels[i]}
+
+
+def open_source(data_cfg: Any, split: str) -> Sequence[dict[str, Any]]:
+  """A random-access source of {'image': uint8 [h, w, 3], 'label'} records."""
+  if data_cfg.source == 'files':
+    return ImageFolderSource(data_cfg.path, split)
+  if data_cfg.source == 'tfds':
+    tfds_split = 'validation' if (data_cfg.name == 'imagenet2012' and split == 'test') else split
+    return sources.tfds_data_source(data_cfg.name, tfds_split, data_cfg.get('tfds_data_dir', ''))
+  raise DataError(f"streaming reads data.source 'tfds' or 'files', got {data_cfg.source!r}")
+
+
+def _resize(image: np.ndarray, size: int, box: tuple[int, int, int, int]) -> np.ndarray:
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  im = Image.fromarray(image.reshape(image.shape[:2]) if image.shape[-1] == 1 else image)
+  return np.asarray(im.convert('RGB').resize((size, size), Image.BILINEAR, box=box))
+
+
+def random_resized_crop(image: np.ndarray, size: int, rng: np.random.Generator,
+                        area: tuple[float, float] = (0.08, 1.0),
+                        ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> np.ndarray:
+  """Inception crop: a box of area fraction U(area), aspect log-U(ratio), resized to size^2.
+
+  Up to 10 draws; if none fits, the whole image.
+  """
+  h, w = image.shape[:2]
+  for _ in range(10):
+    target = h * w * rng.uniform(*area)
+    aspect = math.exp(rng.uniform(math.log(ratio[0]), math.log(ratio[1])))
+    cw, ch = round(math.sqrt(target * aspect)), round(math.sqrt(target / aspect))
+    if 0 < cw <= w and 0 < ch <= h:
+      y0, x0 = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
+      return _resize(image, size, (x0, y0, x0 + cw, y0 + ch))
+  return _resize(image, size, (0, 0, w, h))
+
+
+def center_crop(image: np.ndarray, size: int, crop_fraction: float = 0.875) -> np.ndarray:
+  """The central square of side crop_fraction * min(h, w), resized to size^2 (standard eval)."""
+  h, w = image.shape[:2]
+  side = max(1, round(min(h, w) * crop_fraction))
+  y0, x0 = (h - side) // 2, (w - side) // 2
+  return _resize(image, size, (x0, y0, x0 + side, y0 + side))
+
+
+def _image_size(data_cfg: Any) -> int:
+  return int(data_cfg.get('image_size', 0) or sources.image_shape(data_cfg.name)[0])
+
+
+def train_iterator(config: Any, *, process_index: int, process_count: int, start_step: int = 0,
+                   num_threads: int = 8) -> Iterator[dict[str, np.ndarray]]:
+  """This host's share of every training batch from `start_step` on, endlessly.
+
+  Yields dict(image uint8 [B/P, S, S, 3], label int32 [B/P]) with B = config.batch_size,
+  P = process_count, S = config.data.image_size (default: the dataset's image_shape).
+  Random-resized crop, then a horizontal flip with probability 1/2 if config.data.mirror.
+  """
+  batch, seed = config.batch_size, config.seed
+  if batch % process_count:
+    raise ValueError(f'batch_size {batch} is not divisible by {process_count} processes')
+  local = batch // process_count
+  source = open_source(config.data, 'train')
+  n, size, mirror = len(source), _image_size(config.data), config.data.mirror
+  perms: dict[int, np.ndarray] = {}  # epoch -> permutation, only the epochs of the current batch
+
+  def example(p: int) -> tuple[np.ndarray, int]:
+    rng = np.random.default_rng([seed, 1, p])
+    record = source[int(perms[p // n][p % n])]
+    image = random_resized_crop(np.asarray(record['image']), size, rng)
+    if mirror and rng.random() < 0.5:
+      image = image[:, ::-1]
+    return image, int(record['label'])
+
+  with concurrent.futures.ThreadPoolExecutor(num_threads) as pool:  # PIL releases the GIL
+    for step in itertools.count(start_step):
+      first = step * batch + process_index * local
+      perms = {e: perms[e] if e in perms else np.random.default_rng([seed, 0, e]).permutation(n)
+               for e in range(first // n, (first + local - 1) // n + 1)}
+      out = list(pool.map(example, range(first, first + local)))
+      yield {'image': np.stack([o[0] for o in out]),
+             'label': np.asarray([o[1] for o in out], np.int32)}
+
+
+def eval_iterator(config: Any, *, process_index: int, process_count: int,
+                  num_threads: int = 8) -> Iterator[dict[str, np.ndarray]]:
+  """This host's share of the test split, in order, once: dict(image, label, mask).
+
+  Global batches of config.data.eval_batch_size rounded up to a multiple of P; the last is padded
+  (mask False), and every host yields the same number of batches.
+  """
+  source = open_source(config.data, 'test')
+  n, size = len(source), _image_size(config.data)
+  local = -(-config.data.eval_batch_size // process_count)
+  batch = local * process_count
+
+  def example(i: int) -> tuple[np.ndarray, int]:
+    if i >= n:
+      return np.zeros((size, size, 3), np.uint8), 0
+    record = source[i]
+    return center_crop(np.asarray(record['image']), size), int(record['label'])
+
+  with concurrent.futures.ThreadPoolExecutor(num_threads) as pool:
+    for start in range(0, n, batch):
+      ids = range(start + process_index * local, start + (process_index + 1) * local)
+      out = list(pool.map(example, ids))
+      yield {'image': np.stack([o[0] for o in out]),
+             'label': np.asarray([o[1] for o in out], np.int32),
+             'mask': np.asarray([i < n for i in ids])}
+
+
+def prefetch_to_device(iterator: Iterator[Any], size: int,
+                       sharding: jax.sharding.Sharding) -> Iterator[Any]:
+  """Keeps `size` batches in flight: each host's batch becomes its part of a global jax.Array.
+
+  `jax.make_array_from_process_local_data` starts the transfer asynchronously, so the host
+  prepares batch s + size while the device trains on batch s.
+  """
+  put = lambda b: jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), b)
+  iterator = iter(iterator)
+  queue = collections.deque(put(b) for b in itertools.islice(iterator, size))
+  while queue:
+    yield queue.popleft()
+    queue.extend(put(b) for b in itertools.islice(iterator, 1))
