@@ -417,7 +417,9 @@ def _find_hyperparams(state: Any) -> Mapping[str, jax.Array] | None:
 
 
 def current_hyperparams(opt_state: Any) -> dict[str, jax.Array]:
-  """`{'lr': ..., 'momentum': ...}` of the last update, found anywhere in `opt_state`.
+  """`{'lr', 'learning_rate', 'momentum'}` of the last update, found anywhere in `opt_state`.
+
+  'lr' and 'learning_rate' are the same array (both spellings are in use by callers).
 
   Looks for the first `optax.inject_hyperparams` state (depth first) in a possibly nested
   state (e.g. inside `optax.chain` or `optax.MultiSteps`). 'momentum' is Adam's b1 for Adam,
@@ -437,4 +439,4 @@ def current_hyperparams(opt_state: Any) -> dict[str, jax.Array]:
   if hp is None:
     raise ValueError('no optax.inject_hyperparams state with a learning_rate in opt_state')
   momentum = hp['momentum'] if 'momentum' in hp else jnp.full((), jnp.nan, jnp.float32)
-  return {'lr': hp['learning_rate'], 'momentum': momentum}
+  return {'lr': hp['learning_rate'], 'learning_rate': hp['learning_rate'], 'momentum': momentum}

@@ -251,7 +251,10 @@ def _piecewise_anneal(step, starts, ends, values, anneal):
     if anneal == 'cos':
       wa = jnp.square(jnp.sin(_F32(np.pi / 2) * wa))
       wb = jnp.square(jnp.sin(_F32(np.pi / 2) * wb))
-    value = _F32(values[i]) * wa + _F32(values[i + 1]) * wb
+    if values[i] == values[i + 1]:  # A flat phase (momentum while annihilating): exactly flat.
+      value = _F32(values[i])
+    else:
+      value = _F32(values[i]) * wa + _F32(values[i + 1]) * wb
     in_phase = _offset(it, ends[i]) <= 0 if i < len(ends) - 1 else True
     out = jnp.where(in_phase, value, out)
   return out

@@ -1,0 +1,352 @@
+"""superconv.optim: config -> schedules, length checks, Caffe vs optax SGD, decay masks, jit."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from configs import default
+from superconv import optim
+
+
+def cfg(**overrides):
+  """The default config with dotted overrides, e.g. cfg(**{'schedule.name': 'inv'})."""
+  c = default.get_config()
+  for key, value in overrides.items():
+    node = c
+    *parents, leaf = key.split('.')
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  return c
+
+
+def run_updates(tx, params, grads_seq):
+  """Applies tx for each gradient; returns the list of updates and the final state."""
+  state = tx.init(params)
+  out = []
+  for g in grads_seq:
+    u, state = tx.update(g, state, params)
+    params = optax.apply_updates(params, u)
+    out.append(u)
+  return out, state, params
+
+
+# ---------------------------------------------------------------------------------------------
+# Schedules from the config.
+
+
+def test_build_schedules_default_is_the_papers_clr():
+  lr_fn, m_fn = optim.build_schedules(cfg())
+  assert lr_fn(100) == np.float32(0.158) and lr_fn(5000) == np.float32(3.0)
+  assert m_fn(1234) == np.float32(0.9)
+
+
+@pytest.mark.parametrize('overrides,step,lr,momentum', [
+    ({'schedule.name': 'one_cycle', 'momentum_schedule.name': 'one_cycle'}, 4499, 3.0, 0.85),
+    ({'schedule.name': 'one_cycle', 'momentum_schedule.name': 'one_cycle'}, 0, 0.3, 0.95),
+    ({'schedule.name': 'caffe_one_cycle', 'schedule.step_size': 4000,
+      'momentum_schedule.name': 'cyclical'}, 4000, 3.0, 0.85),  # cyclical step 0 -> 4000
+    ({'schedule.name': 'caffe_one_cycle', 'momentum_schedule.name': 'cyclical',
+      'momentum_schedule.step_size': 100}, 100, 0.1 + 2.9 * 100 / 5000, 0.85),
+    ({'schedule.name': 'multistep', 'schedule.base_lr': 0.35, 'schedule.gamma': 0.1},
+     50_000, 0.035, 0.9),
+    ({'schedule.name': 'step', 'schedule.gamma': 0.5, 'schedule.step_size': 10}, 25, 0.025, 0.9),
+    ({'schedule.name': 'inv', 'schedule.base_lr': 0.01, 'schedule.gamma': 1e-4}, 10_000,
+     0.01 * 2**-0.75, 0.9),
+    ({'schedule.name': 'constant'}, 777, 0.1, 0.9),
+    ({'schedule.name': 'lr_range', 'lr_range.mode': 'linear'}, 2500, 1.5, 0.9),
+    ({'schedule.name': 'lr_range', 'lr_range.min_lr': 1e-3, 'lr_range.mode': 'exp',
+      'lr_range.max_lr': 10.0, 'lr_range.num_steps': 4}, 2, 0.1, 0.9),
+])
+def test_build_schedules_each_name(overrides, step, lr, momentum):
+  lr_fn, m_fn = optim.build_schedules(cfg(**overrides))
+  np.testing.assert_allclose(lr_fn(step), lr, rtol=1e-6)
+  np.testing.assert_allclose(m_fn(step), momentum, rtol=1e-6)
+
+
+@pytest.mark.parametrize('overrides,length', [
+    ({}, 10_000),
+    ({'schedule.num_cycles': 3, 'schedule.step_size': 100}, 600),
+    ({'schedule.name': 'one_cycle', 'num_steps': 777}, 777),
+    ({'schedule.name': 'caffe_one_cycle', 'num_steps': 9277}, 9277),
+    ({'schedule.name': 'lr_range', 'lr_range.num_steps': 20_000}, 20_000),
+    ({'schedule.name': 'multistep'}, None),
+    ({'schedule.name': 'inv'}, None),
+    ({'schedule.name': 'step'}, None),
+    ({'schedule.name': 'constant'}, None),
+])
+def test_schedule_length(overrides, length):
+  assert optim.schedule_length(cfg(**overrides)) == length
+
+
+def test_check_schedule_accepts_consistent_configs():
+  optim.check_schedule(cfg())
+  optim.check_schedule(cfg(**{'schedule.name': 'one_cycle', 'num_steps': 123}))
+  optim.check_schedule(cfg(**{'schedule.name': 'caffe_one_cycle', 'schedule.step_size': 4003,
+                              'num_steps': 9277}))
+  optim.check_schedule(cfg(**{'schedule.name': 'multistep', 'num_steps': 80_000}))
+  optim.check_schedule(cfg(**{'schedule.name': 'lr_range', 'num_steps': 5000}))
+
+
+@pytest.mark.parametrize('overrides,fragments', [
+    ({'num_steps': 8000},
+     ['schedule.step_size=5000', 'num_cycles=1', '10000-update', 'num_steps=8000',
+      'schedule.step_size=4000']),
+    ({'schedule.name': 'caffe_one_cycle', 'num_steps': 9000},
+     ['schedule.step_size=5000', '10000', 'num_steps=9000']),
+    ({'schedule.name': 'multistep', 'num_steps': 60_000},
+     ['schedule.boundaries', '70000', 'num_steps=60000']),
+    ({'schedule.name': 'lr_range', 'num_steps': 8000},
+     ['lr_range.num_steps=5000', 'num_steps=8000']),
+    ({'schedule.max_lr': 0.05}, ['config.schedule', 'max_lr']),
+    ({'schedule.name': 'lr_range', 'lr_range.mode': 'exp', 'num_steps': 5000},
+     ['config.lr_range', 'min_lr']),
+    ({'schedule.name': 'cosine'}, ['schedule.name', 'cosine']),
+    ({'momentum_schedule.name': 'cyclical', 'momentum_schedule.min_momentum': 1.5},
+     ['config.momentum_schedule', 'min_momentum']),
+    ({'num_steps': 0}, ['num_steps']),
+])
+def test_check_schedule_messages(overrides, fragments):
+  with pytest.raises(ValueError) as info:
+    optim.check_schedule(cfg(**overrides))
+  for fragment in fragments:
+    assert fragment in str(info.value), (fragment, str(info.value))
+
+
+# ---------------------------------------------------------------------------------------------
+# Caffe SGD vs optax SGD.
+
+LRS = (1.0, 2.0, 3.0)
+
+
+def _sgd_pair(lr, nesterov):
+  caffe = optax.inject_hyperparams(optim.caffe_sgd)(learning_rate=lr, momentum=0.9,
+                                                    nesterov=nesterov)
+  ox = optax.inject_hyperparams(optax.sgd)(learning_rate=lr, momentum=0.9, nesterov=nesterov)
+  return caffe, ox
+
+
+@pytest.mark.parametrize('nesterov,caffe_expected,optax_expected', [
+    # g = 1 each update, lr = 1, 2, 3, mu = 0.9.
+    # Caffe: v = 1, 0.9 + 2 = 2.9, 2.61 + 3 = 5.61.   optax: t = 1, 1.9, 2.71; u = -lr t.
+    (False, [-1.0, -2.9, -5.61], [-1.0, -3.8, -8.13]),
+    # Nesterov. Caffe: (1 + mu) v_t - mu v_{t-1} = 1.9, 5.51 - 0.9 = 4.61, 10.659 - 2.61 = 8.049.
+    # optax: lr (g + mu t): 1.9, 2 * 2.71 = 5.42, 3 * 3.439 = 10.317.
+    (True, [-1.9, -4.61, -8.049], [-1.9, -5.42, -10.317]),
+])
+def test_caffe_and_optax_momentum_differ_when_lr_changes(nesterov, caffe_expected,
+                                                        optax_expected):
+  lr = lambda k: jnp.asarray(LRS, jnp.float32)[jnp.minimum(k, 2)]
+  caffe, ox = _sgd_pair(lr, nesterov)
+  ones = [jnp.ones(())] * 3
+  uc, _, _ = run_updates(caffe, jnp.zeros(()), ones)
+  uo, _, _ = run_updates(ox, jnp.zeros(()), ones)
+  np.testing.assert_allclose(uc, caffe_expected, rtol=1e-6)
+  np.testing.assert_allclose(uo, optax_expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize('nesterov,expected', [
+    (False, [-0.5, -0.95, -1.355]),       # 0.5 * (1, 1.9, 2.71)
+    (True, [-0.95, -1.355, -1.7195]),     # 0.5 * (1.9, 2.71, 3.439)
+])
+def test_caffe_and_optax_momentum_agree_when_lr_constant(nesterov, expected):
+  caffe, ox = _sgd_pair(0.5, nesterov)
+  ones = [jnp.ones(())] * 3
+  uc, _, _ = run_updates(caffe, jnp.zeros(()), ones)
+  uo, _, _ = run_updates(ox, jnp.zeros(()), ones)
+  np.testing.assert_allclose(uc, expected, rtol=1e-6)
+  np.testing.assert_allclose(uo, expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize('form,expected', [('caffe', [-1.0, -2.9, -5.61]),
+                                           ('optax', [-1.0, -3.8, -8.13])])
+def test_create_optimizer_momentum_forms(form, expected):
+  # lr_range 1 -> 3 over 2 updates gives lr 1, 2, 3: the closed form above, through the config.
+  c = cfg(**{'schedule.name': 'lr_range', 'lr_range.min_lr': 1.0, 'lr_range.max_lr': 3.0,
+             'lr_range.num_steps': 2, 'optimizer.momentum_form': form,
+             'optimizer.weight_decay': 0.0})
+  updates, _, _ = run_updates(optim.create_optimizer(c), {'w': {'kernel': jnp.zeros(())}},
+                              [{'w': {'kernel': jnp.ones(())}}] * 3)
+  np.testing.assert_allclose([u['w']['kernel'] for u in updates], expected, rtol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------
+# Weight decay, bias LR multiplier, clipping.
+
+PARAMS = {
+    'conv1': {'kernel': 1.0, 'bias': 2.0},
+    'bn1': {'scale': 3.0, 'bias': 4.0},
+    'stage1': {'block0': {'shortcut_bn': {'scale': 5.0, 'bias': 6.0},
+                          'Conv_0': {'kernel': 7.0}}},
+    'BatchNorm_0': {'scale': 8.0, 'bias': 9.0},
+    'Dense_0': {'kernel': 10.0, 'bias': 11.0},
+}
+
+
+@pytest.mark.parametrize('decay_bias,decay_bn', [(False, True), (True, False), (False, False)])
+def test_decay_mask(decay_bias, decay_bn):
+  mask = optim.decay_mask(PARAMS, decay_bias=decay_bias, decay_bn=decay_bn)
+  assert mask == {
+      'conv1': {'kernel': True, 'bias': decay_bias},
+      'bn1': {'scale': decay_bn, 'bias': decay_bn},
+      'stage1': {'block0': {'shortcut_bn': {'scale': decay_bn, 'bias': decay_bn},
+                            'Conv_0': {'kernel': True}}},
+      'BatchNorm_0': {'scale': decay_bn, 'bias': decay_bn},
+      'Dense_0': {'kernel': True, 'bias': decay_bias},
+  }
+
+
+def _tree(value_fn):
+  return jax.tree.map(lambda x: jnp.asarray(value_fn(x), jnp.float32), PARAMS)
+
+
+def test_coupled_weight_decay_follows_caffe_and_the_mask():
+  # Zero gradient, constant lr 0.5, mu 0.9, wd 0.1, Caffe SGD on the masked leaves:
+  # v1 = lr wd w = 0.05 w; w1 = 0.95 w; v2 = 0.9 v1 + 0.05 w1. Conv/dense biases: 0.
+  c = cfg(**{'schedule.name': 'constant', 'schedule.base_lr': 0.5,
+             'optimizer.weight_decay': 0.1})
+  params = _tree(lambda x: x)
+  (u1, u2), _, _ = run_updates(optim.create_optimizer(c), params, [_tree(lambda x: 0.0)] * 2)
+  mask = optim.decay_mask(PARAMS, decay_bias=False, decay_bn=True)
+  assert sum(jax.tree.leaves(mask)) == 11 - 2  # all but conv1/bias and Dense_0/bias
+  expected1 = jax.tree.map(lambda w, m: -0.05 * w * m, PARAMS, mask)
+  expected2 = jax.tree.map(lambda w, m: -(0.9 * 0.05 * w + 0.05 * 0.95 * w) * m, PARAMS, mask)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), u1, expected1)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), u2, expected2)
+
+
+def test_decoupled_weight_decay_stays_out_of_the_velocity():
+  # Decoupled: u = -(v + lr wd w) with v built from the gradient only (0 here).
+  c = cfg(**{'schedule.name': 'constant', 'schedule.base_lr': 0.5,
+             'optimizer.weight_decay': 0.1, 'optimizer.decoupled_weight_decay': True})
+  params = {'conv': {'kernel': jnp.asarray(1.0)}}
+  (u1, u2), _, _ = run_updates(optim.create_optimizer(c), params,
+                               [{'conv': {'kernel': jnp.zeros(())}}] * 2)
+  np.testing.assert_allclose(u1['conv']['kernel'], -0.05, rtol=1e-6)
+  np.testing.assert_allclose(u2['conv']['kernel'], -0.05 * 0.95, rtol=1e-6)  # no 0.9 v1 term
+
+
+def test_adamw_decay_matches_optax_adamw():
+  c = cfg(**{'schedule.name': 'constant', 'schedule.base_lr': 1e-2, 'optimizer.name': 'adamw',
+             'optimizer.weight_decay': 1e-2, 'optimizer.decay_bias': True})
+  params = {'d': {'kernel': jnp.asarray([1.0, -2.0]), 'bias': jnp.asarray([0.5])}}
+  grads = [jax.tree.map(lambda x: 0.3 * x + 0.1, params)] * 3
+  ours, _, _ = run_updates(optim.create_optimizer(c), params, grads)
+  ref, _, _ = run_updates(optax.adamw(1e-2, b1=0.9, b2=0.999, eps=1e-8, weight_decay=1e-2),
+                          params, grads)
+  for a, b in zip(ours, ref):
+    jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5), a, b)
+
+
+def test_bias_lr_mult_scales_only_conv_and_dense_biases():
+  c = cfg(**{'schedule.name': 'constant', 'schedule.base_lr': 0.1,
+             'momentum_schedule.value': 0.0, 'optimizer.weight_decay': 0.0,
+             'optimizer.bias_lr_mult': 2.0})
+  (u,), _, _ = run_updates(optim.create_optimizer(c), _tree(lambda x: x),
+                           [_tree(lambda x: 1.0)])
+  assert float(u['conv1']['bias']) == pytest.approx(-0.2)
+  assert float(u['Dense_0']['bias']) == pytest.approx(-0.2)
+  assert float(u['conv1']['kernel']) == pytest.approx(-0.1)
+  assert float(u['bn1']['bias']) == pytest.approx(-0.1)
+  assert float(u['BatchNorm_0']['scale']) == pytest.approx(-0.1)
+
+
+def test_grad_clip_norm_clips_the_raw_gradient_first():
+  c = cfg(**{'schedule.name': 'constant', 'schedule.base_lr': 1.0,
+             'momentum_schedule.value': 0.0, 'optimizer.weight_decay': 0.0,
+             'optimizer.grad_clip_norm': 1.0})
+  params = {'a': {'kernel': jnp.zeros(2)}}
+  (u,), _, _ = run_updates(optim.create_optimizer(c), params,
+                           [{'a': {'kernel': jnp.asarray([3.0, 4.0])}}])
+  np.testing.assert_allclose(u['a']['kernel'], [-0.6, -0.8], rtol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------
+# Every optimizer; hyperparameters in the state; compile once.
+
+
+@pytest.mark.parametrize('name', optim.OPTIMIZERS)
+def test_every_optimizer_runs_and_exposes_hyperparams(name):
+  c = cfg(**{'optimizer.name': name, 'optimizer.rho': 0.9, 'schedule.name': 'one_cycle',
+             'num_steps': 10, 'momentum_schedule.name': 'one_cycle'})
+  tx = optim.create_optimizer(c)
+  params = _tree(lambda x: x)
+  state = tx.init(params)
+  update = jax.jit(tx.update)
+  lr_fn, m_fn = optim.build_schedules(c)
+  for k in range(3):
+    u, state = update(_tree(lambda x: 0.1 * x), state, params)
+    params = optax.apply_updates(params, u)
+    hp = optim.current_hyperparams(state)
+    np.testing.assert_allclose(hp['lr'], lr_fn(k), rtol=1e-6)
+    np.testing.assert_array_equal(hp['learning_rate'], hp['lr'])
+    expected_m = 0.0 if name in ('adagrad', 'adadelta', 'rmsprop') else m_fn(k)
+    np.testing.assert_allclose(hp['momentum'], expected_m, rtol=1e-6)
+    assert hp['lr'].dtype == jnp.float32 and hp['momentum'].dtype == jnp.float32
+  assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(params))
+  assert any(float(x) != 0 for x in jax.tree.leaves(u))
+
+
+def test_adam_b1_is_the_momentum_schedule():
+  # Constant momentum 0.8 as b1 must equal optax.adam(b1=0.8).
+  c = cfg(**{'optimizer.name': 'adam', 'schedule.name': 'constant', 'schedule.base_lr': 1e-2,
+             'momentum_schedule.value': 0.8, 'optimizer.weight_decay': 0.0})
+  params = {'k': {'kernel': jnp.asarray([1.0, -2.0, 3.0])}}
+  grads = [{'k': {'kernel': jnp.asarray([0.5, -1.0, 0.1 * i])}} for i in range(3)]
+  ours, state, _ = run_updates(optim.create_optimizer(c), params, grads)
+  ref, _, _ = run_updates(optax.adam(1e-2, b1=0.8), params, grads)
+  for a, b in zip(ours, ref):
+    np.testing.assert_allclose(a['k']['kernel'], b['k']['kernel'], rtol=1e-6)
+  np.testing.assert_allclose(optim.current_hyperparams(state)['momentum'], 0.8, rtol=1e-6)
+
+
+def test_current_hyperparams_finds_nested_state_and_fails_without_one():
+  tx = optax.chain(optax.clip(1.0), optax.inject_hyperparams(optax.sgd)(learning_rate=0.25))
+  hp = optim.current_hyperparams({'opt': tx.init(jnp.zeros(2))})
+  assert float(hp['lr']) == 0.25 and np.isnan(hp['momentum'])
+  with pytest.raises(ValueError, match='inject_hyperparams'):
+    optim.current_hyperparams(optax.sgd(0.1).init(jnp.zeros(2)))
+
+
+def test_jitted_train_step_compiles_once_and_follows_the_schedules():
+  c = cfg(**{'schedule.name': 'one_cycle', 'num_steps': 6, 'schedule.pct_start': 0.4,
+             'schedule.max_lr': 0.05,
+             'momentum_schedule.name': 'one_cycle'})
+  tx = optim.create_optimizer(c)
+  lr_fn, m_fn = optim.build_schedules(c)
+  traces = []
+
+  def train_step(params, opt_state, x):
+    traces.append(1)  # Runs only while tracing.
+    loss_fn = lambda p: jnp.mean((x @ p['dense']['kernel'] + p['dense']['bias'] - 1.0) ** 2)
+    loss, grads = jax.value_and_grad(loss_fn)(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    hp = optim.current_hyperparams(opt_state)
+    return optax.apply_updates(params, updates), opt_state, loss, hp
+
+  step = jax.jit(train_step, donate_argnums=(0, 1))
+  params = {'dense': {'kernel': jnp.zeros((3, 1)), 'bias': jnp.zeros((1,))}}
+  opt_state = tx.init(params)
+  x = jnp.ones((4, 3))
+  losses, lrs, moms = [], [], []
+  for _ in range(6):
+    params, opt_state, loss, hp = step(params, opt_state, x)
+    losses.append(float(loss))
+    lrs.append(float(hp['lr']))
+    moms.append(float(hp['momentum']))
+  assert len(traces) == 1
+  assert step._cache_size() == 1  # pylint: disable=protected-access
+  np.testing.assert_allclose(lrs, [lr_fn(k) for k in range(6)], rtol=1e-6)
+  np.testing.assert_allclose(moms, [m_fn(k) for k in range(6)], rtol=1e-6)
+  assert np.argmax(lrs) == np.argmin(moms) == 1  # pct_start * 6 - 1 = 1.4 -> peak at update 1
+  assert losses[-1] < losses[0]
+
+
+@pytest.mark.parametrize('field,value', [
+    ('name', 'lamb'), ('momentum_form', 'torch'), ('weight_decay', -1e-4), ('b2', 1.0),
+    ('rho', -0.1), ('bias_lr_mult', -2.0), ('grad_clip_norm', -1.0)])
+def test_create_optimizer_rejects_bad_fields(field, value):
+  with pytest.raises(ValueError, match=f'optimizer.{field}'):
+    optim.create_optimizer(cfg(**{f'optimizer.{field}': value}))
