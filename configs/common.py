@@ -1,0 +1,127 @@
+"""Pieces shared by the experiment configs: argument checks, `data=`/`seed=`, epochs -> updates.
+
+Not a config itself (no `get_config`). Every experiment file starts from `default.get_config()`,
+overrides what its paper row changes, then calls `apply_common(c, args)` and
+`config_lib.finalize(c, arg)`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Sequence
+
+import ml_collections
+
+# Words every config accepts: `smoke` (tiny offline run), `data=PATH` (local files), `seed=N`.
+COMMON_KEYS = ('smoke', 'data', 'seed')
+
+
+def check_args(args: dict, allowed: Iterable[str]) -> None:
+  """Raises ValueError naming an argument the config does not know (a typo must not pass)."""
+  known = set(allowed) | set(COMMON_KEYS)
+  unknown = sorted(set(args) - known)
+  if unknown:
+    raise ValueError(f'unknown config argument(s) {unknown}; this config accepts {sorted(known)}.')
+
+
+def choice(args: dict, key: str, options: Sequence[Any], default: Any) -> Any:
+  """`args[key]` (or `default`), which must be one of `options`."""
+  value = args.get(key, default)
+  if value not in options:
+    raise ValueError(f'config argument {key}={value!r} is not one of {list(options)}.')
+  return value
+
+
+def apply_common(c: ml_collections.ConfigDict, args: dict) -> ml_collections.ConfigDict:
+  """`data=PATH` reads local files (data.source='files'); `seed=N` sets the run seed."""
+  if args.get('data'):
+    c.data.source, c.data.path = 'files', str(args['data'])
+  if 'seed' in args:
+    c.seed = int(args['seed'])
+  return c
+
+
+def epochs_to_steps(epochs: float, num_train: int, batch_size: int) -> int:
+  """Updates in `epochs` passes over `num_train` images at `batch_size`, rounded down.
+
+  The authors' job script computes `max_iter = epochs * 50000 / TBS` in integer shell
+  arithmetic (digest §7.5), e.g. 50 epochs at TBS 512 -> 4,882 updates.
+
+  Examples:
+    >>> epochs_to_steps(50, 50_000, 512), epochs_to_steps(95, 50_000, 512)
+    (4882, 9277)
+  """
+  return int(epochs * num_train // batch_size)
+
+
+def paper_cifar_resnet(c: ml_collections.ConfigDict, model: str, bn_momentum: float
+                       ) -> ml_collections.ConfigDict:
+  """The Smith & Topin 2017 CIFAR ResNet setup (digest §2.1, §5): TBS 1000, SGD momentum 0.9
+  (Caffe form), weight decay 1e-4, conv biases lr_mult 2 / decay_mult 0, raw pixels minus the
+  mean image, random mirror, no padding, a test every 100 updates."""
+  c.model.name = model
+  c.model.bn_momentum = bn_momentum
+  c.batch_size = 1000
+  c.optimizer.name = 'sgd'
+  c.optimizer.weight_decay = 1e-4
+  c.optimizer.bias_lr_mult = 2.0
+  c.momentum_schedule.name = 'constant'
+  c.momentum_schedule.value = 0.9
+  c.eval_every_steps = 100
+  return c
+
+
+def pc_lr(c: ml_collections.ConfigDict, base_lr: float = 0.35) -> ml_collections.ConfigDict:
+  """The paper's PC-LR baseline: base_lr x0.1 at 50k and 70k, 80,000 updates, BN MAF 0.999."""
+  c.schedule.name = 'multistep'
+  c.schedule.base_lr = base_lr
+  c.schedule.boundaries = (50_000, 70_000)
+  c.schedule.gamma = 0.1
+  c.num_steps = 80_000
+  c.model.bn_momentum = 0.999
+  c.checkpoint_every_steps = 5000
+  return c
+
+
+def clr(c: ml_collections.ConfigDict, base_lr: float = 0.1, max_lr: float = 3.0,
+        step_size: int = 5000) -> ml_collections.ConfigDict:
+  """One CLR `triangular` cycle base -> max -> base (2 x step_size updates), BN MAF 0.95."""
+  c.schedule.name = 'triangular'
+  c.schedule.base_lr, c.schedule.max_lr = base_lr, max_lr
+  c.schedule.step_size, c.schedule.num_cycles = step_size, 1
+  c.num_steps = 2 * step_size
+  c.model.bn_momentum = 0.95
+  return c
+
+
+def lr_range(c: ml_collections.ConfigDict, max_lr: float, num_steps: int, *,
+             min_lr: float = 0.0) -> ml_collections.ConfigDict:
+  """An LR range test (mode 'lr_range'): LR linear min_lr -> max_lr over num_steps updates,
+  the authors' `triangular` with base 0 and stepsize = max_iter (digest §3.2)."""
+  c.mode = 'lr_range'
+  c.lr_range.min_lr, c.lr_range.max_lr = min_lr, max_lr
+  c.lr_range.num_steps, c.lr_range.mode = num_steps, 'linear'
+  c.lr_range.eval_every_steps = 100
+  c.schedule.name = 'lr_range'
+  c.schedule.base_lr, c.schedule.max_lr = min_lr, max_lr
+  c.schedule.range_mode = 'linear'
+  # A reference: `--config.lr_range.num_steps=N` then also sets the run length.
+  c.num_steps = c.lr_range.get_ref('num_steps')
+  c.model.bn_momentum = 0.95
+  return c
+
+
+def smith2018_one_cycle(c: ml_collections.ConfigDict, base_lr: float, max_lr: float,
+                        step_size: int, max_momentum: float, min_momentum: float
+                        ) -> ml_collections.ConfigDict:
+  """The authors' Caffe `1cycle` (digest §3.3: up base -> max over step_size, down toward 0,
+  floor base/1000 after 2 x step_size) with cyclical momentum max -> min over the same step
+  size (§3.4), and Nesterov as in every [HP1] solver (§7.5)."""
+  c.schedule.name = 'caffe_one_cycle'
+  c.schedule.base_lr, c.schedule.max_lr = base_lr, max_lr
+  c.schedule.step_size, c.schedule.floor_div = step_size, 1000.0
+  c.momentum_schedule.name = 'cyclical'
+  c.momentum_schedule.max_momentum = max_momentum
+  c.momentum_schedule.min_momentum = min_momentum
+  c.momentum_schedule.step_size = 0  # 0: the LR step size
+  c.optimizer.nesterov = True
+  return c

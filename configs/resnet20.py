@@ -1,0 +1,41 @@
+"""ResNet-20 on CIFAR-10, PC-LR vs CLR: Smith & Topin 2017 (arXiv:1708.07120), Fig. 4b.
+
+The authors' Caffe ResNet-20 (3 blocks per stage, digest §5.4), batch 1,000, momentum 0.9,
+weight decay 1e-4. `policy=clr` (default): CLR 0.1 -> 3.0 -> 0.1, SS 5,000, 10,000 updates, BN
+MAF 0.95 (x.sh FIG6b and the log; the README says SS 10k, UNCONFIRMED which v3 used);
+`policy=pclr`: 0.35 x0.1 at 50k/70k, 80,000 updates, MAF 0.999; `policy=lr_range`: LR 0 -> 2
+over 80,000 updates, MAF 0.95 (x.sh FIG4b).
+
+Paper (v3 per [KOB]): PC-LR 88.6 %, CLR 90.4 %. Authors' logs: `lr35Res20Fig6b` final 88.64 %
+(best 88.77 % @ 78,500), `clr3SS5kRes20Tab1` 90.42 %; `range2Res20Fig4b` 82.60 % at LR 2,
+peak 84.63 % (digest §2.3, §6).
+
+Arguments: `policy=clr|pclr|lr_range`, `smoke`, `data=PATH`, `seed=N`.
+
+  python -m experiments.run --config=configs/resnet20.py --args policy=clr --seeds 0 1 2
+
+Hardware and time: 2017 8 GTX TITAN Black: to be measured (ResNet-56: 6 h CLR / 49 h PC-LR).
+This 2-core CPU: ~3x ResNet-56's 20-40 img/s (to be measured), so ~1-2 days for CLR.
+"""
+
+from configs import common
+from configs import default
+from superconv import config_lib
+
+VARIANTS = ('', 'policy=clr', 'policy=pclr', 'policy=lr_range')
+
+
+def get_config(arg: str = ''):
+  args = config_lib.parse_arg(arg)
+  common.check_args(args, ('policy',))
+  policy = common.choice(args, 'policy', ('clr', 'pclr', 'lr_range'), 'clr')
+  c = default.get_config()
+  common.paper_cifar_resnet(c, 'resnet20', bn_momentum=0.95)
+  if policy == 'clr':
+    common.clr(c, 0.1, 3.0, step_size=5000)
+  elif policy == 'pclr':
+    common.pc_lr(c, 0.35)
+  else:
+    common.lr_range(c, max_lr=2.0, num_steps=80_000)
+  common.apply_common(c, args)
+  return config_lib.finalize(c, arg)
