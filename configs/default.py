@@ -69,7 +69,6 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   c.schedule.three_phase = True    # 1cycle: up, symmetric down, then annihilate (Smith 2018)
   c.schedule.anneal = 'linear'     # 1cycle: 'linear' | 'cos'
   c.schedule.floor_div = 1000.0    # Caffe 1cycle: floor = base_lr / floor_div
-  c.schedule.range_mode = 'linear'  # lr_range: 'linear' | 'exp'
 
   c.momentum_schedule = ml_collections.ConfigDict()
   c.momentum_schedule.name = 'constant'  # constant | one_cycle | cyclical

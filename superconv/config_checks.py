@@ -56,8 +56,10 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = Non
              f'{vbs} must divide the per-device batch {local} '
              f'(batch_size {config.batch_size} / {num_devices} devices).')
 
-  _require(models.is_known(config.model.name), 'model.name',
-           f'unknown model {config.model.name!r}; known: {", ".join(sorted(models.MODELS))}.')
+  try:
+    models.create_model(config.model.name, num_classes=int(config.model.num_classes))
+  except ValueError as e:
+    raise ConfigError(f'config.model.name: {e}') from None
   _require(config.model.dtype in DTYPES, 'model.dtype', f'{config.model.dtype!r} not in {DTYPES}.')
   _require(0.0 <= config.model.bn_momentum < 1.0, 'model.bn_momentum',
            f'the moving-average fraction must be in [0, 1), got {config.model.bn_momentum}.')

@@ -8,6 +8,7 @@ r"""The superconv command line.
 Running the same command on the same workdir resumes from its latest checkpoint.
 """
 
+import logging as pylogging
 import os
 import sys
 
@@ -39,14 +40,23 @@ def initialize_distributed(dist) -> None:
     jax.distributed.initialize(**kwargs)
 
 
+class _QuietLibraries(pylogging.Filter):
+  """Keeps orbax's per-save INFO chatter out of the run log; its warnings still show."""
+
+  def filter(self, record):
+    return record.levelno >= pylogging.WARNING or 'orbax' not in record.pathname
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  logging.get_absl_handler().addFilter(_QuietLibraries())
   config = FLAGS.config
   initialize_distributed(config.distributed)
   import jax  # pylint: disable=g-import-not-at-top
   from superconv import config_checks  # pylint: disable=g-import-not-at-top
   from superconv import train  # pylint: disable=g-import-not-at-top
+  from superconv.data.sources import DataError  # pylint: disable=g-import-not-at-top
   logging.info('JAX %s: process %d of %d, %d local / %d global devices (%s).', jax.__version__,
                jax.process_index(), jax.process_count(), jax.local_device_count(),
                jax.device_count(), jax.devices()[0].device_kind)
@@ -56,9 +66,9 @@ def main(argv):
       lr_range.run(config, FLAGS.workdir)
     else:
       train.train_and_evaluate(config, FLAGS.workdir)
-  except (config_checks.ConfigError, train.TrainingDiverged) as e:
+  except (config_checks.ConfigError, DataError, train.TrainingDiverged) as e:
     print(f'superconv: {e}', file=sys.stderr)
-    sys.exit(2 if isinstance(e, config_checks.ConfigError) else 3)
+    sys.exit(3 if isinstance(e, train.TrainingDiverged) else 2)
 
 
 if __name__ == '__main__':

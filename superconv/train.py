@@ -130,6 +130,16 @@ def abstract_state(state_fn: Callable[[], TrainState]) -> Any:
 # The step
 
 
+def hyperparams(opt_state) -> dict:
+  """LR and momentum of the last update (NaN for optimizers without injected hyperparameters)."""
+  try:
+    hp = optim.current_hyperparams(opt_state)
+  except ValueError:
+    nan = jnp.full((), jnp.nan, jnp.float32)
+    return {'learning_rate': nan, 'momentum': nan}
+  return {'learning_rate': hp['learning_rate'], 'momentum': hp['momentum']}
+
+
 def _cross_entropy(logits, labels):
   return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
 
@@ -172,7 +182,7 @@ def _local_train_step(state: TrainState, data: dict, *, model, tx, spec: InputSp
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
 
-  hp = optim.current_hyperparams(opt_state)
+  hp = hyperparams(opt_state)
   s = state.sums
   first_bad = (s['nonfinite_step'] < 0) & ~jnp.isfinite(loss)
   sums = dict(
@@ -214,18 +224,18 @@ def make_eval_fn(model, mesh, spec: InputSpec):
   """
 
   def local_eval(params, batch_stats, batches, mean):
-    def body(carry, batch):
+    def body(_, batch):
       images, labels, mask = batch
       x = pipeline.preprocess_eval(images, mean=mean, scale=spec.scale, dtype=spec.dtype)
       logits = model.apply({'params': params, 'batch_stats': batch_stats}, x, train=False)
       mask = mask.astype(jnp.float32)
-      loss = jnp.sum(_cross_entropy(logits, labels) * mask)
-      correct = jnp.sum((jnp.argmax(logits, -1) == labels) * mask)
-      return (carry[0] + loss, carry[1] + correct, carry[2] + mask.sum()), None
-    zero = jnp.zeros((), jnp.float32)
-    (loss, correct, count), _ = lax.scan(body, (zero, zero, zero), batches)
-    return {'loss': lax.psum(loss, AXIS), 'correct': lax.psum(correct, AXIS),
-            'count': lax.psum(count, AXIS)}
+      return None, (jnp.sum(_cross_entropy(logits, labels) * mask),
+                    jnp.sum((jnp.argmax(logits, -1) == labels) * mask), mask.sum())
+    # Per-batch sums come out stacked and are added afterwards: no carry, so nothing has to
+    # be marked as varying across devices.
+    _, sums = lax.scan(body, None, batches)
+    loss, correct, count = (lax.psum(jnp.sum(v), AXIS) for v in sums)
+    return {'loss': loss, 'correct': correct, 'count': count}
 
   batch_spec = (P(None, AXIS), P(None, AXIS), P(None, AXIS))
   sharded = jax.shard_map(local_eval, mesh=mesh, in_specs=(P(), P(), batch_spec, P()),
@@ -376,7 +386,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
           if bar is not None:
             bar.close()
           raise TrainingDiverged(_divergence_message(sums))
-        hp = jax.device_get(optim.current_hyperparams(state.opt_state))
+        hp = jax.device_get(hyperparams(state.opt_state))
         n = max(int(sums['steps']), 1)
         row.update(step=step, lr=float(hp['learning_rate']), momentum=float(hp['momentum']),
                    train_loss=float(sums['loss']) / n,
