@@ -1,0 +1,288 @@
+"""LR range test: reading rules on synthetic curves, the Python API's hands-off contract, and
+`run` end to end through the real trainer pieces on fake data."""
+
+import json
+import os
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from configs import default
+from superconv import config_checks
+from superconv import lr_range
+
+LRS = np.linspace(0.0, 3.0, 61)                             # evaluations every 0.05
+PEAKED = 0.1 + 0.7 * np.exp(-((LRS - 1.0) / 0.6) ** 2)      # peak 0.8 at LR 1, back to 0.1
+FLAT = 0.1 + 0.75 * (1 - np.exp(-LRS / 0.3))                # rises and stays (ResNet-56 style)
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading the curves
+
+
+def test_smooth_loss_closed_form():
+  # beta 0.5: avg = 0.5, 1.75, 1.875 ; / (1 - 0.5^t) = 1, 2.3333, 2.142857
+  np.testing.assert_allclose(lr_range.smooth_loss([1.0, 3.0, 2.0], 0.5),
+                             [1.0, 7 / 3, 1.875 / 0.875])
+  np.testing.assert_allclose(lr_range.smooth_loss([5.0] * 4, 0.98), [5.0] * 4)  # no start bias
+  np.testing.assert_allclose(lr_range.smooth_loss([1.0, 2.0], 0.0), [1.0, 2.0])
+
+
+def test_divergence_of_a_step_to_100():
+  # Loss 1 for 100 updates, then 100. With beta 0.9 (bias correction ~1 by then) the smoothed
+  # loss k updates after the jump is 1 + 99 (1 - 0.9^k): 10.9 at k = 1 (> 4 x 1), and > 20 first
+  # at k = 3 (0.9^2 = 0.81 > 80/99 = 0.808 > 0.9^3).
+  losses = [1.0] * 100 + [100.0] * 10
+  smoothed = lr_range.smooth_loss(losses, 0.9)
+  assert lr_range.divergence_step(smoothed, 4.0) == 100
+  assert lr_range.divergence_step(smoothed, 20.0) == 102
+  assert lr_range.divergence_step(smoothed, 0.0) is None        # 0: no ratio test
+  assert lr_range.divergence_step(smoothed[:100], 4.0) is None
+  assert lr_range.divergence_step(lr_range.smooth_loss([1.0, 0.9, np.nan, 0.5], 0.9),
+                                  0.0) == 2                     # non-finite always stops
+
+
+def test_clear_peak():
+  s = lr_range.suggest(LRS, PEAKED)
+  assert s['method'] == 'peak' and not s['flat'] and s['reliable']
+  assert s['max_lr'] == pytest.approx(1.0)
+  assert s['min_lr_clr'] == pytest.approx(0.25)       # / min_lr_div_clr = 4
+  assert s['min_lr_1cycle'] == pytest.approx(0.1)     # / min_lr_div_1cycle = 10
+  # The fall: tolerance = 0.2 * (smoothed max ~0.795 - raw min 0.1) ~ 0.139, and PEAKED drops
+  # below 0.795 - 0.139 = 0.656 past LR 1.29.
+  assert s['tolerance'] == pytest.approx(0.2 * (0.795 - PEAKED.min()), rel=1e-3)
+  assert 1.1 < s['fall_lr'] < 1.5
+  later = lr_range.suggest(LRS, PEAKED, rule='fall', min_lr_div_clr=3.0)
+  assert later['max_lr'] == later['fall_lr'] and later['min_lr_clr'] == later['max_lr'] / 3
+
+
+def test_flat_curve_with_an_outlier_dip():
+  acc = FLAT + np.random.default_rng(0).normal(0.0, 0.02, LRS.shape)
+  acc[40] -= 0.25   # one bad evaluation, as range3Iter20k's 60 % among 78 % (digest §6.2)
+  s = lr_range.suggest(LRS, acc)
+  assert s['flat'] and s['reliable'] and s['method'] == 'flat-largest'
+  assert 'accuracy never fell' in s['explanation'] and 'super-convergence' in s['explanation']
+  assert s['max_lr'] == 3.0 and s['fall_lr'] is None
+  peak = lr_range.suggest(LRS, acc, flat_rule='peak')
+  assert peak['flat'] and peak['max_lr'] == peak['peak_lr'] > 1.0
+  # Without smoothing the single dip reads as a fall.
+  assert not lr_range.suggest(LRS, acc, window=1)['flat']
+
+
+@pytest.mark.parametrize('seed', range(5))
+def test_noisy_peak_with_a_spike(seed):
+  acc = PEAKED + np.random.default_rng(seed).normal(0.0, 0.03, LRS.shape)
+  acc[np.searchsorted(LRS, 2.2)] = 0.95   # one spurious high evaluation far past the peak
+  assert LRS[np.argmax(acc)] == pytest.approx(2.2)   # the raw maximum is fooled ...
+  s = lr_range.suggest(LRS, acc)                      # ... the median is not
+  assert not s['flat'] and abs(s['max_lr'] - 1.0) <= 0.15
+
+
+def test_divergence_cuts_a_flat_looking_curve():
+  # The loss diverged at LR 2 and the last evaluation collapsed to chance: a median hides one
+  # collapsed end point, so the stop itself must count as the fall.
+  lrs, acc = LRS[:42], FLAT[:42].copy()
+  acc[-1] = 0.1
+  assert lr_range.suggest(lrs, acc)['flat']
+  s = lr_range.suggest(lrs, acc, stop_lr=2.0)
+  assert not s['flat'] and s['reliable'] and s['max_lr'] < 2.0
+  assert 'diverged at LR 2' in s['explanation']
+
+
+def test_unreliable_when_nothing_was_learned():
+  s = lr_range.suggest(LRS, np.full(LRS.shape, 0.1))
+  assert not s['reliable'] and not s['flat'] and s['method'] == 'unreliable'
+  s = lr_range.suggest([0.0, 3.0], [0.1, 0.1], stop_lr=1.0)
+  assert not s['reliable']
+
+
+def test_loss_based_reading():
+  lrs = np.geomspace(1e-4, 10.0, 51)
+  x = np.log10(lrs)
+  # Falls fastest at 1e-2 (a tanh step centred there), bottoms near 1, explodes after.
+  loss = 2.3 - np.tanh(x + 2.0) + np.where(x > 0, 50 * x ** 2, 0.0)
+  r = lr_range.suggest_from_loss(lrs, loss)
+  assert r['steepest_lr'] == pytest.approx(1e-2, rel=0.3)
+  assert r['min_loss_lr'] == pytest.approx(1.0, rel=0.3)
+  assert 1e-4 < r['valley_lr'] < 1.0
+  # Only the points before the divergence count.
+  assert lr_range.suggest_from_loss(lrs, loss, stop=20)['min_loss_lr'] == pytest.approx(lrs[19])
+  assert lr_range.suggest_from_loss(lrs[:2], loss[:2])['steepest_lr'] is None
+
+
+# ----------------------------------------------------------------------------------------------
+# The Python API leaves the caller's state alone
+
+
+class _TinyNet(nn.Module):
+  """Conv + BatchNorm + dropout + dense: every kind of state the sweep must not touch."""
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    x = nn.Conv(4, (3, 3))(x)
+    x = nn.BatchNorm(use_running_average=not train, momentum=0.9)(x)
+    x = nn.Dropout(0.1, deterministic=not train)(nn.relu(x))
+    return nn.Dense(3)(x.mean((1, 2)))
+
+
+def _problem(n=48, seed=0):
+  rng = np.random.default_rng(seed)
+  labels = rng.integers(0, 3, n).astype(np.int32)
+  images = rng.normal(0, 1, (n, 6, 6, 2)).astype(np.float32) + labels[:, None, None, None]
+  return images, labels
+
+
+def _snapshot(tree):
+  return [np.array(x) for x in jax.tree.leaves(tree)]
+
+
+def _assert_unchanged(tree, snapshot):
+  leaves = jax.tree.leaves(tree)
+  assert len(leaves) == len(snapshot)
+  for leaf, before in zip(leaves, snapshot):
+    assert not (isinstance(leaf, jax.Array) and leaf.is_deleted())  # not donated
+    np.testing.assert_array_equal(np.asarray(leaf), before)
+
+
+def test_range_test_leaves_caller_state_untouched():
+  model = _TinyNet()
+  images, labels = _problem()
+  key = jax.random.PRNGKey(42)
+  variables = model.init({'params': key, 'dropout': key}, jnp.asarray(images[:2]), train=False)
+  assert variables['batch_stats']
+  injected = optax.inject_hyperparams(optax.sgd)(learning_rate=0.0, momentum=0.9)
+  opt_state = injected.init(variables['params'])
+  before = (_snapshot(variables), _snapshot(opt_state), np.array(key))
+  common = dict(min_lr=0.0, max_lr=0.8, num_steps=6, batch_size=8, eval_every_steps=3,
+                eval_batch_size=16, key=key)
+
+  from_state = lr_range.range_test(model, injected, variables, (images, labels),
+                                   (images[:24], labels[:24]), opt_state=opt_state, **common)
+  from_factory = lr_range.range_test(model, lambda lr: optax.sgd(lr, momentum=0.9), variables,
+                                     (images, labels), (images[:24], labels[:24]), **common)
+
+  _assert_unchanged(variables, before[0])
+  _assert_unchanged(opt_state, before[1])
+  np.testing.assert_array_equal(np.asarray(key), before[2])
+  # The sweep itself: per-update LR of the linear schedule, evaluations at 0, 3, 6.
+  np.testing.assert_allclose(from_state.lrs, np.arange(6) * 0.8 / 6, rtol=1e-6, atol=1e-7)
+  np.testing.assert_array_equal(from_state.eval_steps, [0, 3, 6])
+  np.testing.assert_allclose(from_state.eval_lrs, [0.0, 0.4, 0.8], rtol=1e-6)
+  assert np.all(np.isfinite(from_state.train_loss)) and from_state.diverged_at is None
+  # Training happened: the loss moved once the LR was non-zero (update 0 has LR 0).
+  assert from_state.train_loss[0] != from_state.train_loss[-1]
+  # Both ways of passing SGD run the same sweep.
+  np.testing.assert_allclose(from_factory.train_loss, from_state.train_loss, rtol=1e-5)
+  np.testing.assert_allclose(from_factory.eval_accuracy, from_state.eval_accuracy)
+
+
+def test_range_test_rejects_an_optimizer_with_its_own_schedule():
+  model = _TinyNet()
+  images, labels = _problem(n=16)
+  variables = model.init({'params': jax.random.PRNGKey(0)}, jnp.asarray(images[:2]), train=False)
+  scheduled = optax.inject_hyperparams(optax.sgd)(learning_rate=lambda step: 0.3, momentum=0.0)
+  with pytest.raises(ValueError, match='numeric learning_rate'):
+    lr_range.range_test(model, scheduled, variables, (images, labels), (images, labels),
+                        min_lr=0.0, max_lr=1.0, num_steps=2, batch_size=8, eval_every_steps=2)
+  with pytest.raises(ValueError, match='injected learning_rate'):
+    lr_range.range_test(model, optax.sgd(0.1), variables, (images, labels), (images, labels),
+                        min_lr=0.0, max_lr=1.0, num_steps=2, batch_size=8)
+
+
+# ----------------------------------------------------------------------------------------------
+# Config entry point, end to end
+
+
+def _smoke_config(**lr_range_overrides):
+  c = default.get_config('smoke')
+  c.mode = 'lr_range'
+  c.schedule.name = 'lr_range'
+  c.model.name = 'lenet'   # the smallest registered model: fast to compile on 2 CPU cores
+  c.progress_bar = False
+  c.data.scale = 1 / 255
+  for k, v in lr_range_overrides.items():
+    c.lr_range[k] = v
+  return c
+
+
+def test_run_writes_json_png_and_summary(tmp_path, capsys):
+  config = _smoke_config(min_lr=0.0, max_lr=0.08, diverge_factor=0.0)  # 8 updates, eval every 4
+  result = lr_range.run(config, str(tmp_path))
+  assert 'suggested LR range:' in capsys.readouterr().out
+  assert (tmp_path / 'lr_range.png').stat().st_size > 10_000
+  rec = json.loads((tmp_path / 'lr_range.json').read_text())
+  np.testing.assert_allclose(rec['lr'], np.arange(8) * 0.01, rtol=1e-6, atol=1e-8)
+  assert len(rec['train_loss']) == len(rec['train_loss_smoothed']) == 8
+  assert rec['train_loss_smoothed'][0] == pytest.approx(rec['train_loss'][0])
+  assert rec['eval']['step'] == [0, 4, 8]
+  np.testing.assert_allclose(rec['eval']['lr'], [0.0, 0.04, 0.08], rtol=1e-6)
+  assert all(0.0 <= a <= 1.0 for a in rec['eval']['accuracy'])
+  assert rec['diverged_at'] is None
+  s = rec['suggestion']
+  assert s['min_lr_clr'] == pytest.approx(s['max_lr'] / 4)
+  assert s['min_lr_1cycle'] == pytest.approx(s['max_lr'] / 10)
+  assert s['method'] and s['explanation'] and 'flat' in s
+  assert 'steepest_lr' in rec['loss_suggestion']
+  assert rec['provenance']['jax'] == jax.__version__
+  assert rec['settings']['model'] == 'lenet' and result.suggestion == s
+
+
+def test_run_stops_on_divergence(tmp_path):
+  # LR 0 -> 1e4 over 8 updates: update 1 already has LR 1250.
+  result = lr_range.run(_smoke_config(max_lr=1e4), str(tmp_path))
+  rec = json.loads((tmp_path / 'lr_range.json').read_text())
+  assert rec['diverged_at'] is not None and rec['diverged_at'] <= 4
+  assert rec['diverged_lr'] == pytest.approx(1250.0 * rec['diverged_at'], rel=1e-5)
+  assert len(rec['lr']) == 4 and rec['eval']['step'] == [0, 4]  # stopped at the first eval
+  assert not result.suggestion['flat'] and not result.suggestion['reliable']
+
+
+def test_range_config_turns_a_training_config_into_a_sweep():
+  c = lr_range.range_config(default.get_config())   # the CLR 0.1-3 training config
+  assert (c.mode, c.schedule.name, c.num_steps) == ('lr_range', 'lr_range', 5000)
+  config_checks.validate(c, num_devices=1)
+  bad = default.get_config()
+  bad.lr_range.eval_every_steps = 0
+  with pytest.raises(config_checks.ConfigError, match='lr_range.eval_every_steps'):
+    lr_range.range_config(bad)
+
+
+# ----------------------------------------------------------------------------------------------
+# Feeding the suggestion into training
+
+
+def _result_file(tmp_path, **suggestion):
+  s = {'max_lr': 2.0, 'min_lr_clr': 0.5, 'min_lr_1cycle': 0.2, 'reliable': True,
+       'method': 'flat-largest', **suggestion}
+  path = tmp_path / 'lr_range.json'
+  path.write_text(json.dumps({'suggestion': s}))
+  return str(path)
+
+
+def test_apply_suggestion(tmp_path):
+  c = default.get_config()
+  assert lr_range.apply_suggestion(c) is c                 # lr_range_result empty: unchanged
+  c.lr_range_result = _result_file(tmp_path)
+  clr = lr_range.apply_suggestion(c)
+  assert (clr.schedule.max_lr, clr.schedule.base_lr) == (2.0, 0.5)
+  assert (c.schedule.max_lr, c.schedule.base_lr) == (3.0, 0.1)   # the input is not modified
+  c.schedule.name = 'one_cycle'
+  one = lr_range.apply_suggestion(c)
+  assert (one.schedule.max_lr, one.schedule.base_lr) == (2.0, 0.2)
+  assert one.schedule.max_lr / one.schedule.div_factor == pytest.approx(0.2)  # starts at min
+  c.schedule.name = 'caffe_one_cycle'
+  assert lr_range.apply_suggestion(c).schedule.base_lr == 0.2
+  c.schedule.name = 'multistep'
+  with pytest.raises(config_checks.ConfigError, match='multistep'):
+    lr_range.apply_suggestion(c)
+  c.schedule.name = 'triangular'
+  c.lr_range_result = _result_file(tmp_path, reliable=False, explanation='never rose')
+  with pytest.raises(config_checks.ConfigError, match='no reliable reading'):
+    lr_range.apply_suggestion(c)
+  c.lr_range_result = str(tmp_path / 'missing.json')
+  with pytest.raises(config_checks.ConfigError, match='cannot read'):
+    lr_range.apply_suggestion(c)
