@@ -1,0 +1,1 @@
+"""Experiment tooling: run configs over seeds, collect results, tables and plots."""

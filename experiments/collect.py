@@ -1,0 +1,301 @@
+"""Reading experiments/results/: runs, groups of seeds, mean curves, iterations to a target.
+
+Layout written by `experiments.run`::
+
+  results/<config stem>/<args slug>/seed<N>/{run.json, metrics.jsonl, summary.json}
+
+A *group* is every seed of one (config stem, args slug). Accuracies here are fractions in
+[0, 1], as the trainer logs them; the tables print percentages.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import functools
+import glob
+import importlib.util
+import json
+import math
+import os
+import re
+from typing import Any, Sequence
+
+import numpy as np
+
+# Config fields that change how a run is reported or scheduled, not what it computes: a
+# `--set` of these keeps the run in its group (and matched to the paper's numbers).
+PRESENTATION_KEYS = ('progress_bar', 'eval_every_steps', 'log_every_steps',
+                     'checkpoint_every_steps', 'keep_checkpoints', 'steps_per_dispatch',
+                     'data.eval_batch_size', 'data.cache_dir', 'data.tfds_data_dir')
+# Arguments that choose where data comes from or the seed, not the experiment.
+NON_EXPERIMENT_ARGS = ('data', 'seed')
+# Resolved-config fields that do not change the experiment (see `experiment_view`).
+_NOT_EXPERIMENT_FIELDS = PRESENTATION_KEYS + (
+    'seed', 'distributed', 'data.source', 'data.path', 'data.cache_dir', 'data.tfds_data_dir')
+CONFIGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs')
+
+
+def split_args(args: str) -> list[str]:
+  return [p.strip() for p in (args or '').split(',') if p.strip()]
+
+
+def _canonical_word(word: str) -> str:
+  key, sep, value = word.partition('=')
+  if not sep:
+    return key.strip()
+  value = value.strip()
+  try:  # one spelling per number: 0.90 -> 0.9, 1e-5 -> 1e-05
+    number = float(value)
+    value = repr(int(number)) if number.is_integer() and 'e' not in value.lower() and (
+        '.' not in value) else repr(number)
+  except ValueError:
+    pass
+  return f'{key.strip()}={value}'
+
+
+def canonical_args(args: str) -> str:
+  """Sorted `key=value` words without `data=`/`seed=`, numbers in one spelling.
+
+  Examples:
+    >>> canonical_args('samples=10000, policy=clr,data=/x,seed=3')
+    'policy=clr,samples=10000'
+    >>> canonical_args('value=1e-5,sweep=wd'), canonical_args('value=0.90')
+    ('sweep=wd,value=1e-05', 'value=0.9')
+  """
+  keep = [_canonical_word(p) for p in split_args(args)
+          if p.split('=', 1)[0].strip() not in NON_EXPERIMENT_ARGS]
+  return ','.join(sorted(keep))
+
+
+def experiment_view(config: dict) -> dict:
+  """A resolved config without the fields that do not change the experiment (seed, where the
+  data is read from, logging cadence): two runs of one experiment have equal views."""
+  view = json.loads(json.dumps(copy.deepcopy(config)))
+  for field in _NOT_EXPERIMENT_FIELDS:
+    *parents, leaf = field.split('.')
+    node = view
+    for part in parents:
+      node = node.get(part, {}) if isinstance(node, dict) else {}
+    if isinstance(node, dict):
+      node.pop(leaf, None)
+  return view
+
+
+@functools.lru_cache(maxsize=None)
+def resolve(stem: str, args: str, configs_dir: str = CONFIGS_DIR) -> str | None:
+  """JSON of `experiment_view(configs/<stem>.py:get_config(args))`; None if it cannot load."""
+  path = os.path.join(configs_dir, f'{stem}.py')
+  try:
+    spec = importlib.util.spec_from_file_location(f'_collect_config_{stem}', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config(args).to_dict()
+  except Exception:  # pylint: disable=broad-except
+    return None  # a stale reference or a missing file: matched by argument text instead
+  return json.dumps(experiment_view(config), sort_keys=True)
+
+
+def experiment_sets(sets: Sequence[str]) -> list[str]:
+  """The `--set key=value`s that change what a run computes, sorted."""
+  return sorted(s for s in sets if s.split('=', 1)[0].strip() not in PRESENTATION_KEYS)
+
+
+def slug(args: str, sets: Sequence[str] = ()) -> str:
+  """A folder name for an argument string plus the experiment-changing `--set`s.
+
+  Examples:
+    >>> slug('samples=10000,policy=clr')
+    'policy-clr_samples-10000'
+    >>> slug('', ['num_steps=100', 'progress_bar=False'])
+    'default__num_steps-100'
+  """
+  base = canonical_args(args) or 'default'
+  text = base + ''.join('__' + s for s in experiment_sets(sets))
+  return re.sub(r'[^A-Za-z0-9_.+-]', '-', text.replace('=', '-').replace(',', '_'))
+
+
+@dataclasses.dataclass
+class Run:
+  """One seed's results folder."""
+  path: str
+  stem: str
+  group: str                  # the args slug folder
+  args: str                   # canonical args ('' = the config's default)
+  seed: int
+  info: dict                  # run.json ({} when the run was not made by experiments.run)
+  sets: list[str]             # the experiment-changing `--set key=value`s of the run
+  summary: dict | None        # summary.json, None while unfinished
+  rows: list[dict]            # metrics.jsonl
+
+  @property
+  def config(self) -> dict:
+    return self.info.get('config') or _read_json(os.path.join(self.path, 'config.json')) or {}
+
+  @property
+  def finished(self) -> bool:
+    return self.summary is not None and not self.summary.get('preempted')
+
+  def curve(self, key: str = 'eval_accuracy') -> tuple[np.ndarray, np.ndarray]:
+    """(steps, values) of the metric rows that carry `key`."""
+    pts = [(r['step'], r[key]) for r in self.rows if _finite(r.get(key))]
+    steps, values = zip(*pts) if pts else ((), ())
+    return np.asarray(steps, np.int64), np.asarray(values, np.float64)
+
+  def final_accuracy(self) -> float | None:
+    s = self.summary or {}
+    if _finite(s.get('final_eval_accuracy')):
+      return float(s['final_eval_accuracy'])
+    _, acc = self.curve()
+    return float(acc[-1]) if acc.size else None
+
+  def best_accuracy(self) -> float | None:
+    s = self.summary or {}
+    if _finite(s.get('best_eval_accuracy')):
+      return float(s['best_eval_accuracy'])
+    _, acc = self.curve()
+    return float(acc.max()) if acc.size else None
+
+
+@dataclasses.dataclass
+class Group:
+  """All seeds of one (config stem, args slug)."""
+  stem: str
+  group: str
+  runs: list[Run]
+
+  @property
+  def args(self) -> str:
+    return self.runs[0].args
+
+  @property
+  def name(self) -> str:
+    name = f'{self.stem}:{self.args}' if self.args else self.stem
+    sets = self.runs[0].sets
+    return name + (f' [{", ".join(sets)}]' if sets else '')
+
+  @property
+  def finished(self) -> list[Run]:
+    return [r for r in self.runs if r.finished]
+
+  @property
+  def config(self) -> dict:
+    return self.runs[0].config
+
+  def matches(self, stem: str, args: str) -> bool:
+    """Whether this group ran configs/<stem>.py:<args>: same resolved experiment (so
+    'policy=clr' and '' match when clr is the default), else the same canonical args."""
+    if stem != self.stem:
+      return False
+    want = resolve(stem, canonical_args(args))
+    if want is not None and self.config:
+      return json.dumps(experiment_view(self.config), sort_keys=True) == want
+    return canonical_args(args) == self.args and not self.runs[0].sets
+
+  def stat(self, fn) -> tuple[float, float, int]:
+    """(mean, sample std, n) of fn(run) over finished runs (std 0 for one run)."""
+    vals = [v for v in (fn(r) for r in self.finished) if v is not None]
+    if not vals:
+      return math.nan, math.nan, 0
+    return (float(np.mean(vals)), float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0,
+            len(vals))
+
+  def mean_curve(self, key: str = 'eval_accuracy', runs: Sequence[Run] | None = None
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(steps, mean, std) over seeds at the steps every seed logged."""
+    curves = [r.curve(key) for r in (runs if runs is not None else self.runs)]
+    curves = [c for c in curves if c[0].size]
+    if not curves:
+      empty = np.zeros(0)
+      return empty.astype(np.int64), empty, empty
+    common = sorted(set.intersection(*(set(s.tolist()) for s, _ in curves)))
+    table = np.asarray([[dict(zip(s.tolist(), v.tolist()))[t] for t in common]
+                        for s, v in curves])
+    std = table.std(axis=0, ddof=1) if len(curves) > 1 else np.zeros(len(common))
+    return np.asarray(common, np.int64), table.mean(axis=0), std
+
+
+def steps_to_reach(group: Group, target: float) -> int | None:
+  """First evaluated step where the seed-mean eval accuracy is >= target (None: never).
+
+  Examples:
+    >>> r = Run('', 'x', 'g', '', 0, {}, [], {}, [{'step': 10, 'eval_accuracy': 0.5},
+    ...                                       {'step': 20, 'eval_accuracy': 0.9}])
+    >>> steps_to_reach(Group('x', 'g', [r]), 0.8), steps_to_reach(Group('x', 'g', [r]), 0.95)
+    (20, None)
+  """
+  steps, mean, _ = group.mean_curve(runs=group.finished or group.runs)
+  hit = np.nonzero(mean >= target - 1e-12)[0]
+  return int(steps[hit[0]]) if hit.size else None
+
+
+def speedup(baseline: Group, fast: Group) -> dict[str, Any]:
+  """Iterations the baseline needed for its final mean accuracy vs. those `fast` needed.
+
+  ratio = (baseline's last step) / (first step where fast's mean accuracy >= that value).
+  """
+  target, _, n = baseline.stat(lambda r: r.final_accuracy())
+  base_steps = max((int(r.curve()[0][-1]) for r in baseline.finished if r.curve()[0].size),
+                   default=None)
+  reached = steps_to_reach(fast, target) if n else None
+  return {'baseline': baseline.name, 'fast': fast.name, 'target': target,
+          'baseline_steps': base_steps, 'fast_steps': reached,
+          'ratio': base_steps / reached if reached and base_steps else None}
+
+
+def _finite(x) -> bool:
+  return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _read_json(path: str) -> dict | None:
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
+
+
+def _read_jsonl(path: str) -> list[dict]:
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def load_runs(root: str) -> list[Run]:
+  """Every results/<stem>/<slug>/seed<N>/ folder under `root` that holds a metric file."""
+  runs = []
+  for path in sorted(glob.glob(os.path.join(root, '*', '*', 'seed*'))):
+    seed_match = re.fullmatch(r'seed(\d+)', os.path.basename(path))
+    if not seed_match or not os.path.isdir(path):
+      continue
+    info = _read_json(os.path.join(path, 'run.json')) or {}
+    summary = _read_json(os.path.join(path, 'summary.json'))
+    rows = _read_jsonl(os.path.join(path, 'metrics.jsonl'))
+    if not (info or summary or rows):
+      continue
+    group_dir = os.path.dirname(path)
+    runs.append(Run(path=path, stem=os.path.basename(os.path.dirname(group_dir)),
+                    group=os.path.basename(group_dir),
+                    args=canonical_args(info.get('args', '')), seed=int(seed_match.group(1)),
+                    info=info, sets=experiment_sets(info.get('sets', ())), summary=summary,
+                    rows=rows))
+  return runs
+
+
+def load_groups(root: str) -> dict[tuple[str, str], Group]:
+  """Runs of `root` grouped by (stem, slug), seeds sorted."""
+  groups: dict[tuple[str, str], Group] = {}
+  for run in load_runs(root):
+    groups.setdefault((run.stem, run.group), Group(run.stem, run.group, [])).runs.append(run)
+  for g in groups.values():
+    g.runs.sort(key=lambda r: r.seed)
+  return dict(sorted(groups.items()))
+
+
+def find_group(groups: dict[tuple[str, str], Group], spec: str) -> Group | None:
+  """The group that ran 'stem' or 'stem:args' (see `Group.matches`), preferring one
+  without experiment-changing `--set`s."""
+  stem, _, args = spec.partition(':')
+  matches = [g for g in groups.values() if g.matches(stem, args)]
+  matches.sort(key=lambda g: len(g.runs[0].sets))
+  return matches[0] if matches else None

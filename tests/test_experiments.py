@@ -1,0 +1,240 @@
+"""experiments/: results collection, tables, speed-up ratios, plots and the seed runner.
+
+Results folders are synthetic (written here in tmp_path, with resolved configs from the real
+config files), so every number the table prints is known in advance.
+"""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from experiments import collect
+from experiments import make_tables
+from experiments import plots
+from experiments import run as run_lib
+
+from conftest import ROOT
+
+CONFIGS = os.path.join(ROOT, 'configs')
+
+
+def _write_run(root, stem, args, seed, evals, *, lrs=None, wall=3600.0, finished=True,
+               sets=()):
+  """One results/<stem>/<slug>/seed<N>/ folder: run.json, metrics.jsonl, summary.json."""
+  config = run_lib.build_config(os.path.join(CONFIGS, f'{stem}.py'), args, seed, sets)
+  workdir = run_lib.run_dir(str(root), f'{stem}.py', args, seed, sets)
+  os.makedirs(workdir)
+  info = {'config_file': f'configs/{stem}.py', 'args': args, 'seed': seed, 'sets': list(sets),
+          'config': config.to_dict(),
+          'hardware': {'devices': '1 x TFRT_CPU_0', 'platform': 'cpu', 'host_cpu': 'Test CPU'}}
+  with open(os.path.join(workdir, 'run.json'), 'w') as f:
+    json.dump(info, f)
+  lrs = lrs or {}
+  with open(os.path.join(workdir, 'metrics.jsonl'), 'w') as f:
+    for step in sorted(set(dict(evals)) | set(lrs)):
+      row = {'step': step}
+      if step in lrs:
+        row['lr'] = lrs[step]
+      if step in dict(evals):
+        row['eval_accuracy'] = dict(evals)[step]
+      f.write(json.dumps(row) + '\n')
+  if finished:
+    accs = [a for _, a in evals]
+    with open(os.path.join(workdir, 'summary.json'), 'w') as f:
+      json.dump({'final_eval_accuracy': accs[-1], 'best_eval_accuracy': max(accs),
+                 'wall_seconds': wall, 'devices': '1 x TFRT_CPU_0', 'platform': 'cpu',
+                 'host_cpu': 'Test CPU'}, f)
+  return workdir
+
+
+@pytest.fixture
+def results(tmp_path):
+  """PC-LR baseline (2 seeds, final 0.89 / 0.91 -> target 0.90 at 80,000) and CLR (3 seeds)
+  whose seed-mean first reaches 0.90 at step 8,000 (no single seed decides it)."""
+  root = tmp_path / 'results'
+  for seed, final in ((0, 0.89), (1, 0.91)):
+    _write_run(root, 'resnet56_baseline', '', seed,
+               [(40_000, 0.7), (80_000, final)], lrs={40_000: 0.35, 80_000: 0.0035},
+               wall=7200.0)
+  clr = {0: [0.5, 0.80, 0.95, 0.93], 1: [0.5, 0.86, 0.86, 0.92], 2: [0.5, 0.90, 0.89, 0.91]}
+  for seed, accs in clr.items():  # means: 0.5, 0.853, 0.9000, 0.92
+    _write_run(root, 'resnet56', 'policy=clr', seed, list(zip((2000, 5000, 8000, 10_000), accs)),
+               lrs={2000: 1.26, 5000: 3.0, 8000: 1.26, 10_000: 0.1}, wall=1800.0)
+  return root
+
+
+def test_collect_groups_seeds_and_mean_curve(results):
+  groups = collect.load_groups(str(results))
+  assert [g.name for g in groups.values()] == ['resnet56:policy=clr', 'resnet56_baseline']
+  clr = collect.find_group(groups, 'resnet56')  # the default args resolve to policy=clr
+  assert clr is collect.find_group(groups, 'resnet56:policy=clr')
+  steps, mean, std = clr.mean_curve()
+  np.testing.assert_array_equal(steps, [2000, 5000, 8000, 10_000])
+  np.testing.assert_allclose(mean, [0.5, 2.56 / 3, 0.9, 0.92])
+  np.testing.assert_allclose(std[-1], 0.01)  # 0.93, 0.92, 0.91
+  assert collect.steps_to_reach(clr, 0.9) == 8000
+  assert collect.steps_to_reach(clr, 0.93) is None
+
+
+def test_speedup_ratio_known_answer(results):
+  groups = collect.load_groups(str(results))
+  (s,) = make_tables.speedups(groups, [('resnet56_baseline', 'resnet56:policy=clr')])
+  assert s['target'] == pytest.approx(0.90)
+  assert (s['baseline_steps'], s['fast_steps']) == (80_000, 8000)
+  assert s['ratio'] == pytest.approx(10.0)
+  assert 'reached at 8,000, 10.0x fewer iterations' in make_tables.speedup_lines([s])
+  # A target above every mean: never reached, no ratio.
+  never = collect.speedup(groups[('resnet56', 'policy-clr')],
+                          groups[('resnet56_baseline', 'default')])
+  assert never['fast_steps'] is None and never['ratio'] is None
+  assert 'never reached' in make_tables.speedup_lines([never])
+
+
+def test_table_rows_carry_paper_log_and_ours(results):
+  text = make_tables.table(collect.load_groups(str(results)))
+  rows = {line.split('|')[1].strip(): [c.strip() for c in line.split('|')[1:-1]]
+          for line in text.splitlines()[2:]}
+  clr = rows['`resnet56:policy=clr`']
+  assert clr == ['`resnet56:policy=clr`', '1708.07120 Fig. 1a CLR', 'CLR 0.1–3, SS 5000',
+                 '10,000', '92.4', '92.44 (best 92.49)', '92.00 ± 1.00 (n=3)', 'CPU: Test CPU',
+                 '30.0 min']
+  base = rows['`resnet56_baseline`']
+  assert base[2:7] == ['0.35 ×0.1 at 50000, 70000', '80,000', '91.2', '90.32 (best 90.39)',
+                       '90.00 ± 1.41 (n=2)']
+  assert base[8] == '2.0 h'
+
+
+def test_unfinished_and_unmatched_groups(tmp_path):
+  root = tmp_path / 'r'
+  _write_run(root, 'resnet20', 'policy=clr', 0, [(5000, 0.8)], finished=False)
+  # An experiment-changing --set leaves the paper row: no reference numbers.
+  _write_run(root, 'resnet20', 'policy=clr', 0, [(100, 0.3)],
+             sets=('optimizer.weight_decay=0.001',))
+  text = make_tables.table(collect.load_groups(str(root)))
+  assert 'running (0/1 done)' in text
+  other = [l for l in text.splitlines() if 'weight_decay' in l][0]
+  assert '| — | ' in other and '30.00 ± 0.00 (n=1)' in other
+
+
+def test_lr_range_row_and_plot(tmp_path):
+  root = tmp_path / 'r'
+  steps = list(range(0, 5001, 500))
+  accs = [0.1, 0.6, 0.7, 0.8, 0.75, 0.82, 0.7, 0.78, 0.76, 0.8, 0.78]
+  _write_run(root, 'resnet56_lr_range', 'iters=5000', 0, list(zip(steps, accs)),
+             lrs={s: 3.0 * s / 5000 for s in steps})
+  groups = collect.load_groups(str(root))
+  text = make_tables.table(groups)
+  assert '78.44 at LR 3 (peak 81.56)' in text and '78.00 at top LR, peak 82.00 (n=1)' in text
+  assert 'range 0–3 (linear)' in text
+  written = plots.plot_all(str(root))
+  assert os.path.join(str(root), 'fig2b.png') in written
+  for path in written:
+    with open(path, 'rb') as f:
+      assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+
+
+def test_plots_write_pngs_next_to_results(results):
+  written = plots.plot_all(str(results))
+  expected = {os.path.join(str(results), 'resnet56', 'policy-clr', 'curves.png'),
+              os.path.join(str(results), 'resnet56_baseline', 'default', 'curves.png'),
+              os.path.join(str(results), 'fig1a.png')}
+  assert set(written) == expected
+  for path in written:
+    with open(path, 'rb') as f:
+      assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+    assert os.path.getsize(path) > 5000
+  out = str(results / 'cmp.png')
+  assert plots.main(['--results', str(results), '--groups', 'resnet56_baseline', 'resnet56',
+                     '--out', out]) == 0
+  assert os.path.getsize(out) > 5000
+
+
+def test_readme_block_replaced(results, tmp_path):
+  readme = tmp_path / 'README.md'
+  readme.write_text('# superconv\n\nintro\n<!-- results:start -->\nold table\n'
+                    '<!-- results:end -->\n\n## After\n')
+  assert make_tables.main(['--results', str(results), '--readme', str(readme)]) == 0
+  text = readme.read_text()
+  assert text.startswith('# superconv\n\nintro\n<!-- results:start -->\n| config |')
+  assert text.endswith('<!-- results:end -->\n\n## After\n')
+  assert 'old table' not in text and '10.0x fewer iterations' in text
+  with pytest.raises(ValueError, match='results:start'):
+    make_tables.replace_block('no markers here', 'x')
+
+
+def test_every_reference_pair_and_figure_names_a_real_config_row():
+  for stem, args in make_tables.REFERENCES:
+    assert collect.resolve(stem, collect.canonical_args(args)) is not None, (stem, args)
+  specs = [s for pair in make_tables.PAIRS for s in pair]
+  specs += [s for _, group_specs in plots.FIGURES.values() for s in group_specs]
+  for spec in specs:
+    stem, _, args = spec.partition(':')
+    assert collect.resolve(stem, collect.canonical_args(args)) is not None, spec
+
+
+def test_canonical_args_and_slug():
+  assert collect.canonical_args('value=1e-5,sweep=wd,seed=2') == 'sweep=wd,value=1e-05'
+  assert collect.slug('policy=clr,samples=10000') == 'policy-clr_samples-10000'
+  assert collect.slug('', ['progress_bar=False']) == 'default'
+  assert collect.slug('', ['num_steps=100']) == 'default__num_steps-100'
+
+
+def test_build_config_seed_data_and_sets():
+  path = os.path.join(CONFIGS, 'resnet56_subset.py')
+  c = run_lib.build_config(path, 'policy=clr,samples=10000', 3,
+                           ['num_steps=200', 'schedule.step_size=100',
+                            'schedule.boundaries=(10, 20)'], data='/data/cifar')
+  assert (c.seed, c.data.source, c.data.path) == (3, 'files', '/data/cifar')
+  assert (c.num_steps, c.schedule.step_size, tuple(c.schedule.boundaries)) == (200, 100, (10, 20))
+  with pytest.raises(KeyError, match='no field'):
+    run_lib.build_config(path, '', 0, ['schedule.not_a_field=1'])
+  assert run_lib.run_dir('/r', 'configs/resnet56_subset.py', 'samples=10000,policy=clr', 2) == (
+      '/r/resnet56_subset/policy-clr_samples-10000/seed2')
+
+
+def test_run_end_to_end_writes_provenance_drops_checkpoints_and_skips(tmp_path, capsys):
+  """A real smoke run (LeNet, 8 updates on generated data) through experiments.run."""
+  root = str(tmp_path / 'results')
+  argv = ['--config', os.path.join(CONFIGS, 'lenet_mnist.py'), '--args', 'policy=inv,smoke',
+          '--seeds', '0', '--results', root, '--set', 'progress_bar=False']
+  assert run_lib.main(argv) == 0
+  workdir = os.path.join(root, 'lenet_mnist', 'policy-inv_smoke', 'seed0')
+  assert sorted(os.listdir(workdir)) == ['config.json', 'metrics.jsonl', 'run.json',
+                                         'summary.json']
+  with open(os.path.join(workdir, 'run.json')) as f:
+    info = json.load(f)
+  assert info['seed'] == 0 and info['args'] == 'policy=inv,smoke'
+  assert info['config']['schedule']['name'] == 'inv'
+  assert info['config']['num_steps'] == 8 and info['config']['progress_bar'] is False
+  assert {'jax', 'flax', 'optax'} <= set(info['versions'])
+  assert 'devices' in info['hardware'] and info['git_commit']
+  assert info['command'].startswith('python -m experiments.run --config')
+  with open(os.path.join(workdir, 'summary.json')) as f:
+    assert json.load(f)['steps'] == 8
+  mtime = os.path.getmtime(os.path.join(workdir, 'summary.json'))
+  assert run_lib.main(argv) == 0  # a finished seed is skipped, not rerun
+  assert 'skipped' in capsys.readouterr().out
+  assert os.path.getmtime(os.path.join(workdir, 'summary.json')) == mtime
+
+
+def test_a_diverged_seed_is_recorded_not_retried(tmp_path, monkeypatch):
+  from superconv import train  # pylint: disable=g-import-not-at-top
+  calls = []
+
+  def diverge(config, workdir):
+    calls.append(workdir)
+    os.makedirs(os.path.join(workdir, 'checkpoints', '4'))
+    raise train.TrainingDiverged('The training loss became non-finite at update 6.')
+
+  monkeypatch.setattr(train, 'train_and_evaluate', diverge)
+  root = str(tmp_path / 'results')
+  argv = ['--config', os.path.join(CONFIGS, 'resnet56_regularization.py'), '--args',
+          'sweep=wd,value=1e-3,smoke', '--seeds', '0', '--results', root]
+  assert run_lib.main(argv) == 0 and run_lib.main(argv) == 0
+  assert len(calls) == 1  # the second call found summary.json
+  with open(os.path.join(calls[0], 'summary.json')) as f:
+    summary = json.load(f)
+  assert summary['diverged'] and 'update 6' in summary['error']
+  assert not os.path.exists(os.path.join(calls[0], 'checkpoints'))
