@@ -18,6 +18,8 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   c.mode = 'train'                 # 'train' | 'lr_range'
   c.seed = 0                       # seeds init, data order and augmentation
   c.num_steps = 10_000             # optimizer updates (Caffe "iterations")
+  c.stop_after_steps = 0           # end the run after this many updates (0: num_steps); the
+                                   # schedule still spans num_steps (a truncated long baseline)
   c.batch_size = 1000              # global batch: images per update over all devices of all hosts
   c.eval_every_steps = 100         # updates between evaluations on the full test split (0: end only)
   c.log_every_steps = 100          # updates between metrics.jsonl rows

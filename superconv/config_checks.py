@@ -40,7 +40,8 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = Non
   _require(config.mode in MODES, 'mode', f'{config.mode!r} is not one of {MODES}.')
   for field in ('num_steps', 'batch_size'):
     _require(int(config[field]) > 0, field, f'must be a positive integer, got {config[field]}.')
-  for field in ('eval_every_steps', 'log_every_steps', 'checkpoint_every_steps'):
+  for field in ('eval_every_steps', 'log_every_steps', 'checkpoint_every_steps',
+                'stop_after_steps'):
     _require(int(config[field]) >= 0, field, f'must be >= 0, got {config[field]}.')
   _require(int(config.steps_per_dispatch) >= 1, 'steps_per_dispatch',
            f'must be >= 1, got {config.steps_per_dispatch}.')

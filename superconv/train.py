@@ -257,7 +257,7 @@ def dispatch_size(config: ml_collections.ConfigDict) -> int:
   log, eval and checkpoint boundary and on the end, so the step compiles exactly once."""
   k = max(int(config.steps_per_dispatch), 1)
   for every in (config.log_every_steps, config.eval_every_steps, config.checkpoint_every_steps,
-                config.num_steps):
+                config.num_steps, config.stop_after_steps):
     if every:
       k = math.gcd(k, int(every))
   return k
@@ -354,6 +354,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                          os.path.exists(writer.path) else []) if 'eval_accuracy' in r]
   evals = [(r['step'], r['eval_accuracy']) for r in history]
   num_steps = config.num_steps
+  if config.stop_after_steps:
+    num_steps = min(num_steps, int(config.stop_after_steps))
   step = start_step
   train_seconds = eval_seconds = 0.0
   images_done = 0
