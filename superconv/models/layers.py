@@ -156,7 +156,7 @@ def caffe_avg_pool(x: jax.Array, window: int, stride: int) -> jax.Array:
   pad_h = (out_h - 1) * stride + window - h
   pad_w = (out_w - 1) * stride + window - w
   summed = jax.lax.reduce_window(
-      x, jnp.array(0, x.dtype), jax.lax.add, (1, window, window, 1), (1, stride, stride, 1),
+      x, np.zeros((), x.dtype), jax.lax.add, (1, window, window, 1), (1, stride, stride, 1),
       ((0, 0), (0, pad_h), (0, pad_w), (0, 0)))
   divisor = np.outer(count_h, count_w).astype(np.float32)[None, :, :, None]
   return summed / jnp.asarray(divisor, x.dtype)
