@@ -101,6 +101,7 @@ def lr_range(c: ml_collections.ConfigDict, max_lr: float, num_steps: int, *,
   c.lr_range.min_lr, c.lr_range.max_lr = min_lr, max_lr
   c.lr_range.num_steps, c.lr_range.mode = num_steps, 'linear'
   c.lr_range.eval_every_steps = 100
+  c.lr_range.diverge_factor = 0.0  # the authors' sweeps ran to the end (digest §6.1)
   c.schedule.name = 'lr_range'  # reads the lr_range section
   # A reference: `--config.lr_range.num_steps=N` then also sets the run length.
   c.num_steps = c.lr_range.get_ref('num_steps')

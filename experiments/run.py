@@ -93,6 +93,35 @@ def _versions() -> dict:
   return out
 
 
+def range_test_files(result, workdir: str) -> dict:
+  """metrics.jsonl and summary.json for an LR range test, in the trainer's format, so tables
+  and plots read sweeps and training runs alike (lr_range.json keeps everything else).
+
+  A range test's "final" accuracy is the one at the top of the sweep (or where it stopped).
+  """
+  from superconv import metrics  # pylint: disable=g-import-not-at-top
+  rows = [{'step': int(st), 'lr': float(lr), 'eval_accuracy': float(acc), 'eval_loss': float(loss)}
+          for st, lr, acc, loss in zip(result.eval_steps, result.eval_lrs, result.eval_accuracy,
+                                       result.eval_loss)]
+  with open(os.path.join(workdir, 'metrics.jsonl'), 'w') as f:
+    for row in rows:
+      f.write(json.dumps(metrics._clean(row)) + '\n')  # pylint: disable=protected-access
+  accs = [r['eval_accuracy'] for r in rows]
+  best = max(range(len(accs)), key=lambda i: accs[i] if accs[i] == accs[i] else -1.0,
+             default=None)
+  summary = {
+      'final_eval_accuracy': accs[-1] if accs else None,
+      'best_eval_accuracy': accs[best] if best is not None else None,
+      'best_step': rows[best]['step'] if best is not None else None,
+      'best_lr': rows[best]['lr'] if best is not None else None,
+      'steps': len(result.lrs), 'diverged_at': result.diverged_at,
+      'suggestion': result.suggestion, 'wall_seconds': result.wall_seconds,
+      **metrics.provenance(),
+  }
+  metrics.write_json(os.path.join(workdir, 'summary.json'), summary)
+  return summary
+
+
 def run_seed(config_path: str, args: str, seed: int, *, sets: Sequence[str] = (),
              data: str = '', root: str = RESULTS, command: str = '') -> dict:
   """Runs (or skips, or resumes) one seed; returns its summary."""
@@ -121,7 +150,7 @@ def run_seed(config_path: str, args: str, seed: int, *, sets: Sequence[str] = ()
   try:
     if config.mode == 'lr_range':
       from superconv import lr_range  # pylint: disable=g-import-not-at-top
-      summary = lr_range.run(config, workdir)
+      summary = range_test_files(lr_range.run(config, workdir), workdir)
     else:
       summary = train.train_and_evaluate(config, workdir)
   except train.TrainingDiverged as e:

@@ -238,3 +238,19 @@ def test_a_diverged_seed_is_recorded_not_retried(tmp_path, monkeypatch):
     summary = json.load(f)
   assert summary['diverged'] and 'update 6' in summary['error']
   assert not os.path.exists(os.path.join(calls[0], 'checkpoints'))
+
+
+def test_run_lr_range_smoke_feeds_tables_and_plots(tmp_path):
+  """A real range-test smoke run (LeNet, 8 updates): the sweep lands in the trainer's format."""
+  root = str(tmp_path / 'results')
+  assert run_lib.main(['--config', os.path.join(CONFIGS, 'lenet_fashion_mnist.py'), '--args',
+                       'policy=lr_range,smoke', '--seeds', '0', '--results', root,
+                       '--set', 'progress_bar=False']) == 0
+  (group,) = collect.load_groups(root).values()
+  (r,) = group.runs
+  steps, lrs = r.curve('lr')
+  np.testing.assert_array_equal(steps, [0, 4, 8])
+  np.testing.assert_allclose(lrs, [0.0, 0.1, 0.2], rtol=1e-6)  # linear 0 -> 0.2 over 8
+  assert r.summary['steps'] == 8 and 0.0 <= r.summary['final_eval_accuracy'] <= 1.0
+  assert os.path.exists(os.path.join(r.path, 'lr_range.json'))
+  assert 'at top LR' in make_tables.table(collect.load_groups(root))
