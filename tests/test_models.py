@@ -3,7 +3,6 @@
 import functools
 
 import flax
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -38,6 +37,17 @@ PARAM_COUNTS = {
     'resnet_imagenet_tiny': 130_962,
     'inception_resnet_tiny': 54_730,
 }
+
+
+
+@pytest.fixture(autouse=True, scope='module')
+def _fast_compiles():
+  """XLA optimizations cost most of these tests' time on CPU and change no result checked."""
+  previous = jax.config.read('jax_disable_most_optimizations')
+  jax.config.update('jax_disable_most_optimizations', True)
+  yield
+  jax.config.update('jax_disable_most_optimizations', previous)
+
 
 _IMAGENET = ('resnet50', 'inception_resnet_v2')
 _SMALL = ('resnet8', 'resnet8_a', 'wide_resnet8', 'bottleneck_resnet11', 'resnext11',

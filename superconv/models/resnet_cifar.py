@@ -299,9 +299,10 @@ class BottleneckResNet(_CifarBase):
   * bottleneckResnet56.prototxt: mids 16/32/64, outs 64/128/256, groups 1.
   * ResNeXt56.prototxt: mids 32/64/128, outs 64/128/256, 3x3 convs with group 32.
 
-  UNCONFIRMED against the prototxts: the strides and widths of stages 2-3 of ResNeXt56 (read from
-  the digest §5.4 summary and assumed to follow bottleneckResnet56, whose stage-2 first block
-  was checked: 1x1 stride 2 on both paths).
+  Checked against the prototxts: stage 1 of both files, the first block of stage 2 of both
+  (bottleneck: 1x1 stride 2 on both paths; ResNeXt: 3x3 width 64 with group 32, output 128,
+  projection stride 2) and the head. Stage 3 (and which ResNeXt stage-2 conv carries the
+  stride) is assumed to follow the same pattern (widths from the digest §5.4): UNCONFIRMED.
   """
   depth: int = 56
   mids: Sequence[int] = (16, 32, 64)
