@@ -92,8 +92,8 @@ def estimate_lr_from_updates(u_prev: PyTree, u: PyTree, lr_prev: float | jax.Arr
     lr: LR eps_{i+1} that produced `u` (default: `lr_prev`).
 
   Returns:
-    A scalar (float32, or float64 for float64 inputs); +inf if the two updates imply the same gradient (zero curvature), NaN if
-    both updates are zero.
+    A scalar (float32, or float64 for float64 inputs); +inf if the two updates imply the same
+    gradient (zero curvature), NaN if both updates are zero.
 
   Examples:
     >>> u0 = {'w': jnp.array([-1.0, -2.0])}
@@ -179,7 +179,9 @@ def ema_update(m: float | jax.Array, estimate: float | jax.Array,
 
 def ema_estimates(estimates: Iterable[float], decay: float = 0.9,
                   init: float = 0.1) -> np.ndarray:
-  """The smoothed series the authors' scripts print: m_0 = init, m_k = decay m_{k-1} + (1-decay) e_k.
+  """The smoothed series the authors' scripts print: m_k = decay m_{k-1} + (1 - decay) e_k.
+
+  m_0 = init (the scripts: 0.1, decay 0.9).
 
   Returns m_1 .. m_n (one value per estimate, after its update), float64.
 

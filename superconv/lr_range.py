@@ -24,8 +24,8 @@ What is recorded (conventions):
     device for any real model.
 
 Reading the accuracy curve (`suggest`), the paper's rule (digest §3.2):
-  1. Smooth the test accuracy with a centered moving median over `window` evaluations (the
-     window is clipped at the ends). Real range tests are noisy: ResNet-56 curves jump by
+  1. Smooth the test accuracy with a centered moving median over `window` evaluations (see
+     `smooth_accuracy` for the ends). Real range tests are noisy: ResNet-56 curves jump by
      10-20 points between neighbouring evaluations (digest §6.2), and a median ignores single
      outliers where a mean is dragged by them.
   2. tolerance = max(atol, rtol * (max smoothed accuracy - min raw accuracy)): a fall must be a
@@ -173,17 +173,23 @@ def divergence_step(smoothed: Sequence[float], factor: float) -> int | None:
 
 
 def smooth_accuracy(accuracy: Sequence[float], window: int = 5) -> np.ndarray:
-  """Centered moving median over `window` evaluations, the window clipped at both ends.
+  """Centered moving median over `window` evaluations (odd; an even one acts as window + 1).
+
+  At the start the window shrinks symmetrically, so the first value is the first evaluation:
+  that is the untrained net, exact, and the curve rises steeply there (a clipped window would
+  lift it with later, trained values). At the end the window is clipped instead: the last
+  evaluations are the noisiest, and a single one must not decide whether the curve fell.
 
   Examples:
     >>> smooth_accuracy([0.1, 0.5, 0.9, 0.2, 0.9, 0.9], 3).tolist()  # the 0.2 dip is ignored
-    [0.3, 0.5, 0.5, 0.9, 0.9, 0.9]
+    [0.1, 0.5, 0.5, 0.9, 0.9, 0.9]
   """
   a = np.asarray(accuracy, np.float64)
   if window < 1:
     raise ValueError(f'window must be >= 1, got {window}')
   h = window // 2
-  return np.asarray([np.median(a[max(0, i - h):i + h + 1]) for i in range(len(a))])
+  return np.asarray([np.median(a[i - min(h, i):i + min(h, i) + 1 if i < h else i + h + 1])
+                     for i in range(len(a))])
 
 
 def suggest(lrs: Sequence[float], accuracy: Sequence[float], *, window: int = 5,
@@ -271,7 +277,9 @@ def suggest(lrs: Sequence[float], accuracy: Sequence[float], *, window: int = 5,
     explanation = (f'the smoothed accuracy ({med}) peaks at {s[peak]:.4f} at LR {lr[peak]:.4g} '
                    f'and {how} after LR {lr[fall - 1]:.4g}; max_lr = '
                    + ('the peak.' if rule == 'peak' else 'the last LR before the fall.'))
-  rise = s[:upto].max() - s[0]
+  # From the first evaluation itself (the untrained net, no noise to smooth): a clipped median
+  # window at the start would mix in later, trained values.
+  rise = s[:upto].max() - raw[0]
   if rise <= atol or upto < 3 or max_lr <= 0 or (fall is None and stop_lr is not None):
     out.update(reliable=False, flat=False)
     method = 'unreliable'
@@ -402,8 +410,10 @@ class RangeTestResult:
 
   def plot(self, path: str) -> None:
     """Accuracy and loss against LR, the suggestion marked (matplotlib, Agg; no pyplot state)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg  # pylint: disable=g-import-not-at-top
-    from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
+    # pylint: disable=g-import-not-at-top
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    # pylint: enable=g-import-not-at-top
     fig = Figure(figsize=(8, 7), layout='constrained')
     FigureCanvasAgg(fig)
     ax_acc, ax_loss = fig.subplots(2, 1, sharex=True)
@@ -509,7 +519,8 @@ def _sweep(state: train.TrainState, train_fn, pop_loss, train_data, evaluator: t
   sug = suggest(ev[:, 1], acc, stop_lr=stop_lr, **suggest_kw)
   lsug = suggest_from_loss(lrs[:len(losses)], smoothed, stop=watch.diverged_at)
   return RangeTestResult(
-      lrs=lrs[:len(losses)], train_loss=np.asarray(losses), train_loss_smoothed=np.asarray(smoothed),
+      lrs=lrs[:len(losses)], train_loss=np.asarray(losses),
+      train_loss_smoothed=np.asarray(smoothed),
       eval_steps=ev[:, 0].astype(np.int64), eval_lrs=ev[:, 1], eval_accuracy=acc,
       eval_loss=eval_loss, suggestion=sug, loss_suggestion=lsug, diverged_at=watch.diverged_at,
       diverge_reason=watch.reason, settings=settings, wall_seconds=time.perf_counter() - t0)

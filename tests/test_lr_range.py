@@ -14,6 +14,7 @@ import pytest
 from configs import default
 from superconv import config_checks
 from superconv import lr_range
+from superconv import train
 
 LRS = np.linspace(0.0, 3.0, 61)                             # evaluations every 0.05
 PEAKED = 0.1 + 0.7 * np.exp(-((LRS - 1.0) / 0.6) ** 2)      # peak 0.8 at LR 1, back to 0.1
@@ -71,6 +72,18 @@ def test_flat_curve_with_an_outlier_dip():
   assert peak['flat'] and peak['max_lr'] == peak['peak_lr'] > 1.0
   # Without smoothing the single dip reads as a fall.
   assert not lr_range.suggest(LRS, acc, window=1)['flat']
+
+
+@pytest.mark.parametrize('row', [
+    [61.5, 73.3, 66.7, 67.1, 76.4, 78.1, 78.4],   # range3Iter5kFig2b
+    [75.3, 80.7, 72.2, 70.9, 78.0, 60.2, 78.5],   # range3Iter20kFig2b
+    [75.6, 80.0, 80.4, 80.1, 67.0, 79.7, 72.2],   # range3Iter100kFig2b
+])
+def test_the_papers_resnet56_sweeps_read_flat(row):
+  # Test accuracy (%) of the authors' ResNet-56 range tests at LR 0.25 .. 3 (digest §6.2), after
+  # the untrained net's 10 %: the paper reads these as flat, the super-convergence sign.
+  s = lr_range.suggest([0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0], [0.1] + [a / 100 for a in row])
+  assert s['flat'] and s['reliable'] and s['max_lr'] == 3.0
 
 
 @pytest.mark.parametrize('seed', range(5))
@@ -148,7 +161,10 @@ def _assert_unchanged(tree, snapshot):
     np.testing.assert_array_equal(np.asarray(leaf), before)
 
 
-def test_range_test_leaves_caller_state_untouched():
+def test_range_test_leaves_caller_state_untouched(monkeypatch):
+  made = []
+  make_train_fn = train.make_train_fn
+  monkeypatch.setattr(train, 'make_train_fn', lambda *a: made.append(make_train_fn(*a)) or made[-1])
   model = _TinyNet()
   images, labels = _problem()
   key = jax.random.PRNGKey(42)
@@ -175,6 +191,8 @@ def test_range_test_leaves_caller_state_untouched():
   assert np.all(np.isfinite(from_state.train_loss)) and from_state.diverged_at is None
   # Training happened: the loss moved once the LR was non-zero (update 0 has LR 0).
   assert from_state.train_loss[0] != from_state.train_loss[-1]
+  # One dispatch per update, and the step compiled once for all six of them.
+  assert [f._cache_size() for f in made] == [1, 1]
   # Both ways of passing SGD run the same sweep.
   np.testing.assert_allclose(from_factory.train_loss, from_state.train_loss, rtol=1e-5)
   np.testing.assert_allclose(from_factory.eval_accuracy, from_state.eval_accuracy)
