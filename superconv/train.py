@@ -171,7 +171,11 @@ def _local_train_step(state: TrainState, data: dict, *, model, tx, spec: InputSp
         mutable=['batch_stats'], rngs={'dropout': dropout_key})
     return _cross_entropy(logits, labels).mean(), (logits, mutated.get('batch_stats', {}))
 
-  (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  # Differentiate with respect to a per-device copy of the (replicated) parameters. Left
+  # replicated, shard_map's autodiff would already sum the gradient over devices; with an
+  # explicit copy each device gets its own gradient and the mean below is the only reduction.
+  local_params = lax.pcast(state.params, AXIS, to='varying')
+  (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(local_params)
   grads = lax.pmean(grads, AXIS)
   # Each device normalised with its own statistics; the running averages are averaged so every
   # replica evaluates with the same model.
