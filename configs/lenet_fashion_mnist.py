@@ -30,8 +30,8 @@ from superconv import config_lib
 
 ONE_CYCLE = {12: (0.01, 0.1, 5), 25: (0.01, 0.1, 12), 50: (0.01, 0.1, 23), 85: (0.02, 0.2, 40)}
 POLICIES = ('inv', 'step', '1cycle', 'lr_range')
-VARIANTS = tuple(f'policy={p}' for p in POLICIES) + ('policy=1cycle,epochs=25',
-                                                    'policy=1cycle,epochs=30', 'policy=1cycle,epochs=2')
+VARIANTS = tuple(f'policy={p}' for p in POLICIES) + (
+    'policy=1cycle,epochs=25', 'policy=1cycle,epochs=30', 'policy=1cycle,epochs=2')
 
 
 def get_config(arg: str = ''):
