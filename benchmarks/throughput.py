@@ -158,7 +158,8 @@ def main(argv=None):
   p.add_argument('--model', default='resnet56')
   p.add_argument('--batch', type=int, default=1000)
   p.add_argument('--steps', type=int, default=50, help='timed updates')
-  p.add_argument('--steps-per-dispatch', type=int, default=10)
+  p.add_argument('--steps-per-dispatch', type=int, default=0,
+                 help='updates per jitted call (0: 1 on CPU, 10 elsewhere; see train.dispatch_size)')
   p.add_argument('--dtype', default='float32', choices=['float32', 'bfloat16'])
   p.add_argument('--torch', default='eager,compile',
                  help="comma list of 'eager', 'compile'; '' skips PyTorch")
@@ -169,7 +170,8 @@ def main(argv=None):
   cmd = 'python -m benchmarks.throughput ' + ' '.join(argv if argv is not None else sys.argv[1:])
   results = {'command': cmd, 'model': a.model, 'batch': a.batch, 'dtype': a.dtype,
              **metrics_lib.provenance(), 'runs': []}
-  r = bench_jax(a.model, a.batch, a.steps, a.steps_per_dispatch, a.dtype)
+  k = a.steps_per_dispatch or (1 if jax.default_backend() == 'cpu' else 10)
+  r = bench_jax(a.model, a.batch, a.steps, k, a.dtype)
   results['runs'].append(r)
   print(f"jax      {r['images_per_sec']:10.1f} img/s  step {r['step_ms']:.2f} ms  compile "
         f"{r['compile_s']:.1f} s  host {r['host_overhead_ms_per_step']:.3f} ms/step  "

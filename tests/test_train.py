@@ -95,10 +95,11 @@ def test_batch_not_divisible_by_devices_is_rejected():
 
 def test_dispatch_size_lands_on_every_boundary():
   c = resnet56.get_config()
-  assert train.dispatch_size(c) == 10
+  assert train.dispatch_size(c, backend='gpu') == 10
   with c.unlocked():
     c.log_every_steps, c.steps_per_dispatch = 25, 20
-  assert train.dispatch_size(c) == 5
+  assert train.dispatch_size(c, backend='gpu') == 5
+  assert train.dispatch_size(c, backend='cpu') == 1
 
 
 def _cli(workdir, *extra, config='configs/resnet56.py:smoke'):
