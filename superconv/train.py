@@ -325,6 +325,8 @@ def _divergence_message(sums: dict) -> str:
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains `config` in `workdir`, resuming from its latest checkpoint; returns the summary."""
   from superconv import config_checks  # pylint: disable=g-import-not-at-top
+  from superconv import lr_range  # pylint: disable=g-import-not-at-top
+  config = lr_range.apply_suggestion(config)  # LR bounds from a range test, if one is named
   config_checks.validate(config)
   t_start = time.perf_counter()
   os.makedirs(workdir, exist_ok=True)
