@@ -32,6 +32,7 @@ import numpy as np
 import optax
 
 from superconv import checkpoint as ckpt_lib
+from superconv import lr_estimate
 from superconv import metrics as metrics_lib
 from superconv import models
 from superconv import optim
@@ -51,6 +52,7 @@ class TrainState(struct.PyTreeNode):
   opt_state: Any
   key: jax.Array          # uint32[2]: the run's root key; per-step keys are folded from it
   sums: dict              # metric sums since the last log row (checkpointed, for exact resume)
+  aux: dict = struct.field(default_factory=dict)  # carried extras: the LR estimate's last update
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +63,7 @@ class InputSpec:
   crop_padding: int = 0
   scale: float = 1.0
   dtype: Any = jnp.float32  # compute dtype of the images
+  lr_estimate_ema: float = 0.0  # > 0: track the paper's LR estimate with this EMA factor
 
 
 def zero_sums() -> dict:
@@ -106,7 +109,8 @@ def shard_leading(tree: Any, mesh, axis: int = 0) -> Any:
 
 
 def create_train_state(model, tx: optax.GradientTransformation, key: jax.Array,
-                       image_shape: tuple[int, ...], mesh) -> TrainState:
+                       image_shape: tuple[int, ...], mesh, *,
+                       lr_estimate: bool = False) -> TrainState:
   """Initialises parameters, BN statistics and optimizer state, replicated over the mesh."""
 
   def init(key):
@@ -114,9 +118,14 @@ def create_train_state(model, tx: optax.GradientTransformation, key: jax.Array,
     variables = model.init({'params': init_key, 'dropout': init_key},
                            jnp.zeros((1, *image_shape), jnp.float32), train=False)
     params = variables['params']
+    aux = {}
+    if lr_estimate:  # the previous update and its LR, and the smoothed estimate (m0 = 0.1)
+      aux = {'prev_update': jax.tree.map(jnp.zeros_like, params),
+             'prev_lr': jnp.zeros((), jnp.float32), 'estimate': jnp.zeros((), jnp.float32),
+             'estimate_ema': jnp.full((), 0.1, jnp.float32)}
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                       batch_stats=variables.get('batch_stats', {}), opt_state=tx.init(params),
-                      key=run_key, sums=zero_sums())
+                      key=run_key, sums=zero_sums(), aux=aux)
 
   return jax.jit(init, out_shardings=NamedSharding(mesh, P()))(key)
 
@@ -196,8 +205,19 @@ def _local_train_step(state: TrainState, data: dict, *, model, tx, spec: InputSp
       nonfinite_step=jnp.where(first_bad, step, s['nonfinite_step']),
       nonfinite_lr=jnp.where(first_bad, hp['learning_rate'], s['nonfinite_lr']),
       nonfinite_momentum=jnp.where(first_bad, hp['momentum'], s['nonfinite_momentum']))
+  aux = state.aux
+  if spec.lr_estimate_ema:
+    # The paper's Hessian-free estimate (§4 of 1708.07120) from this update and the previous
+    # one; the first update has no predecessor, so the estimate starts at the second.
+    lr = hp['learning_rate']
+    est = lr_estimate.lr_estimate_metric(aux['prev_update'], updates, aux['prev_lr'], lr)
+    est = jnp.where(step > 0, est['lr_estimate'], 0.0)
+    ema = jnp.where(step > 0, lr_estimate.ema_update(aux['estimate_ema'], est,
+                                                     spec.lr_estimate_ema), aux['estimate_ema'])
+    aux = {'prev_update': updates, 'prev_lr': lr.astype(jnp.float32), 'estimate': est,
+           'estimate_ema': ema}
   return state.replace(step=step + 1, params=params, batch_stats=batch_stats,
-                       opt_state=opt_state, sums=sums)
+                       opt_state=opt_state, sums=sums, aux=aux)
 
 
 def make_train_fn(model, tx, mesh, spec: InputSpec, steps_per_call: int):
@@ -273,7 +293,9 @@ def dispatch_size(config: ml_collections.ConfigDict, backend: str | None = None)
 def input_spec(config: ml_collections.ConfigDict) -> InputSpec:
   return InputSpec(batch_size=config.batch_size, mirror=config.data.mirror,
                    crop_padding=config.data.crop_padding, scale=config.data.scale,
-                   dtype=jnp.dtype(config.model.dtype))
+                   dtype=jnp.dtype(config.model.dtype),
+                   lr_estimate_ema=float(config.lr_estimate.ema) if config.lr_estimate.enabled
+                   else 0.0)
 
 
 def build_model(config: ml_collections.ConfigDict, num_classes: int):
@@ -344,7 +366,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                len(data.train_labels), len(data.test_labels))
 
   image_shape = data.train_images.shape[1:]
-  init = lambda: create_train_state(model, tx, jax.random.PRNGKey(config.seed), image_shape, mesh)
+  init = lambda: create_train_state(model, tx, jax.random.PRNGKey(config.seed), image_shape, mesh,
+                                    lr_estimate=bool(config.lr_estimate.enabled))
   checkpointer = ckpt_lib.Checkpointer(workdir, keep=config.keep_checkpoints)
   state, start_step = checkpointer.restore_latest(abstract_state(init))
   if state is None:
@@ -410,6 +433,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                    train_accuracy=float(sums['correct']) / max(float(sums['count']), 1.0),
                    grad_norm=float(sums['grad_norm']), param_norm=float(sums['param_norm']),
                    images_per_sec=window_images / max(elapsed, 1e-9))
+        if state.aux:
+          row.update(lr_estimate=float(state.aux['estimate']),
+                     lr_estimate_ema=float(state.aux['estimate_ema']))
         state = _reset_sums(state)
         if bar is not None:
           bar.set_postfix(lr=f"{row['lr']:.3g}", loss=f"{row['train_loss']:.3f}",

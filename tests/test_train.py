@@ -148,3 +148,16 @@ def test_cli_rejects_unknown_override(tmp_path):
   result = _cli(str(tmp_path), '--config.schedule.max_lrr=2.0')
   assert result.returncode != 0
   assert 'max_lrr' in result.stderr
+
+
+def test_lr_estimate_is_logged_during_training(tmp_path):
+  workdir = str(tmp_path / 'est')
+  result = _cli(workdir, '--config.lr_estimate.enabled=True', '--config.model.name=lenet',
+                '--config.schedule.base_lr=0.001', '--config.schedule.max_lr=0.01',
+                '--config.data.scale=0.01')
+  assert result.returncode == 0, result.stderr[-3000:]
+  rows = _rows(workdir)
+  assert all('lr_estimate' in r and 'lr_estimate_ema' in r for r in rows)
+  # A positive, finite estimate; the EMA moved away from its 0.1 start.
+  assert all(0 < r['lr_estimate'] < 1e4 for r in rows)
+  assert rows[-1]['lr_estimate_ema'] != 0.1
