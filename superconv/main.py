@@ -71,5 +71,37 @@ def main(argv):
     sys.exit(3 if isinstance(e, train.TrainingDiverged) else 2)
 
 
+def _condense(message: str) -> str:
+  """A flag error in one or two lines: config_flags embeds a whole traceback in its message."""
+  lines = [l.strip() for l in message.splitlines() if l.strip()]
+  if any(l.startswith('Traceback') for l in lines):
+    lines = [lines[0], lines[-1]]  # 'flag --config=...: Error whilst parsing' and the exception
+  return ' '.join(lines)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, with every config mistake reported like a ConfigError: one line, exit 2.
+
+  A mistyped field (`--config.schedule.max_lrr=2`) reaches us as ml_collections' KeyError
+  (wrapped in an AttributeError), not as a flags.Error, and would otherwise end in a traceback.
+  """
+  try:
+    return FLAGS(argv)
+  except flags.Error as e:
+    message = _condense(str(e))
+  except (AttributeError, KeyError) as e:
+    while e.args and isinstance(e.args[0], BaseException):  # unwrap AttributeError(KeyError(..))
+      e = e.args[0]
+    text = str(e.args[0] if e.args else e)
+    key = text.split("'")[1] if text.count("'") >= 2 else ''
+    bad = [a.split('=', 1)[0] for a in argv[1:]
+           if a.startswith('--config.') and key and key in a.split('=', 1)[0].split('.')]
+    message = (f'{", ".join(bad) or "a --config override"}: no such config field '
+               f'({" ".join(text.split())}).')
+  print(f'superconv: {message}\nPass --helpshort or --helpfull to see the flags; '
+        'configs/default.py lists every config field.', file=sys.stderr)
+  sys.exit(2)
+
+
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)
