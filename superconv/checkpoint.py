@@ -2,15 +2,22 @@
 
 Orbax writes each step into a temporary folder and renames it when complete, so a run killed while
 saving leaves no half-written step behind under its final name. A step folder can still be damaged
-afterwards (disk full, a copy cut short); `restore_latest` then falls back to the previous one and
-says so.
+afterwards (disk full, a copy cut short); `restore_latest` then falls back to the previous one, says
+so, and moves the unreadable step to `workdir/checkpoints_unreadable/` (kept for inspection; left in
+place, it would block the resumed run from saving that step again).
 """
 
 from __future__ import annotations
 
+import contextlib
+import gc
+import logging as pylogging
 import os
+import shutil
 import signal
+import sys
 import threading
+import time
 from typing import Any
 
 from absl import logging
@@ -40,19 +47,62 @@ class Checkpointer:
 
     `abstract_state` (from `jax.eval_shape`, with shardings) fixes shapes, dtypes and placement.
     """
-    for step in reversed(self.steps()):
-      try:
-        state = self._manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
-        return state, step
-      except Exception as e:  # pylint: disable=broad-except
-        # Any failure to read a step (missing files, truncated arrays, wrong structure) means
-        # that step is unusable; an older one is better than starting from scratch.
-        logging.warning('Checkpoint at step %d in %s is unreadable (%s: %s); trying the previous one.',
-                        step, self.directory, type(e).__name__, str(e).splitlines()[0][:200])
-    return None, None
+    unreadable = []
+    found = None, None
+    with _quiet_failed_reads():
+      for step in reversed(self.steps()):
+        try:
+          found = self._manager.restore(step, args=ocp.args.StandardRestore(abstract_state)), step
+          break
+        except Exception as e:  # pylint: disable=broad-except
+          # Any failure to read a step (missing files, truncated arrays, wrong structure) means
+          # that step is unusable; an older one is better than starting from scratch.
+          logging.warning('Checkpoint at step %d in %s is unreadable (%s: %s); trying the previous '
+                          'one.', step, self.directory, type(e).__name__,
+                          str(e).splitlines()[0][:200])
+          unreadable.append(step)
+    if unreadable:
+      self._set_aside(unreadable)
+    return found
+
+  def _set_aside(self, steps: list[int]) -> None:
+    """Moves unreadable step folders out of the way, so the resumed run can save those steps."""
+    if jax.process_index() == 0:
+      aside = os.path.join(os.path.dirname(self.directory), 'checkpoints_unreadable')
+      os.makedirs(aside, exist_ok=True)
+      for step in steps:
+        target = os.path.join(aside, f'{step}.{time.strftime("%Y%m%d-%H%M%S")}')
+        shutil.move(os.path.join(self.directory, str(step)), target)
+        logging.warning('Moved the unreadable checkpoint of step %d to %s.', step, target)
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+      multihost_utils.sync_global_devices('superconv_checkpoints_set_aside')
+    self._manager.reload()
 
   def close(self) -> None:
     self._manager.close()
+
+
+@contextlib.contextmanager
+def _quiet_failed_reads():
+  """Silences the echo of a failed orbax restore; the warning above is the one message.
+
+  Orbax reads a step's arrays concurrently. When one read fails, the callbacks of the others land
+  on an event loop that is already closed, and each would print an 'Event loop is closed'
+  traceback (as an unraisable exception) and an asyncio 'exception was never retrieved' error:
+  dozens of tracebacks that say nothing more than the warning.
+  """
+  hook = sys.unraisablehook
+  asyncio_logger = pylogging.getLogger('asyncio')
+  level = asyncio_logger.level
+  sys.unraisablehook = lambda unraisable: None
+  asyncio_logger.setLevel(pylogging.CRITICAL)
+  try:
+    yield
+  finally:
+    gc.collect()  # the abandoned reads' tasks report now, while their messages are filtered
+    sys.unraisablehook = hook
+    asyncio_logger.setLevel(level)
 
 
 class PreemptionFlag:

@@ -18,6 +18,7 @@ import functools
 import json
 import math
 import os
+import signal
 import time
 from typing import Any, Callable
 
@@ -344,6 +345,19 @@ def _divergence_message(sums: dict) -> str:
           "The last good checkpoint is kept.")
 
 
+# Test hook: 'N:SIGINT' (or N:SIGTERM) makes the run signal itself right after update N, so a test
+# lands a preemption on an exact step through the real signal handler. Unset in real runs.
+SIGNAL_AT_STEP_ENV = 'SUPERCONV_TEST_SIGNAL_AT_STEP'
+
+
+def _signal_at_step() -> tuple[int, int] | None:
+  value = os.environ.get(SIGNAL_AT_STEP_ENV, '')
+  if not value:
+    return None
+  step, name = value.split(':')
+  return int(step), int(getattr(signal, name))
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains `config` in `workdir`, resuming from its latest checkpoint; returns the summary."""
   from superconv import config_checks  # pylint: disable=g-import-not-at-top
@@ -408,10 +422,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     return bool(every) and step % every == 0
 
   preempted = ''
+  signal_at = _signal_at_step()
   with ckpt_lib.PreemptionFlag() as flag:
     while step < num_steps:
       state = train_fn(state, train_data)
       step += k
+      if signal_at and step == signal_at[0]:
+        os.kill(os.getpid(), signal_at[1])
       window_images += k * config.batch_size
       if bar is not None:
         bar.update(k)
