@@ -43,7 +43,7 @@ AXIS = 'data'
 
 
 class TrainingDiverged(RuntimeError):
-  """The training loss became NaN or infinite."""
+  """The training loss or gradient became NaN or infinite."""
 
 
 class TrainState(struct.PyTreeNode):
@@ -198,11 +198,14 @@ def _local_train_step(state: TrainState, data: dict, *, model, tx, spec: InputSp
 
   hp = hyperparams(opt_state)
   s = state.sums
-  first_bad = (s['nonfinite_step'] < 0) & ~jnp.isfinite(loss)
+  grad_norm = optax.global_norm(grads)
+  # The loss alone misses a divergence: with BN the loss can stay finite while a NaN gradient
+  # (hence NaN parameters) has already appeared, e.g. max_lr=1e6 on the smoke ResNet.
+  first_bad = (s['nonfinite_step'] < 0) & ~(jnp.isfinite(loss) & jnp.isfinite(grad_norm))
   sums = dict(
       loss=s['loss'] + loss, correct=s['correct'] + correct,
       count=s['count'] + spec.batch_size, steps=s['steps'] + 1,
-      grad_norm=optax.global_norm(grads), param_norm=optax.global_norm(params),
+      grad_norm=grad_norm, param_norm=optax.global_norm(params),
       nonfinite_step=jnp.where(first_bad, step, s['nonfinite_step']),
       nonfinite_lr=jnp.where(first_bad, hp['learning_rate'], s['nonfinite_lr']),
       nonfinite_momentum=jnp.where(first_bad, hp['momentum'], s['nonfinite_momentum']))
@@ -337,7 +340,8 @@ class Evaluator:
 
 
 def _divergence_message(sums: dict) -> str:
-  return (f"The training loss became non-finite at update {int(sums['nonfinite_step'])} "
+  return (f"The training loss or gradient became non-finite at update "
+          f"{int(sums['nonfinite_step'])} "
           f"(learning rate {float(sums['nonfinite_lr']):.4g}, momentum "
           f"{float(sums['nonfinite_momentum']):.4g}). Try a lower maximum learning rate "
           "(--config.schedule.max_lr), gradient clipping (--config.optimizer.grad_clip_norm), or "
