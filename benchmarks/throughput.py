@@ -50,6 +50,23 @@ def _peak_memory_bytes():
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, 'host max RSS (CPU backend)'
 
 
+def step_flops(model_name, batch, dtype, num_classes=10):
+  """FLOPs of one update of the real train step, counted on the unoptimised program."""
+  mesh = train.make_mesh(jax.devices()[:1])
+  model = models.create_model(model_name, num_classes=num_classes, dtype=dtype)
+  tx = optax.chain(optax.add_decayed_weights(1e-4), optax.sgd(0.1, momentum=0.9))
+  shape = _image_shape(model_name)
+  spec = train.InputSpec(batch_size=batch, dtype=jnp.dtype(dtype))
+  state = jax.eval_shape(lambda: train.create_train_state(model, tx, jax.random.PRNGKey(0),
+                                                          shape, mesh))
+  data = {'images': jax.ShapeDtypeStruct((batch, *shape), jnp.uint8),
+          'labels': jax.ShapeDtypeStruct((batch,), jnp.int32),
+          'mean': jax.ShapeDtypeStruct(shape, jnp.float32)}
+  cost = train.make_train_fn(model, tx, mesh, spec, 1).lower(state, data).cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  return float((cost or {}).get('flops', 0.0))
+
+
 def bench_jax(model_name, batch, steps, steps_per_dispatch, dtype, num_classes=10):
   """Times superconv's train step (shard_map over all devices, lax.scan, donation)."""
   mesh = train.make_mesh()
@@ -174,7 +191,14 @@ def main(argv=None):
                  help="comma list of 'eager', 'compile'; '' skips PyTorch")
   p.add_argument('--torch-steps', type=int, default=0, help='timed PyTorch updates (0: --steps)')
   p.add_argument('--out', default='', help='append the results as one JSON object to this file')
+  p.add_argument('--flops-only', action='store_true',
+                 help='print the FLOPs of one update (from the unoptimised program) and exit')
   a = p.parse_args(argv)
+  if a.flops_only:
+    flops = step_flops(a.model, a.batch, a.dtype)
+    print(f'{a.model} batch {a.batch}: {flops / 1e9:.1f} GFLOP per update '
+          f'({flops / a.batch / 1e6:.0f} MFLOP per image)')
+    return {'flops_per_step': flops}
 
   cmd = 'python -m benchmarks.throughput ' + ' '.join(argv if argv is not None else sys.argv[1:])
   results = {'command': cmd, 'model': a.model, 'batch': a.batch, 'dtype': a.dtype,
