@@ -259,7 +259,7 @@ def _decode_files(name: str, path: pathlib.Path) -> dict[str, np.ndarray]:
   idx = {m: _IDX_RE.match(m.rsplit('/', 1)[-1]) for m in tree}
   idx = {m: g for m, g in idx.items() if g}
   if idx:
-    return _decode_idx(path, tree, idx)
+    return _decode_idx(name, path, tree, idx)
   if 'data_batch_1' in by_base and 'test_batch' in by_base:
     return _decode_cifar_pickles(name, path, tree, by_base, 'cifar10')
   if 'train' in by_base and 'test' in by_base and 'meta' in by_base:
@@ -385,7 +385,7 @@ def _parse_idx(path: pathlib.Path, member: str, raw: bytes, ndim: int) -> np.nda
   return data.reshape(dims)
 
 
-def _decode_idx(path: pathlib.Path, tree: Mapping[str, Any],
+def _decode_idx(name: str, path: pathlib.Path, tree: Mapping[str, Any],
                 idx: dict[str, re.Match]) -> dict[str, np.ndarray]:
   found = {(g.group(1), g.group(2)): m for m, g in idx.items()}
   need = [(p, k) for p in ('train', 't10k') for k in ('images', 'labels')]
@@ -401,6 +401,12 @@ def _decode_idx(path: pathlib.Path, tree: Mapping[str, Any],
     if len(images) != len(labels):
       raise DataError(f'{path}: {img_member} has {len(images)} images but {lbl_member} has '
                       f'{len(labels)} labels')
+    # Checked here too (not only in _check) so the message names the labels file itself.
+    k = num_classes(name)
+    if (labels >= k).any():
+      i = int(np.argmax(labels >= k))
+      raise DataError(f'{path}: {lbl_member}: label {int(labels[i])} of example {i} is outside '
+                      f'[0, {k}) for {name}')
     out[f'{split}_images'] = images[..., None]
     out[f'{split}_labels'] = labels.astype(np.int32)
   return out
