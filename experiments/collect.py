@@ -31,8 +31,11 @@ PRESENTATION_KEYS = ('progress_bar', 'eval_every_steps', 'log_every_steps',
 # Arguments that choose where data comes from or the seed, not the experiment.
 NON_EXPERIMENT_ARGS = ('data', 'seed')
 # Resolved-config fields that do not change the experiment (see `experiment_view`).
+# The compute dtype is kept out too: a bf16 run is still a run of the paper's experiment (its
+# `--set model.dtype=...` stays visible in the row's name).
 _NOT_EXPERIMENT_FIELDS = PRESENTATION_KEYS + (
-    'seed', 'distributed', 'data.source', 'data.path', 'data.cache_dir', 'data.tfds_data_dir')
+    'seed', 'distributed', 'data.source', 'data.path', 'data.cache_dir', 'data.tfds_data_dir',
+    'model.dtype')
 CONFIGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs')
 
 
@@ -130,7 +133,9 @@ class Run:
 
   @property
   def config(self) -> dict:
-    return self.info.get('config') or _read_json(os.path.join(self.path, 'config.json')) or {}
+    # The trainer's config.json comes first: it holds what actually ran (e.g. LR bounds taken
+    # from a range test through `lr_range_result`); run.json's copy is the config before that.
+    return _read_json(os.path.join(self.path, 'config.json')) or self.info.get('config') or {}
 
   @property
   def finished(self) -> bool:
@@ -294,7 +299,9 @@ def load_groups(root: str) -> dict[tuple[str, str], Group]:
 
 def find_group(groups: dict[tuple[str, str], Group], spec: str) -> Group | None:
   """The group that ran 'stem' or 'stem:args' (see `Group.matches`), preferring one
-  without experiment-changing `--set`s."""
+  without experiment-changing `--set`s; 'stem/slug' names a results folder exactly."""
+  if '/' in spec:
+    return groups.get(tuple(spec.split('/', 1)))
   stem, _, args = spec.partition(':')
   matches = [g for g in groups.values() if g.matches(stem, args)]
   matches.sort(key=lambda g: len(g.runs[0].sets))

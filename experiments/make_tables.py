@@ -29,6 +29,8 @@ START, END = '<!-- results:start -->', '<!-- results:end -->'
 # (config stem, args) -> (paper reference, paper value %, authors' log %). Digest §2, §6, §7.
 REFERENCES: dict[tuple[str, str], tuple[str, str, str]] = {
     ('resnet56', 'policy=clr'): ('1708.07120 Fig. 1a CLR', '92.4', '92.44 (best 92.49)'),
+    # BN groups of 125: the paper's 8 GPUs x 125 on one device.
+    ('resnet56', 'bn_groups=8'): ('1708.07120 Fig. 1a CLR', '92.4', '92.44 (best 92.49)'),
     ('resnet56_baseline', ''): ('1708.07120 Fig. 1a PC-LR', '91.2', '90.32 (best 90.39)'),
     ('resnet56_stepsize', 'stepsize=1000'): ('1708.07120 Fig. 1b SS 1k', '89.7', '—'),
     ('resnet56_stepsize', 'stepsize=3000'): ('1708.07120 Fig. 1b SS 3k', '92.1', '—'),
@@ -121,6 +123,10 @@ for _n, (_pc, _cl) in {10_000: (('71.4', '71.20 (best 71.26)'), ('80.6', '80.59 
   REFERENCES[('resnet56_subset', f'policy=pclr,samples={_n}')] = ('1708.07120 Tab. 1', *_pc)
   REFERENCES[('resnet56_subset', f'policy=clr,samples={_n}')] = ('1708.07120 Tab. 1', *_cl)
 
+FMNIST_1CYCLE = ('lenet_fashion_mnist/epochs-4_policy-1cycle__lr_range_result-experiments-'
+                 'results-lenet_fashion_mnist-epochs-2_policy-lr_range__lr_range.eval_every_'
+                 'steps-10-seed0-lr_range.json__momentum_schedule.max_momentum-0.9__'
+                 'optimizer.nesterov-False')
 # (baseline, fast): 'stem' or 'stem:args'. The paper's "same accuracy in fewer iterations".
 PAIRS: list[tuple[str, str]] = [
     ('resnet56_baseline', 'resnet56:policy=clr'),
@@ -134,7 +140,15 @@ PAIRS: list[tuple[str, str]] = [
     ('densenet40:policy=step,epochs=400', 'densenet40:policy=1cycle,epochs=150'),
     ('wide_resnet32:policy=step,epochs=800', 'wide_resnet32:policy=1cycle,epochs=100'),
 ] + [(f'resnet56_subset:policy=pclr,samples={n}', f'resnet56_subset:policy=clr,samples={n}')
-     for n in (10_000, 20_000, 30_000, 40_000, 50_000)]
+     for n in (10_000, 20_000, 30_000, 40_000, 50_000)] + [
+    # The CPU-scale runs of experiments/*_cpu.sh and fashion_mnist.sh, named by folder.
+    ('resnet20/policy-pclr__batch_size-128__data.train_subset-5000__model.bn_momentum-0.95__'
+     'num_steps-1500__schedule.boundaries-(940, 1310)',
+     'resnet20/policy-clr__batch_size-128__data.train_subset-5000__model.bn_momentum-0.95__'
+     'num_steps-500__schedule.max_lr-1.0__schedule.step_size-250'),
+    ('lenet_fashion_mnist/epochs-12_policy-inv', FMNIST_1CYCLE),
+    ('lenet_fashion_mnist/epochs-12_policy-step', FMNIST_1CYCLE),
+]
 
 
 def reference(group: collect.Group) -> tuple[str, str, str]:
