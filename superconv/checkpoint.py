@@ -25,6 +25,10 @@ import jax
 import orbax.checkpoint as ocp
 
 
+class CheckpointError(RuntimeError):
+  """The workdir holds checkpoints, but none can be restored into this config."""
+
+
 class Checkpointer:
   """Saves and restores the whole TrainState (it holds the step, the RNG and the metric sums)."""
 
@@ -33,7 +37,11 @@ class Checkpointer:
     self._manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(
-            max_to_keep=max(keep, 1), create=True, enable_async_checkpointing=False))
+            max_to_keep=max(keep, 1), create=True, enable_async_checkpointing=False),
+        # One item per step, declared up front: left to infer it, the manager switches to
+        # multi-item mode after meeting a step folder whose item is missing, and then fails
+        # to read every other step too.
+        item_handlers=ocp.StandardCheckpointHandler())
 
   def save(self, step: int, state: Any) -> None:
     self._manager.save(int(step), args=ocp.args.StandardSave(state), force=True)
@@ -46,6 +54,10 @@ class Checkpointer:
     """Restores the newest readable checkpoint; (None, None) when there is none.
 
     `abstract_state` (from `jax.eval_shape`, with shardings) fixes shapes, dtypes and placement.
+    Unreadable steps newer than the restored one are moved to `checkpoints_unreadable/`.
+
+    Raises:
+      CheckpointError: there are checkpoints but none of them restores.
     """
     unreadable = []
     found = None, None
@@ -61,6 +73,14 @@ class Checkpointer:
                           'one.', step, self.directory, type(e).__name__,
                           str(e).splitlines()[0][:200])
           unreadable.append(step)
+          last_error = f'{type(e).__name__}: {str(e).splitlines()[0][:200]}'
+    if unreadable and found[0] is None:
+      # Not one step restores: more likely the config changed (another model, optimizer or
+      # dtype) than every file rotted. Starting over would silently discard the run.
+      raise CheckpointError(
+          f'none of the checkpoints {unreadable} in {self.directory} can be restored into this '
+          f'config ({last_error}). If the config changed on purpose, use a new --workdir; if the '
+          f'files are damaged, move {self.directory} away to start from scratch.')
     if unreadable:
       self._set_aside(unreadable)
     return found

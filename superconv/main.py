@@ -66,7 +66,8 @@ def main(argv):
       lr_range.run(config, FLAGS.workdir)
     else:
       train.train_and_evaluate(config, FLAGS.workdir)
-  except (config_checks.ConfigError, DataError, train.TrainingDiverged) as e:
+  except (config_checks.ConfigError, DataError, train.ckpt_lib.CheckpointError,
+          train.TrainingDiverged) as e:
     print(f'superconv: {e}', file=sys.stderr)
     sys.exit(3 if isinstance(e, train.TrainingDiverged) else 2)
 
