@@ -1,0 +1,129 @@
+"""Two processes x 2 CPU devices, joined by jax.distributed, train like one process x 4 devices.
+
+The job is launched as on a GPU cluster: every process runs the same CLI command with
+`--config.distributed.coordinator_address=127.0.0.1:PORT --config.distributed.num_processes=2
+--config.distributed.process_id=i`. Cross-process collectives on the CPU go through gloo (JAX
+0.10's default `jax_cpu_collectives_implementation`). Both processes share one workdir, as hosts
+of a pod slice share a bucket or NFS folder: orbax writes each checkpoint collectively into the
+same directory (every process its own part, process 0 the metadata), and only process 0 writes
+metrics.jsonl, config.json and summary.json.
+
+The run is cut at update 4 (`stop_after_steps`) and resumed to 8 by a second launch, so the
+collective restore is exercised too. Reference: the same config trained in this pytest process on
+its 4 CPU devices (conftest), the same global batch. ~60-80 s on 2 cores (three compilations).
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from tests.conftest import ROOT
+
+SETS = ('--config.progress_bar=False', '--config.schedule.max_lr=0.5')
+NUM_PROCESSES = 2
+
+
+def free_port() -> int:
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+def launch_job(workdir: str, *extra: str, timeout: float = 240) -> list[str]:
+  """Runs the 2-process job to completion; returns each process's output."""
+  port = free_port()
+  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
+  env.update(JAX_PLATFORMS='cpu', JAX_NUM_CPU_DEVICES='2', PYTHONUNBUFFERED='1')
+  procs = [
+      subprocess.Popen(
+          [sys.executable, '-m', 'superconv.main', '--config=configs/resnet56.py:smoke',
+           f'--workdir={workdir}', *SETS, *extra,
+           f'--config.distributed.coordinator_address=127.0.0.1:{port}',
+           f'--config.distributed.num_processes={NUM_PROCESSES}',
+           f'--config.distributed.process_id={i}'],
+          cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+      for i in range(NUM_PROCESSES)]
+  deadline = time.monotonic() + timeout
+  outputs = []
+  try:
+    for p in procs:
+      # A process whose peer died waits for it until the coordinator gives up: bound the wait.
+      out, _ = p.communicate(timeout=max(1.0, deadline - time.monotonic()))
+      outputs.append(out)
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+        p.communicate()
+  for i, (p, out) in enumerate(zip(procs, outputs)):
+    assert p.returncode == 0, f'process {i} exited with {p.returncode}:\n{out[-4000:]}'
+  return outputs
+
+
+def restore_on_one_device(path: str) -> dict:
+  """A checkpoint's whole state as saved, placed on one device whatever topology wrote it."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  checkpointer = ocp.StandardCheckpointer()
+  meta = checkpointer.metadata(path)
+  meta = getattr(meta, 'item_metadata', meta)
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), meta)
+  return checkpointer.restore(path, target)
+
+
+def read_rows(path: str) -> list[dict]:
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def test_two_processes_match_one_and_resume(tmp_path):
+  import jax  # pylint: disable=g-import-not-at-top
+  from configs import resnet56  # pylint: disable=g-import-not-at-top
+  from superconv import train  # pylint: disable=g-import-not-at-top
+  assert jax.device_count() == 4  # the reference: one process, the same 4-device mesh
+
+  shared = str(tmp_path / 'shared')
+  first = launch_job(shared, '--config.stop_after_steps=4')
+  assert 'process 0 of 2, 2 local / 4 global devices' in first[0]
+  assert 'process 1 of 2, 2 local / 4 global devices' in first[1]
+  assert [r['step'] for r in read_rows(os.path.join(shared, 'metrics.jsonl'))] == [2, 4]
+  second = launch_job(shared)
+  assert 'Resumed from the checkpoint at update 4' in second[0] + second[1]
+  # Only process 0 prints the summary line (and writes the files).
+  assert sum('"final_eval_accuracy"' in out for out in second) == 1
+
+  config = resnet56.get_config('smoke')
+  config.progress_bar, config.schedule.max_lr = False, 0.5
+  single = str(tmp_path / 'single')
+  train.train_and_evaluate(config, single)
+
+  multi_rows = read_rows(os.path.join(shared, 'metrics.jsonl'))
+  single_rows = read_rows(os.path.join(single, 'metrics.jsonl'))
+  # One row per log point: a second writer would have duplicated them.
+  assert [r['step'] for r in multi_rows] == [r['step'] for r in single_rows] == [2, 4, 6, 8]
+  for m, s in zip(multi_rows, single_rows):
+    assert m.keys() == s.keys()
+    for key in m.keys() - {'images_per_sec'}:
+      # Same batches, same per-device statistics; only the reduction order may differ.
+      assert m[key] == pytest.approx(s[key], rel=1e-5, abs=1e-6), (m['step'], key)
+  summary = json.load(open(os.path.join(shared, 'summary.json')))
+  assert (summary['process_count'], summary['resumed_from'], summary['steps']) == (2, 4, 8)
+  assert summary['devices'].startswith('4 x ')
+
+  # The checkpoints were written collectively: one directory, a part from each process, and it
+  # restores in a single process to the state that process trained itself.
+  ckpt = os.path.join(shared, 'checkpoints', '8', 'default')
+  assert {f'ocdbt.process_{i}' for i in range(NUM_PROCESSES)} <= set(os.listdir(ckpt))
+  multi_state, single_state = (restore_on_one_device(os.path.join(d, 'checkpoints', '8', 'default'))
+                                for d in (shared, single))
+  assert int(multi_state['step']) == 8
+  for a, b in zip(jax.tree.leaves(multi_state), jax.tree.leaves(single_state)):
+    np.testing.assert_allclose(np.asarray(a, np.float64), np.asarray(b, np.float64),
+                               rtol=1e-4, atol=1e-5)
