@@ -1,0 +1,150 @@
+"""Every command in docs/*.md and README.md parses: no flag, config argument or field that does
+not exist.
+
+Commands are found in fenced code blocks, also inside `--command="..."` of gcloud and after
+`&&`. `python -m superconv.main` goes through the CLI's own flag machinery (ml_collections
+`DEFINE_config_file` with a locked config, as superconv/main.py), so a mistyped field fails as it
+would for a user; `python -m experiments.run` builds its config with the runner's own function
+(`--set` fields must exist); `python -m benchmarks.throughput` is parsed by its argparse parser.
+Nothing is run. ~2 s.
+"""
+
+import argparse
+import glob
+import os
+import re
+import shlex
+
+import pytest
+
+from tests.conftest import ROOT
+
+MODULES = ('superconv.main', 'experiments.run', 'benchmarks.throughput')
+SEPARATORS = {'&&', '||', ';', '|', '&'}
+DOCS = sorted(glob.glob(os.path.join(ROOT, 'docs', '*.md'))) + [os.path.join(ROOT, 'README.md')]
+
+
+def fenced_blocks(text: str) -> list[str]:
+  return re.findall(r'^ *```[^\n]*\n(.*?)^ *```', text, flags=re.S | re.M)
+
+
+def commands_in(shell: str) -> list[tuple[str, list[str]]]:
+  """(module, argv) of every `python -m MODULE ...` in a shell snippet, nested strings too."""
+  found = []
+  # Backslash-newline continues a line, inside quotes too.
+  for line in re.sub(r'\\\n', ' ', shell).splitlines():
+    line = line.strip()
+    if 'python -m' not in line or line.startswith('#'):
+      continue
+    tokens = shlex.split(line, comments=True)
+    i = 0
+    while i < len(tokens):
+      tok = tokens[i]
+      if tok in ('python', 'python3') and i + 2 < len(tokens) + 1 and tokens[i + 1:i + 2] == ['-m']:
+        module, j = tokens[i + 2], i + 3
+        while j < len(tokens) and tokens[j] not in SEPARATORS:
+          j += 1
+        if module in MODULES:
+          found.append((module, tokens[i + 3:j]))
+        i = j
+      elif 'python -m' in tok:  # a command inside an argument, e.g. --command="cd x && python ..."
+        found += commands_in(tok.split('=', 1)[1] if tok.startswith('-') else tok)
+        i += 1
+      else:
+        i += 1
+  return found
+
+
+def all_commands() -> list[tuple[str, str, list[str]]]:
+  out = []
+  for path in DOCS:
+    with open(path) as f:
+      text = f.read()
+    for block in fenced_blocks(text):
+      for module, argv in commands_in(block):
+        out.append((os.path.relpath(path, ROOT), module, argv))
+  return out
+
+
+COMMANDS = all_commands()
+
+
+def test_commands_were_found():
+  files = {f for f, _, _ in COMMANDS}
+  assert {'README.md', 'docs/tpu.md', 'docs/gpu.md'} <= files
+  assert {m for _, m, _ in COMMANDS} == set(MODULES)
+
+
+def test_extraction():
+  snippet = ('gcloud x --worker=all --command="cd ~/s && \\\n  python -m superconv.main '
+             '--config=c.py:a=1 \\\n  --workdir=\\$HOME/w --config.seed=2"\n'
+             'FOO=1 python -m benchmarks.throughput --steps 3 > out.txt && echo\n'
+             '# python -m superconv.main --config=ignored.py\n')
+  assert commands_in(snippet) == [
+      ('superconv.main', ['--config=c.py:a=1', '--workdir=$HOME/w', '--config.seed=2']),
+      ('benchmarks.throughput', ['--steps', '3', '>', 'out.txt'])]
+
+
+def parse_main(argv: list[str]):
+  """The config `python -m superconv.main argv` would train, through the CLI's flags."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+  fv = flags.FlagValues()
+  flags.DEFINE_string('workdir', None, '', flag_values=fv)
+  argv = ['superconv.main', *argv]
+  # Override flags (--config.a.b=v) are defined from the argv the flag is told about.
+  config_flags.DEFINE_config_file('config', None, '', flag_values=fv, lock_config=True,
+                                  sys_argv=argv)
+  fv(argv)
+  assert fv['workdir'].value, 'superconv.main needs --workdir'
+  return fv.config
+
+
+class _Parsed(Exception):
+
+  def __init__(self, ns):
+    super().__init__()
+    self.ns = ns
+
+
+def parse_argparse(main, argv: list[str], monkeypatch) -> argparse.Namespace:
+  """Runs `main(argv)` only as far as its argparse parser: the namespace, or SystemExit."""
+  original = argparse.ArgumentParser.parse_args
+
+  def parse_then_stop(self, args=None, namespace=None):
+    raise _Parsed(original(self, args, namespace))
+  monkeypatch.setattr(argparse.ArgumentParser, 'parse_args', parse_then_stop)
+  with pytest.raises(_Parsed) as info:
+    main(argv)
+  return info.value.ns
+
+
+def test_parse_main_rejects_unknown_fields(monkeypatch):
+  monkeypatch.chdir(ROOT)
+  config = parse_main(['--config=configs/resnet56.py:smoke', '--workdir=/tmp/x',
+                       '--config.schedule.max_lr=0.5', '--config.data.mirror=False'])
+  assert (config.schedule.max_lr, config.data.mirror, config.model.name) == (0.5, False, 'resnet8')
+  with pytest.raises(Exception, match='max_lrr'):
+    parse_main(['--config=configs/resnet56.py', '--workdir=/tmp/x', '--config.schedule.max_lrr=1'])
+  with pytest.raises(Exception, match='unknown config argument'):
+    parse_main(['--config=configs/resnet56.py:bn_group=8', '--workdir=/tmp/x'])
+
+
+@pytest.mark.parametrize('where,module,argv', COMMANDS,
+                         ids=[f'{f}:{m}:{i}' for i, (f, m, _) in enumerate(COMMANDS)])
+def test_command_parses(where, module, argv, monkeypatch):
+  del where
+  monkeypatch.chdir(ROOT)
+  # Shell redirections are not arguments.
+  argv = argv[:next((i for i, a in enumerate(argv) if a in ('>', '>>', '2>', '2>&1')), len(argv))]
+  if module == 'superconv.main':
+    config = parse_main(argv)
+    assert config.mode in ('train', 'lr_range')
+  elif module == 'experiments.run':
+    from experiments import run  # pylint: disable=g-import-not-at-top
+    ns = parse_argparse(run.main, argv, monkeypatch)
+    run.build_config(ns.config, ns.args, ns.seeds[0], ns.sets, ns.data)  # fields must exist
+  else:
+    from benchmarks import throughput  # pylint: disable=g-import-not-at-top
+    ns = parse_argparse(throughput.main, argv, monkeypatch)
+    assert ns.steps > 0
