@@ -198,7 +198,13 @@ def main(argv=None):
     flops = step_flops(a.model, a.batch, a.dtype)
     print(f'{a.model} batch {a.batch}: {flops / 1e9:.1f} GFLOP per update '
           f'({flops / a.batch / 1e6:.0f} MFLOP per image)')
-    return {'flops_per_step': flops}
+    out = {'command': 'python -m benchmarks.throughput ' + ' '.join(
+        argv if argv is not None else sys.argv[1:]), 'model': a.model, 'batch': a.batch,
+           'dtype': a.dtype, 'flops_per_step': flops, 'jax': jax.__version__}
+    if a.out:
+      with open(a.out, 'a') as f:
+        f.write(json.dumps(out) + '\n')
+    return out
 
   cmd = 'python -m benchmarks.throughput ' + ' '.join(argv if argv is not None else sys.argv[1:])
   results = {'command': cmd, 'model': a.model, 'batch': a.batch, 'dtype': a.dtype,
