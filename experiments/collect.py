@@ -234,18 +234,38 @@ def steps_to_reach(group: Group, target: float) -> int | None:
   return int(steps[hit[0]]) if hit.size else None
 
 
+def epochs_per_step(group: Group) -> float | None:
+  """Passes over the training set per update (batch / training examples), from the config."""
+  c = group.config
+  if not c:
+    return None
+  data = c.get('data', {})
+  n = data.get('train_subset') or {'cifar10': 50_000, 'cifar100': 50_000, 'mnist': 60_000,
+                                   'fashion_mnist': 60_000}.get(data.get('name'))
+  return c['batch_size'] / n if n else None
+
+
 def speedup(baseline: Group, fast: Group) -> dict[str, Any]:
   """Iterations the baseline needed for its final mean accuracy vs. those `fast` needed.
 
   ratio = (baseline's last step) / (first step where fast's mean accuracy >= that value).
+  Also the other way round (where the baseline first reached `fast`'s final accuracy), and
+  epochs per update of both, since the two may use different batch sizes.
   """
   target, _, n = baseline.stat(lambda r: r.final_accuracy())
   base_steps = max((int(r.curve()[0][-1]) for r in baseline.finished if r.curve()[0].size),
                    default=None)
   reached = steps_to_reach(fast, target) if n else None
+  fast_target, _, m = fast.stat(lambda r: r.final_accuracy())
+  fast_steps = max((int(r.curve()[0][-1]) for r in fast.finished if r.curve()[0].size),
+                   default=None)
   return {'baseline': baseline.name, 'fast': fast.name, 'target': target,
           'baseline_steps': base_steps, 'fast_steps': reached,
-          'ratio': base_steps / reached if reached and base_steps else None}
+          'ratio': base_steps / reached if reached and base_steps else None,
+          'fast_final': fast_target if m else None, 'fast_total_steps': fast_steps,
+          'baseline_reaches_fast_final': steps_to_reach(baseline, fast_target) if m else None,
+          'baseline_epochs_per_step': epochs_per_step(baseline),
+          'fast_epochs_per_step': epochs_per_step(fast)}
 
 
 def _finite(x) -> bool:

@@ -143,7 +143,7 @@ PAIRS: list[tuple[str, str]] = [
      for n in (10_000, 20_000, 30_000, 40_000, 50_000)] + [
     # The CPU-scale runs of experiments/*_cpu.sh and fashion_mnist.sh, named by folder.
     ('resnet20/policy-pclr__batch_size-128__data.train_subset-5000__model.bn_momentum-0.95__'
-     'num_steps-1500__schedule.boundaries-(940, 1310)',
+     'num_steps-1000__schedule.boundaries--630_-870-',
      'resnet20/policy-clr__batch_size-128__data.train_subset-5000__model.bn_momentum-0.95__'
      'num_steps-500__schedule.max_lr-1.0__schedule.step_size-250'),
     ('lenet_fashion_mnist/epochs-12_policy-inv', FMNIST_1CYCLE),
@@ -255,15 +255,28 @@ def speedups(groups: dict[tuple[str, str], collect.Group],
   return out
 
 
+def _its(steps, epochs_per_step) -> str:
+  text = f'{steps:,} iterations'
+  return text + (f' ({steps * epochs_per_step:.1f} epochs)' if epochs_per_step else '')
+
+
 def speedup_lines(results: Sequence[dict]) -> str:
   lines = []
   for s in results:
+    be, fe = s.get('baseline_epochs_per_step'), s.get('fast_epochs_per_step')
     head = (f"- `{s['fast']}` vs `{s['baseline']}` (final {_pct(s['target'])} % at "
-            f"{s['baseline_steps']:,} iterations): ")
+            f"{_its(s['baseline_steps'], be)}): ")
     if s['fast_steps'] is None:
-      lines.append(head + 'never reached.')
+      line = head + 'never reached'
     else:
-      lines.append(head + f"reached at {s['fast_steps']:,}, {s['ratio']:.1f}x fewer iterations.")
+      line = head + (f"reached at {_its(s['fast_steps'], fe)}, "
+                     f"{s['ratio']:.1f}x fewer iterations")
+    if s.get('fast_final') is not None and s.get('fast_total_steps'):
+      back = s.get('baseline_reaches_fast_final')
+      line += (f"; its own final {_pct(s['fast_final'])} % came at "
+               f"{_its(s['fast_total_steps'], fe)}, which the baseline "
+               + (f"first reached at {_its(back, be)}" if back is not None else 'never reached'))
+    lines.append(line + '.')
   return '\n'.join(lines) + ('\n' if lines else '')
 
 

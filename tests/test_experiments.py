@@ -84,7 +84,12 @@ def test_speedup_ratio_known_answer(results):
   assert s['target'] == pytest.approx(0.90)
   assert (s['baseline_steps'], s['fast_steps']) == (80_000, 8000)
   assert s['ratio'] == pytest.approx(10.0)
-  assert 'reached at 8,000, 10.0x fewer iterations' in make_tables.speedup_lines([s])
+  line = make_tables.speedup_lines([s])
+  assert 'reached at 8,000 iterations (160.0 epochs), 10.0x fewer iterations' in line
+  # And the other way round: the fast run's own final accuracy, never reached by the baseline.
+  assert s['fast_final'] == pytest.approx(0.92) and s['baseline_reaches_fast_final'] is None
+  assert 'its own final 92.00 % came at 10,000 iterations (200.0 epochs)' in line
+  assert 'which the baseline never reached' in line
   # A target above every mean: never reached, no ratio.
   never = collect.speedup(groups[('resnet56', 'policy-clr')],
                           groups[('resnet56_baseline', 'default')])
