@@ -57,8 +57,15 @@ def _lr_at(run: collect.Run, steps: np.ndarray) -> np.ndarray:
   return np.interp(steps, lr_steps, lrs)
 
 
-def plot_groups(groups: Sequence[collect.Group], path: str, title: str = '') -> str:
-  """Writes one PNG comparing `groups`; returns its path."""
+def plot_groups(groups: Sequence[collect.Group], path: str, title: str = '', *,
+                labels: Sequence[str] = (), x: str = 'iteration') -> str:
+  """Writes one PNG comparing `groups`; returns its path.
+
+  `x='epochs'` puts training epochs (updates x batch / training examples) on the x axis, for
+  policies run at different batch sizes; `labels` replace the groups' long names in the legend.
+  """
+  names = {id(g): (labels[i] if i < len(labels) else g.name) for i, g in enumerate(groups)}
+  scale = lambda g: (collect.epochs_per_step(g) or 1.0) if x == 'epochs' else 1.0
   range_tests = [g for g in groups if g.config.get('mode') == 'lr_range']
   curves = [g for g in groups if g.config.get('mode') != 'lr_range']
   panels = (1 if curves else 0) * 2 + (1 if range_tests else 0)
@@ -74,17 +81,18 @@ def plot_groups(groups: Sequence[collect.Group], path: str, title: str = '') -> 
       if not steps.size:
         continue
       n = len(g.finished or g.runs)
-      (line,) = acc_ax.plot(steps, 100 * mean, label=f'{g.name} (n={n})', lw=1.2)
+      (line,) = acc_ax.plot(steps * scale(g), 100 * mean, label=f'{names[id(g)]} (n={n})',
+                            lw=1.2)
       if n > 1:
-        acc_ax.fill_between(steps, 100 * (mean - std), 100 * (mean + std),
+        acc_ax.fill_between(steps * scale(g), 100 * (mean - std), 100 * (mean + std),
                             color=line.get_color(), alpha=0.25, lw=0)
       lr_steps, lrs = g.runs[0].curve('lr')
-      lr_ax.plot(lr_steps, lrs, color=line.get_color(), lw=1.0)
+      lr_ax.plot(lr_steps * scale(g), lrs, color=line.get_color(), lw=1.0)
     acc_ax.set_ylabel('test accuracy (%)')
     acc_ax.grid(alpha=0.3)
     acc_ax.legend(fontsize=7, loc='lower right')
     lr_ax.set_ylabel('learning rate')
-    lr_ax.set_xlabel('iteration')
+    lr_ax.set_xlabel('epoch' if x == 'epochs' else 'iteration')
     lr_ax.grid(alpha=0.3)
     if title:
       acc_ax.set_title(title, fontsize=9)
@@ -133,6 +141,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser.add_argument('--groups', nargs='+', default=[], help="'stem[:args]' specs to compare")
   parser.add_argument('--out', default='', help='PNG path for --groups')
   parser.add_argument('--title', default='')
+  parser.add_argument('--labels', nargs='+', default=[], help='legend labels for --groups')
+  parser.add_argument('--x', default='iteration', choices=['iteration', 'epochs'])
   ns = parser.parse_args(argv)
   if ns.groups:
     groups = collect.load_groups(ns.results)
@@ -141,7 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if missing:
       parser.error(f'no results for {missing} under {ns.results}')
     out = ns.out or os.path.join(ns.results, 'comparison.png')
-    print(plot_groups(found, out, ns.title))
+    print(plot_groups(found, out, ns.title, labels=ns.labels, x=ns.x))
   else:
     for path in plot_all(ns.results):
       print(path)
