@@ -23,3 +23,9 @@ python -m experiments.plots \
     --labels "PC-LR 0.35, x0.1 at 630/870, 1,000 updates" "CLR 0.1-1.0-0.1, 500 updates" \
     --out experiments/results/resnet20/subset5k_pclr_vs_clr.png \
     --title "ResNet-20, 5,000 CIFAR-10 training images, batch 128, 2-core CPU"
+# The range test on the same subset: LR 0 -> 3 over 200 updates at batch 128, the full test
+# split every 20 updates (the paper's Fig. 2b reading, at CPU scale).
+python -m experiments.run --config=configs/resnet20.py --args policy=lr_range --data "$DATA" \
+    --seeds 0 --set data.train_subset=5000 --set batch_size=128 --set model.bn_momentum=0.95 \
+    --set lr_range.num_steps=200 --set lr_range.max_lr=3.0 --set lr_range.eval_every_steps=20 \
+    --set progress_bar=False
