@@ -20,24 +20,9 @@ CPU: to be measured (roughly ResNet-56's 20-40 img/s: 5-9 days).
 """
 
 from configs import common
-from configs import default
-from superconv import config_lib
 
 VARIANTS = ('', 'clip=2', 'clip=5', 'clip=10', 'policy=clr', 'policy=clr,clip=5')
 
 
 def get_config(arg: str = ''):
-  args = config_lib.parse_arg(arg)
-  common.check_args(args, ('policy', 'clip'))
-  policy = common.choice(args, 'policy', ('lr_range', 'clr'), 'lr_range')
-  clip = common.choice(args, 'clip', (0, 2, 5, 10), 2 if policy == 'lr_range' else 0)
-  c = default.get_config()
-  common.paper_cifar_resnet(c, 'bottleneck_resnet56', bn_momentum=0.95)
-  c.batch_size = 800
-  if policy == 'lr_range':
-    common.lr_range(c, max_lr=3.0, num_steps=20_000)
-  else:
-    common.clr(c, 0.1, 3.0, step_size=5000)
-  c.optimizer.grad_clip_norm = float(clip)
-  common.apply_common(c, args)
-  return config_lib.finalize(c, arg)
+  return common.clipped_bottleneck(arg, 'bottleneck_resnet56', batch_size=800)

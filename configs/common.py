@@ -11,6 +11,9 @@ from typing import Any, Iterable, Sequence
 
 import ml_collections
 
+from configs import default
+from superconv import config_lib
+
 # Words every config accepts: `smoke` (tiny offline run), `data=PATH` (local files), `seed=N`.
 COMMON_KEYS = ('smoke', 'data', 'seed')
 
@@ -124,3 +127,23 @@ def smith2018_one_cycle(c: ml_collections.ConfigDict, base_lr: float, max_lr: fl
   c.momentum_schedule.step_size = 0  # 0: the LR step size
   c.optimizer.nesterov = True
   return c
+
+
+def clipped_bottleneck(arg: str, model: str, batch_size: int) -> ml_collections.ConfigDict:
+  """The authors' bottleneck ResNet-56 / ResNeXt-56 runs (Results "Fig12"): an LR range test 0 -> 3
+  over 20k updates with gradient clipping (`clip=2|5|10`, default 2), or `policy=clr` (CLR 0.1-3,
+  SS 5k, no clipping unless `clip=`); BN MAF 0.95. Only the model and the batch differ."""
+  args = config_lib.parse_arg(arg)
+  check_args(args, ('policy', 'clip'))
+  policy = choice(args, 'policy', ('lr_range', 'clr'), 'lr_range')
+  clip = choice(args, 'clip', (0, 2, 5, 10), 2 if policy == 'lr_range' else 0)
+  c = default.get_config()
+  paper_cifar_resnet(c, model, bn_momentum=0.95)
+  c.batch_size = batch_size
+  if policy == 'lr_range':
+    lr_range(c, max_lr=3.0, num_steps=20_000)
+  else:
+    clr(c, 0.1, 3.0, step_size=5000)
+  c.optimizer.grad_clip_norm = float(clip)
+  apply_common(c, args)
+  return config_lib.finalize(c, arg)
