@@ -54,6 +54,10 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   c.data.fake_num_train = 512      # examples in the generated 'fake' train split
   c.data.fake_num_test = 256       # examples in the generated 'fake' test split
   c.data.cache_dir = ''            # where decoded local archives are cached as .npz ('' = ~/.cache/superconv)
+  # Streamed sets (imagenet2012): decoded and cropped on each host, a batch per update.
+  c.data.image_size = 0            # side of the square train/eval crops in pixels (0: the set's, 224)
+  c.data.num_threads = 16          # decoding threads per host
+  c.data.prefetch = 4              # dispatches decoded ahead of the device, per host
 
   c.schedule = ml_collections.ConfigDict()
   c.schedule.name = 'triangular'   # triangular | one_cycle | caffe_one_cycle | multistep | step | inv | constant | lr_range

@@ -11,6 +11,7 @@ import ml_collections
 
 from superconv import models
 from superconv import optim
+from superconv.data import sources
 
 # Examples per split of the datasets superconv knows (TFDS sizes).
 SPLIT_SIZES = {
@@ -83,6 +84,20 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = Non
     _require(d.train_subset <= sizes['train'], 'data.train_subset',
              f'{d.train_subset} is larger than the {sizes["train"]} training examples of '
              f'{d.name}.')
+
+  if sources.streamed(d.name):
+    # Read per host as crops of the decoded images: no mean image, pad-and-crop or subset.
+    _require(d.mean != 'pixel', 'data.mean',
+             f"{d.name} is streamed: subtract its per-channel mean ('channel') or 'none'; a "
+             "'pixel' mean image would need a pass over the whole set.")
+    _require(d.crop_padding == 0, 'data.crop_padding',
+             f'{d.name} is streamed with random-resized crops; pad-and-crop does not apply, set 0.')
+    _require(d.train_subset == 0, 'data.train_subset',
+             f'{d.name} is streamed; training on a subset is supported for in-memory sets only.')
+    _require(d.image_size >= 0, 'data.image_size', f'must be >= 0, got {d.image_size}.')
+    _require(d.num_threads >= 1 and d.prefetch >= 1, 'data.num_threads',
+             f'data.num_threads and data.prefetch must be >= 1, got {d.num_threads}, '
+             f'{d.prefetch}.')
 
   try:
     optim.check_schedule(config)

@@ -61,6 +61,9 @@ def apply_smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.model.name = smoke_model(c.model.name)
   c.model.virtual_batch_size = 0
   c.data.source = 'fake'
+  if c.data.name == 'imagenet2012':  # still streamed, from generated images, at 32 x 32
+    c.data.image_size = 32
+    c.data.num_threads = 2
   c.data.train_subset = 0
   c.data.eval_batch_size = 64
   c.data.fake_num_train = 256

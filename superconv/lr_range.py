@@ -76,6 +76,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import contextlib
+import itertools
 import math
 import os
 import time
@@ -465,11 +467,15 @@ def _make_pop_loss(mesh):
   return jax.jit(pop, donate_argnums=0, out_shardings=NamedSharding(mesh, P()))
 
 
-def _sweep(state: train.TrainState, train_fn, pop_loss, train_data, evaluator: train.Evaluator,
+def _sweep(state: train.TrainState, train_fn, pop_loss, feed, evaluator,
            lr_fn: Callable, *, num_steps: int, eval_every: int, smoothing: float,
            diverge_factor: float, settings: dict, suggest_kw: dict, bar=None,
            check_lr: bool = True) -> RangeTestResult:
-  """Runs the sweep from `state` (consumed: donated to the train step) and reads it."""
+  """Runs the sweep from `state` (consumed: donated to the train step) and reads it.
+
+  `feed` yields each update's input (`train.MemoryFeed` / `train.StreamFeed`); `evaluator`
+  maps a state to {'eval_accuracy', 'eval_loss', ...}.
+  """
   t0 = time.perf_counter()
   lrs = np.asarray(jax.device_get(jax.vmap(lr_fn)(jnp.arange(num_steps + 1))), np.float64)
   watch = _LossWatch(smoothing, diverge_factor)
@@ -482,7 +488,7 @@ def _sweep(state: train.TrainState, train_fn, pop_loss, train_data, evaluator: t
   evaluate(0)
   step = 0
   while step < num_steps:
-    state = train_fn(state, train_data)
+    state = train_fn(state, next(feed))
     loss, state = pop_loss(state)
     pending.append(loss)
     step += 1
@@ -564,12 +570,11 @@ def range_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict
 def run(config: ml_collections.ConfigDict, workdir: str) -> RangeTestResult:
   """The LR range test of `config` (mode 'lr_range'): sweeps, evaluates, writes and prints.
 
-  Uses the training run's pieces: `pipeline.load`, `train.build_model`, `optim.create_optimizer`
-  (schedule 'lr_range'), `train.create_train_state`, `train.make_train_fn` and `train.Evaluator`
-  on the same ('data',) mesh. No checkpoints: a sweep is short, rerun it.
+  Uses the training run's pieces: `train.make_inputs` (in memory, or streamed for ImageNet),
+  `train.build_model`, `optim.create_optimizer` (schedule 'lr_range'), `train.create_train_state`
+  and `train.make_train_fn` on the same ('data',) mesh. No checkpoints: a sweep is short, rerun it.
   """
   from superconv import config_checks  # pylint: disable=g-import-not-at-top
-  from superconv.data import pipeline  # pylint: disable=g-import-not-at-top
   config = range_config(config)
   config_checks.validate(config)
   os.makedirs(workdir, exist_ok=True)
@@ -577,17 +582,13 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> RangeTestResult:
   r = config.lr_range
 
   mesh = train.make_mesh()
-  data = pipeline.load(config)
-  model = train.build_model(config, data.num_classes)
+  num_classes, image_shape = train.input_info(config)
+  model = train.build_model(config, num_classes)
   tx = optim.create_optimizer(config)
   lr_fn, _ = optim.build_schedules(config)
   spec = train.input_spec(config)
-  image_shape = data.train_images.shape[1:]
   state = train.create_train_state(model, tx, jax.random.PRNGKey(config.seed), image_shape, mesh)
-  train_data = train.replicate({'images': data.train_images, 'labels': data.train_labels,
-                                'mean': data.mean}, mesh)
-  evaluator = train.Evaluator(model, mesh, spec, data.test_images, data.test_labels, data.mean,
-                              config.data.eval_batch_size)
+  feed, evaluator = train.make_inputs(config, model, mesh, spec)
   logging.info('LR range test: %s, LR %g -> %g (%s) over %d updates, batch %d, %d devices.',
                config.model.name, r.min_lr, r.max_lr, r.mode, r.num_steps, config.batch_size,
                mesh.devices.size)
@@ -602,11 +603,12 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> RangeTestResult:
               'dataset': config.data.name, 'optimizer': config.optimizer.name,
               'momentum': config.momentum_schedule.to_dict(),
               'weight_decay': float(config.optimizer.weight_decay), 'seed': int(config.seed)}
-  result = _sweep(state, train.make_train_fn(model, tx, mesh, spec, 1), _make_pop_loss(mesh),
-                  train_data, evaluator, lr_fn, num_steps=int(r.num_steps),
-                  eval_every=int(r.eval_every_steps), smoothing=float(r.smoothing),
-                  diverge_factor=float(r.diverge_factor), settings=settings,
-                  suggest_kw=_suggest_kw(r.min_lr_div_clr, r.min_lr_div_1cycle), bar=bar)
+  with contextlib.closing(feed):
+    result = _sweep(state, train.make_train_fn(model, tx, mesh, spec, 1), _make_pop_loss(mesh),
+                    feed, evaluator, lr_fn, num_steps=int(r.num_steps),
+                    eval_every=int(r.eval_every_steps), smoothing=float(r.smoothing),
+                    diverge_factor=float(r.diverge_factor), settings=settings,
+                    suggest_kw=_suggest_kw(r.min_lr_div_clr, r.min_lr_div_1cycle), bar=bar)
   result.save(workdir)
   if jax.process_index() == 0:
     print(result.summary(), flush=True)
@@ -753,7 +755,7 @@ def range_test(model, optimizer: optax.GradientTransformation | Callable[[Any], 
               'diverge_factor': float(diverge_factor), 'batch_size': int(batch_size),
               'model': type(model).__name__}
   return _sweep(state, train.make_train_fn(model, tx, mesh, spec, 1), _make_pop_loss(mesh),
-                data, evaluator, lr_fn, num_steps=int(num_steps), eval_every=eval_every,
+                itertools.repeat(data), evaluator, lr_fn, num_steps=int(num_steps), eval_every=eval_every,
                 smoothing=smoothing, diverge_factor=diverge_factor, settings=settings,
                 suggest_kw={**_suggest_kw(min_lr_div_clr, min_lr_div_1cycle), **suggest_kw},
                 bar=bar)

@@ -13,6 +13,7 @@ what the uninterrupted run would have done.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -38,6 +39,8 @@ from superconv import metrics as metrics_lib
 from superconv import models
 from superconv import optim
 from superconv.data import pipeline
+from superconv.data import sources
+from superconv.data import streaming
 
 AXIS = 'data'
 
@@ -65,6 +68,7 @@ class InputSpec:
   scale: float = 1.0
   dtype: Any = jnp.float32  # compute dtype of the images
   lr_estimate_ema: float = 0.0  # > 0: track the paper's LR estimate with this EMA factor
+  streamed: bool = False    # batches arrive from the host (ImageNet) instead of an on-device set
 
 
 def zero_sums() -> dict:
@@ -154,25 +158,45 @@ def _cross_entropy(logits, labels):
   return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
 
 
-def _local_train_step(state: TrainState, data: dict, *, model, tx, spec: InputSpec,
-                      num_devices: int) -> TrainState:
-  """One update, as seen by one device inside shard_map."""
-  step = state.step
-  order_key, aug_key, drop_key = jax.random.split(state.key, 3)
+def _memory_batch(state: TrainState, data: dict, spec: InputSpec, num_devices: int):
+  """This device's images and labels at `state.step`, drawn from the set held on the device."""
+  order_key, aug_key, _ = jax.random.split(state.key, 3)
   # The global batch and its augmentation are drawn identically on every device; each device
   # takes its own slice. So 1 device and N devices see exactly the same images.
-  idx = pipeline.batch_indices(order_key, step, spec.batch_size, data['labels'].shape[0])
-  aug = pipeline.draw_augmentation(jax.random.fold_in(aug_key, step), spec.batch_size,
+  idx = pipeline.batch_indices(order_key, state.step, spec.batch_size, data['labels'].shape[0])
+  aug = pipeline.draw_augmentation(jax.random.fold_in(aug_key, state.step), spec.batch_size,
                                    mirror=spec.mirror, crop_padding=spec.crop_padding)
   local = spec.batch_size // num_devices
-  device = lax.axis_index(AXIS)
-  take = lambda a: lax.dynamic_slice_in_dim(a, device * local, local)
+  take = lambda a: lax.dynamic_slice_in_dim(a, lax.axis_index(AXIS) * local, local)
   idx = take(idx)
   aug = jax.tree.map(take, aug)
   images = pipeline.apply_augmentation(
       data['images'][idx], aug, mean=data['mean'], scale=spec.scale,
       crop_padding=spec.crop_padding, dtype=spec.dtype)
-  labels = data['labels'][idx]
+  return images, data['labels'][idx]
+
+
+def _streamed_batch(data: dict, spec: InputSpec):
+  """This device's slice of a streamed batch: cropped and flipped on the host, normalised here."""
+  images = pipeline.preprocess_eval(data['images'], mean=data['mean'], scale=spec.scale,
+                                    dtype=spec.dtype)
+  return images, data['labels']
+
+
+def _local_train_step(state: TrainState, data: dict, *, model, tx, spec: InputSpec,
+                      num_devices: int) -> TrainState:
+  """One update, as seen by one device inside shard_map.
+
+  `data` is the whole set (in memory, replicated) or, if `spec.streamed`, this device's part of
+  the step's batch.
+  """
+  step = state.step
+  if spec.streamed:
+    images, labels = _streamed_batch(data, spec)
+  else:
+    images, labels = _memory_batch(state, data, spec, num_devices)
+  drop_key = jax.random.split(state.key, 3)[2]
+  device = lax.axis_index(AXIS)
   dropout_key = jax.random.fold_in(jax.random.fold_in(drop_key, step), device)
 
   def loss_fn(params):
@@ -227,7 +251,10 @@ def _local_train_step(state: TrainState, data: dict, *, model, tx, spec: InputSp
 def make_train_fn(model, tx, mesh, spec: InputSpec, steps_per_call: int):
   """`fn(state, data) -> state` running `steps_per_call` updates; jitted, state donated.
 
-  `data` = {'images': [N, H, W, C], 'labels': int32[N], 'mean': [H, W, C]}, replicated.
+  In memory: `data` = {'images': [N, H, W, C], 'labels': int32[N], 'mean': [H, W, C]},
+  replicated, the same every call. Streamed (`spec.streamed`): `data` = {'images': uint8
+  [steps_per_call, B, S, S, 3], 'labels': int32 [steps_per_call, B]} sharded over 'data' along
+  B, and 'mean' (replicated): the batches of the next `steps_per_call` updates.
   """
   num_devices = mesh.devices.size
   if spec.batch_size % num_devices:
@@ -237,12 +264,21 @@ def make_train_fn(model, tx, mesh, spec: InputSpec, steps_per_call: int):
                            num_devices=num_devices)
 
   def multi_step(state, data):
+    if spec.streamed:
+      batches = {'images': data['images'], 'labels': data['labels']}
+      if steps_per_call == 1:
+        return step(state, {**jax.tree.map(lambda x: x[0], batches), 'mean': data['mean']})
+      body = lambda s, b: (step(s, {**b, 'mean': data['mean']}), None)
+      return lax.scan(body, state, batches)[0]
     if steps_per_call == 1:
       return step(state, data)
     state, _ = lax.scan(lambda s, _: (step(s, data), None), state, None, length=steps_per_call)
     return state
 
-  sharded = jax.shard_map(multi_step, mesh=mesh, in_specs=(P(), P()), out_specs=P())
+  data_spec = P()
+  if spec.streamed:
+    data_spec = {'images': P(None, AXIS), 'labels': P(None, AXIS), 'mean': P()}
+  sharded = jax.shard_map(multi_step, mesh=mesh, in_specs=(P(), data_spec), out_specs=P())
   return jax.jit(sharded, donate_argnums=0)
 
 
@@ -299,7 +335,7 @@ def input_spec(config: ml_collections.ConfigDict) -> InputSpec:
                    crop_padding=config.data.crop_padding, scale=config.data.scale,
                    dtype=jnp.dtype(config.model.dtype),
                    lr_estimate_ema=float(config.lr_estimate.ema) if config.lr_estimate.enabled
-                   else 0.0)
+                   else 0.0, streamed=sources.streamed(config.data.name))
 
 
 def build_model(config: ml_collections.ConfigDict, num_classes: int):
@@ -339,6 +375,130 @@ class Evaluator:
             'eval_examples': int(sums['count'])}
 
 
+class StreamEvaluator:
+  """The test split read from the host at every evaluation (center crops), same results API.
+
+  Each host reads its share of every padded batch (`streaming.eval_iterator`), decoding runs a
+  few batches ahead in a thread, and the sums stay on the device until the end.
+  """
+
+  def __init__(self, model, mesh, spec: InputSpec, config: ml_collections.ConfigDict):
+    self._config = config
+    self._source = streaming.open_source(config.data, 'test')
+    self._sharding = NamedSharding(mesh, P(AXIS))
+    self._num_devices = mesh.devices.size
+    self._mean = replicate(streaming.mean_rgb(config.data), mesh)
+    self._fn = make_eval_fn(model, mesh, spec)
+    self.compile_seconds = 0.0
+
+  def _batches(self):
+    it = streaming.eval_iterator(
+        self._config, process_index=jax.process_index(), process_count=jax.process_count(),
+        num_threads=self._config.data.num_threads, multiple_of=self._num_devices,
+        source=self._source)
+    it = streaming.in_background(it, self._config.data.prefetch)
+    return streaming.prefetch_to_device(it, self._config.data.prefetch, self._sharding)
+
+  def compile(self, state: TrainState) -> None:
+    t = time.perf_counter()
+    batch = streaming.eval_batch_size(self._config, self._num_devices)
+    size = streaming.image_size(self._config.data)
+    shape = lambda *dims, dtype: jax.ShapeDtypeStruct(dims, dtype, sharding=self._sharding)
+    self._fn = self._fn.lower(
+        state.params, state.batch_stats, shape(batch, size, size, 3, dtype=jnp.uint8),
+        shape(batch, dtype=jnp.int32), shape(batch, dtype=jnp.bool_), self._mean).compile()
+    self.compile_seconds = time.perf_counter() - t
+
+  def __call__(self, state: TrainState) -> dict:
+    total = None
+    for b in self._batches():
+      sums = self._fn(state.params, state.batch_stats, b['image'], b['label'], b['mask'],
+                      self._mean)
+      total = sums if total is None else jax.tree.map(jnp.add, total, sums)
+    sums = jax.device_get(total)
+    count = max(float(sums['count']), 1.0)
+    return {'eval_loss': float(sums['loss']) / count,
+            'eval_accuracy': float(sums['correct']) / count,
+            'eval_examples': int(sums['count'])}
+
+
+class MemoryFeed:
+  """Training input held on the device: every dispatch gets the same replicated arrays."""
+
+  def __init__(self, data: pipeline.InMemoryData, mesh):
+    self.data = replicate({'images': data.train_images, 'labels': data.train_labels,
+                           'mean': data.mean}, mesh)
+
+  def example(self) -> dict:
+    return self.data
+
+  def __next__(self) -> dict:
+    return self.data
+
+  def close(self) -> None:
+    pass
+
+
+class StreamFeed:
+  """Training input streamed from every host: the batches of the next k updates per dispatch.
+
+  The stream is a pure function of (seed, step) (`streaming.train_iterator`), so a feed opened at
+  a resumed run's `start_step` continues exactly. Decoding runs `data.prefetch` dispatches ahead
+  in a thread and the transfer to the devices one more ahead.
+  """
+
+  def __init__(self, config: ml_collections.ConfigDict, mesh, start_step: int, k: int):
+    d = config.data
+    self._sharding = NamedSharding(mesh, P(None, AXIS))
+    self._mean = replicate(streaming.mean_rgb(d), mesh)
+    self._shape = (k, config.batch_size, streaming.image_size(d), streaming.image_size(d), 3)
+    it = streaming.train_iterator(config, process_index=jax.process_index(),
+                                  process_count=jax.process_count(), start_step=start_step,
+                                  num_threads=d.num_threads)
+    self._host = streaming.in_background(streaming.stack(it, k), d.prefetch)
+    self._device = streaming.prefetch_to_device(self._host, 1, self._sharding)
+
+  def example(self) -> dict:
+    shape = lambda dims, dtype: jax.ShapeDtypeStruct(dims, dtype, sharding=self._sharding)
+    return {'images': shape(self._shape, jnp.uint8), 'labels': shape(self._shape[:2], jnp.int32),
+            'mean': self._mean}
+
+  def __next__(self) -> dict:
+    b = next(self._device)
+    return {'images': b['image'], 'labels': b['label'], 'mean': self._mean}
+
+  def close(self) -> None:
+    self._device.close()
+    self._host.close()
+
+
+def make_inputs(config: ml_collections.ConfigDict, model, mesh, spec: InputSpec, *,
+                start_step: int = 0, steps_per_call: int = 1):
+  """(train feed, evaluator) for `config`: in device memory, or streamed for ImageNet-sized sets.
+
+  The in-memory set is loaded here; `input_info` gives its classes and image shape beforehand.
+  """
+  if spec.streamed:
+    return (StreamFeed(config, mesh, start_step, steps_per_call),
+            StreamEvaluator(model, mesh, spec, config))
+  data = pipeline.load(config)
+  return (MemoryFeed(data, mesh),
+          Evaluator(model, mesh, spec, data.test_images, data.test_labels, data.mean,
+                    config.data.eval_batch_size))
+
+
+def input_info(config: ml_collections.ConfigDict) -> tuple[int, tuple[int, int, int]]:
+  """(number of classes, image shape fed to the model) of `config.data`, without loading it."""
+  d = config.data
+  if sources.streamed(d.name):
+    size = streaming.image_size(d)
+    return sources.num_classes(d.name), (size, size, 3)
+  shape = sources.image_shape(d.name)
+  if d.name == 'fake' or d.source == 'fake':
+    shape = tuple(d.get('fake_image_shape', None) or sources.SPECS[d.name].fake_shape)
+  return sources.num_classes(d.name), tuple(shape)
+
+
 def _divergence_message(sums: dict) -> str:
   return (f"The training loss or gradient became non-finite at update "
           f"{int(sums['nonfinite_step'])} "
@@ -374,16 +534,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   metrics_lib.write_json(os.path.join(workdir, 'config.json'), config.to_dict())
 
   mesh = make_mesh()
-  data = pipeline.load(config)
-  model = build_model(config, data.num_classes)
+  num_classes, image_shape = input_info(config)
+  model = build_model(config, num_classes)
   tx = optim.create_optimizer(config)
   spec = input_spec(config)
   k = dispatch_size(config)
-  logging.info('%d devices (%s); %d updates per dispatch; model %s; %d train / %d test examples.',
+  logging.info('%d devices (%s); %d updates per dispatch; model %s; %s %s input.',
                mesh.devices.size, jax.devices()[0].device_kind, k, config.model.name,
-               len(data.train_labels), len(data.test_labels))
+               config.data.name, 'streamed' if spec.streamed else 'in-memory')
 
-  image_shape = data.train_images.shape[1:]
   init = lambda: create_train_state(model, tx, jax.random.PRNGKey(config.seed), image_shape, mesh,
                                     lr_estimate=bool(config.lr_estimate.enabled))
   checkpointer = ckpt_lib.Checkpointer(workdir, keep=config.keep_checkpoints)
@@ -395,12 +554,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   writer = metrics_lib.MetricWriter(os.path.join(workdir, 'metrics.jsonl'),
                                     resume_step=start_step)
 
-  train_data = replicate({'images': data.train_images, 'labels': data.train_labels,
-                          'mean': data.mean}, mesh)
-  evaluator = Evaluator(model, mesh, spec, data.test_images, data.test_labels, data.mean,
-                        config.data.eval_batch_size)
+  feed, evaluator = make_inputs(config, model, mesh, spec, start_step=start_step, steps_per_call=k)
   t = time.perf_counter()
-  train_fn = make_train_fn(model, tx, mesh, spec, k).lower(state, train_data).compile()
+  train_fn = make_train_fn(model, tx, mesh, spec, k).lower(state, feed.example()).compile()
   compile_seconds = time.perf_counter() - t
   evaluator.compile(state)
   compile_seconds += evaluator.compile_seconds
@@ -427,9 +583,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   preempted = ''
   signal_at = _signal_at_step()
-  with ckpt_lib.PreemptionFlag() as flag:
+  # Closing the feed stops its reader threads however the loop ends.
+  with ckpt_lib.PreemptionFlag() as flag, contextlib.closing(feed):
     while step < num_steps:
-      state = train_fn(state, train_data)
+      state = train_fn(state, next(feed))
       step += k
       if signal_at and step == signal_at[0]:
         os.kill(os.getpid(), signal_at[1])

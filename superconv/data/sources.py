@@ -42,7 +42,7 @@ from typing import Any, Mapping
 import numpy as np
 
 __all__ = ['DataError', 'DatasetSpec', 'SPECS', 'image_shape', 'num_classes', 'load_split',
-           'tfds_data_source', 'fake_split']
+           'tfds_data_source', 'fake_split', 'streamed']
 
 
 class DataError(ValueError):
@@ -88,6 +88,11 @@ def _spec(name: str) -> DatasetSpec:
 def num_classes(name: str) -> int:
   """Number of classes of dataset `name` (e.g. 10 for 'cifar10', 1000 for 'imagenet2012')."""
   return _spec(name).num_classes
+
+
+def streamed(name: str) -> bool:
+  """Whether dataset `name` is too large to hold in memory and is read by `streaming`."""
+  return not _spec(name).in_memory
 
 
 def image_shape(name: str) -> tuple[int, int, int]:

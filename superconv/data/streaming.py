@@ -18,6 +18,8 @@ import concurrent.futures
 import itertools
 import math
 import pathlib
+import queue as queue_lib
+import threading
 from typing import Any, Iterator, Sequence
 
 import jax
@@ -26,8 +28,9 @@ import numpy as np
 from superconv.data import sources
 from superconv.data.sources import DataError
 
-__all__ = ['IMAGENET_MEAN_RGB', 'ImageFolderSource', 'open_source', 'random_resized_crop',
-           'center_crop', 'train_iterator', 'eval_iterator', 'prefetch_to_device']
+__all__ = ['IMAGENET_MEAN_RGB', 'ImageFolderSource', 'ArraySource', 'open_source', 'mean_rgb',
+           'random_resized_crop', 'center_crop', 'train_iterator', 'eval_iterator', 'stack',
+           'in_background', 'prefetch_to_device']
 
 IMAGENET_MEAN_RGB = (123.675, 116.28, 103.53)  # per-channel train mean on the 0-255 scale
 
@@ -68,14 +71,43 @@ class ImageFolderSource:
     return {'image': image, 'label': self.labels[i]}
 
 
+class ArraySource:
+  """Random access to in-memory arrays (the generated 'fake' split of a streamed set)."""
+
+  def __init__(self, images: np.ndarray, labels: np.ndarray):
+    self.images, self.labels = images, labels
+
+  def __len__(self) -> int:
+    return len(self.labels)
+
+  def __getitem__(self, i: int) -> dict[str, Any]:
+    return {'image': self.images[i], 'label': self.labels[i]}
+
+
 def open_source(data_cfg: Any, split: str) -> Sequence[dict[str, Any]]:
   """A random-access source of {'image': uint8 [h, w, 3], 'label'} records."""
+  if data_cfg.source == 'fake':
+    count = data_cfg.fake_num_train if split == 'train' else data_cfg.fake_num_test
+    return ArraySource(*sources.fake_split(data_cfg.name, split, count))
   if data_cfg.source == 'files':
     return ImageFolderSource(data_cfg.path, split)
   if data_cfg.source == 'tfds':
     tfds_split = 'validation' if (data_cfg.name == 'imagenet2012' and split == 'test') else split
     return sources.tfds_data_source(data_cfg.name, tfds_split, data_cfg.get('tfds_data_dir', ''))
-  raise DataError(f"streaming reads data.source 'tfds' or 'files', got {data_cfg.source!r}")
+  raise DataError(f"streaming reads data.source 'tfds', 'files' or 'fake', got "
+                  f"{data_cfg.source!r}")
+
+
+def mean_rgb(data_cfg: Any) -> np.ndarray:
+  """float32 [1, 1, 3] subtracted on the device: the set's known per-channel mean ('channel') or
+  zeros ('none'). A per-pixel mean image would need a pass over the whole set, so it is refused.
+  """
+  if data_cfg.mean == 'channel':
+    return np.asarray(IMAGENET_MEAN_RGB, np.float32).reshape(1, 1, 3)
+  if data_cfg.mean == 'none':
+    return np.zeros((1, 1, 3), np.float32)
+  raise DataError(f"a streamed data set subtracts data.mean 'channel' or 'none', got "
+                  f"{data_cfg.mean!r}")
 
 
 def _resize(image: np.ndarray, size: int, box: tuple[int, int, int, int]) -> np.ndarray:
@@ -110,24 +142,27 @@ def center_crop(image: np.ndarray, size: int, crop_fraction: float = 0.875) -> n
   return _resize(image, size, (x0, y0, x0 + side, y0 + side))
 
 
-def _image_size(data_cfg: Any) -> int:
+def image_size(data_cfg: Any) -> int:
+  """Side of the square crops fed to the model: data.image_size, or the dataset's."""
   return int(data_cfg.get('image_size', 0) or sources.image_shape(data_cfg.name)[0])
 
 
 def train_iterator(config: Any, *, process_index: int, process_count: int, start_step: int = 0,
-                   num_threads: int = 8) -> Iterator[dict[str, np.ndarray]]:
+                   num_threads: int = 8, source: Sequence[dict[str, Any]] | None = None
+                   ) -> Iterator[dict[str, np.ndarray]]:
   """This host's share of every training batch from `start_step` on, endlessly.
 
   Yields dict(image uint8 [B/P, S, S, 3], label int32 [B/P]) with B = config.batch_size,
   P = process_count, S = config.data.image_size (default: the dataset's image_shape).
   Random-resized crop, then a horizontal flip with probability 1/2 if config.data.mirror.
+  `source` (default: `open_source(config.data, 'train')`) lets a caller open it once.
   """
   batch, seed = config.batch_size, config.seed
   if batch % process_count:
     raise ValueError(f'batch_size {batch} is not divisible by {process_count} processes')
   local = batch // process_count
-  source = open_source(config.data, 'train')
-  n, size, mirror = len(source), _image_size(config.data), config.data.mirror
+  source = source if source is not None else open_source(config.data, 'train')
+  n, size, mirror = len(source), image_size(config.data), config.data.mirror
   perms: dict[int, np.ndarray] = {}  # epoch -> permutation, only the epochs of the current batch
 
   def example(p: int) -> tuple[np.ndarray, int]:
@@ -148,17 +183,24 @@ def train_iterator(config: Any, *, process_index: int, process_count: int, start
              'label': np.asarray([o[1] for o in out], np.int32)}
 
 
-def eval_iterator(config: Any, *, process_index: int, process_count: int,
-                  num_threads: int = 8) -> Iterator[dict[str, np.ndarray]]:
+def eval_batch_size(config: Any, multiple_of: int) -> int:
+  """config.data.eval_batch_size rounded up to a multiple of `multiple_of` (devices or hosts)."""
+  return -(-config.data.eval_batch_size // multiple_of) * multiple_of
+
+
+def eval_iterator(config: Any, *, process_index: int, process_count: int, num_threads: int = 8,
+                  multiple_of: int = 1, source: Sequence[dict[str, Any]] | None = None
+                  ) -> Iterator[dict[str, np.ndarray]]:
   """This host's share of the test split, in order, once: dict(image, label, mask).
 
-  Global batches of config.data.eval_batch_size rounded up to a multiple of P; the last is padded
-  (mask False), and every host yields the same number of batches.
+  Global batches of config.data.eval_batch_size rounded up to a multiple of P and of
+  `multiple_of` (the device count); the last is padded (mask False), and every host yields the
+  same number of batches.
   """
-  source = open_source(config.data, 'test')
-  n, size = len(source), _image_size(config.data)
-  local = -(-config.data.eval_batch_size // process_count)
-  batch = local * process_count
+  source = source if source is not None else open_source(config.data, 'test')
+  n, size = len(source), image_size(config.data)
+  batch = eval_batch_size(config, math.lcm(process_count, multiple_of))
+  local = batch // process_count
 
   def example(i: int) -> tuple[np.ndarray, int]:
     if i >= n:
@@ -173,6 +215,65 @@ def eval_iterator(config: Any, *, process_index: int, process_count: int,
       yield {'image': np.stack([o[0] for o in out]),
              'label': np.asarray([o[1] for o in out], np.int32),
              'mask': np.asarray([i < n for i in ids])}
+
+
+def stack(iterator: Iterator[dict[str, np.ndarray]], k: int) -> Iterator[dict[str, np.ndarray]]:
+  """Groups k consecutive batches into one with a leading axis of k (k updates per dispatch)."""
+  while True:
+    group = list(itertools.islice(iterator, k))
+    if len(group) < k:
+      return
+    yield {key: np.stack([b[key] for b in group]) for key in group[0]}
+
+
+def in_background(iterator: Iterator[Any], size: int) -> Iterator[Any]:
+  """Runs `iterator` in a thread, `size` items ahead of the consumer.
+
+  So decoding goes on while the main thread waits on the device (a log row's fetch, an
+  evaluation). An exception in the thread is raised in the consumer at the item it stopped at.
+  Closing the returned generator stops the thread.
+  """
+  items: queue_lib.Queue = queue_lib.Queue(maxsize=max(size, 1))
+  stop = threading.Event()
+  done = object()
+
+  def produce():
+    try:
+      for item in iterator:
+        while not stop.is_set():
+          try:
+            items.put(item, timeout=0.1)
+            break
+          except queue_lib.Full:
+            continue
+        if stop.is_set():
+          return
+      items.put(done)
+    except BaseException as e:  # pylint: disable=broad-except
+      items.put(e)
+    finally:
+      close = getattr(iterator, 'close', None)
+      if close is not None:  # a generator's `with` blocks (its thread pool) end here
+        close()
+
+  thread = threading.Thread(target=produce, daemon=True, name='superconv-input')
+  thread.start()
+  try:
+    while True:
+      item = items.get()
+      if item is done:
+        return
+      if isinstance(item, BaseException):
+        raise item
+      yield item
+  finally:
+    stop.set()
+    while thread.is_alive():  # unblock a producer waiting on a full queue
+      try:
+        items.get_nowait()
+      except queue_lib.Empty:
+        pass
+      thread.join(timeout=0.1)
 
 
 def prefetch_to_device(iterator: Iterator[Any], size: int,

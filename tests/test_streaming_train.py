@@ -1,0 +1,181 @@
+"""Training on a streamed set (ImageNet): the train step on host batches, the feed, the CLI.
+
+The streamed step must do what the in-memory step does with the same images; a streamed run must
+resume exactly; the last partial evaluation batch must be counted. Data: small generated image
+folders in the ImageNet layout (`train/<class>/<image>`, `val/<class>/<image>`), of varied sizes.
+"""
+
+import dataclasses
+import json
+import os
+import pathlib
+import shutil
+import threading
+import time
+
+import jax
+from jax.sharding import NamedSharding, PartitionSpec as P
+import numpy as np
+from PIL import Image
+import pytest
+
+from configs import resnet50_imagenet
+from superconv import config_checks
+from superconv import models
+from superconv import train
+from superconv.data import pipeline
+from superconv.data import streaming
+import optax
+
+from test_train import _cli, _rows, _tiny_problem
+
+
+# ------------------------------------------------------------------------------------------------
+# The step
+
+
+def _state(mesh, vbs=0):
+  model = models.create_model('resnet8', num_classes=10, virtual_batch_size=vbs, bn_momentum=0.9)
+  tx = optax.sgd(0.1, momentum=0.9)
+  return model, tx, train.create_train_state(model, tx, jax.random.PRNGKey(0), (8, 8, 3), mesh)
+
+
+def _host_batches(state, data, batch, steps):
+  """The in-memory step's images at updates 0..steps-1 (no flips, no crops), as a host stream."""
+  order_key = jax.random.split(jax.device_get(state.key), 3)[0]
+  idx = [np.asarray(pipeline.batch_indices(order_key, s, batch, len(data['labels'])))
+         for s in range(steps)]
+  return {'images': np.stack([data['images'][i] for i in idx]),
+          'labels': np.stack([data['labels'][i] for i in idx])}
+
+
+@pytest.mark.parametrize('num_devices,steps_per_call', [(4, 2), (1, 1)])
+def test_streamed_step_matches_the_in_memory_step(num_devices, steps_per_call):
+  batch, steps = 16, 2
+  data = _tiny_problem()
+  ref_mesh = train.make_mesh(jax.devices()[:4])
+  model, tx, state = _state(ref_mesh)
+  spec = train.InputSpec(batch_size=batch, mirror=False, crop_padding=0, scale=1 / 64)
+  host = _host_batches(state, data, batch, steps)
+  ref = train.make_train_fn(model, tx, ref_mesh, spec, steps)(state,
+                                                               train.replicate(data, ref_mesh))
+  ref = jax.device_get(ref)
+
+  # Streamed on 4 devices (2 updates per dispatch, lax.scan over the batches) or on 1 device
+  # with BN groups of 4 (one update per dispatch, two dispatches).
+  mesh = train.make_mesh(jax.devices()[:num_devices])
+  model, tx, state = _state(mesh, vbs=0 if num_devices == 4 else 4)
+  fn = train.make_train_fn(model, tx, mesh, dataclasses.replace(spec, streamed=True),
+                           steps_per_call)
+  sharding = NamedSharding(mesh, P(None, 'data'))
+  mean = train.replicate(data['mean'], mesh)
+  for s in range(0, steps, steps_per_call):
+    chunk = {k: jax.device_put(v[s:s + steps_per_call], sharding) for k, v in host.items()}
+    state = fn(state, {**chunk, 'mean': mean})
+  got = jax.device_get(state)
+  assert int(got.step) == steps
+  for a, b in zip(jax.tree.leaves((ref.params, ref.batch_stats)),
+                  jax.tree.leaves((got.params, got.batch_stats))):
+    np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-6)
+  np.testing.assert_allclose(got.sums['loss'], ref.sums['loss'], rtol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------
+# Host-side helpers
+
+
+def test_stack_groups_consecutive_batches():
+  batches = [{'image': np.full((2, 1), i), 'label': np.array([i, i])} for i in range(5)]
+  out = list(streaming.stack(iter(batches), 2))
+  assert len(out) == 2  # the incomplete last group is dropped (the stream is endless anyway)
+  assert out[1]['image'].shape == (2, 2, 1) and out[1]['label'].tolist() == [[2, 2], [3, 3]]
+
+
+def test_in_background_keeps_order_raises_and_stops():
+  assert list(streaming.in_background(iter(range(20)), 3)) == list(range(20))
+
+  def failing():
+    yield 1
+    raise ValueError('corrupt image 7')
+  it = streaming.in_background(failing(), 2)
+  assert next(it) == 1
+  with pytest.raises(ValueError, match='corrupt image 7'):
+    next(it)
+
+  produced = []
+
+  def endless():
+    i = 0
+    while True:
+      produced.append(i)
+      yield i
+      i += 1
+  before = threading.active_count()
+  it = streaming.in_background(endless(), 2)
+  assert [next(it) for _ in range(3)] == [0, 1, 2]
+  it.close()
+  assert threading.active_count() == before
+  n = len(produced)
+  assert n <= 3 + 2 + 1  # at most the queue's worth (2) and one in hand ahead of the consumer
+  time.sleep(0.3)
+  assert len(produced) == n  # and then nothing more: the thread has stopped
+
+
+# ------------------------------------------------------------------------------------------------
+# Config checks
+
+
+@pytest.mark.parametrize('field,value,match', [
+    ('mean', 'pixel', "'pixel' mean image"), ('crop_padding', 4, 'pad-and-crop'),
+    ('train_subset', 1000, 'subset'), ('prefetch', 0, 'prefetch')])
+def test_streamed_config_rejects_what_does_not_apply(field, value, match):
+  c = resnet50_imagenet.get_config()
+  with c.unlocked():
+    c.data[field] = value
+  with pytest.raises(config_checks.ConfigError, match=match):
+    config_checks.validate(c, num_devices=1)
+
+
+# ------------------------------------------------------------------------------------------------
+# The CLI on image folders
+
+
+def write_image_folders(root: pathlib.Path, classes=3, train_per_class=8, val_per_class=2):
+  """Images of varied sizes; class k is a colour (so the streamed run has something to learn)."""
+  rng = np.random.default_rng(0)
+  colours = [(200, 40, 40), (40, 200, 40), (40, 40, 200)]
+  for split, n in (('train', train_per_class), ('val', val_per_class)):
+    for k in range(classes):
+      d = root / split / f'n{k:08d}'
+      d.mkdir(parents=True)
+      for i in range(n):
+        h, w = rng.integers(36, 60, 2)
+        im = np.clip(np.asarray(colours[k]) + rng.normal(0, 20, (h, w, 3)), 0, 255)
+        Image.fromarray(im.astype(np.uint8)).save(d / f'{i}.jpg')
+
+
+def test_cli_streams_image_folders_and_resumes_exactly(tmp_path):
+  root = tmp_path / 'imagenet'
+  write_image_folders(root)
+  workdir = str(tmp_path / 'run')
+  args = ('--config.data.source=files', f'--config.data.path={root}',
+          '--config.data.eval_batch_size=4')
+  config = 'configs/resnet50_imagenet.py:smoke'
+  result = _cli(workdir, *args, config=config)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert 'imagenet2012 streamed input' in result.stderr
+  rows = _rows(workdir)
+  assert [r['step'] for r in rows] == [2, 4, 6, 8]
+  evals = [r for r in rows if 'eval_accuracy' in r]
+  # 6 validation images in batches of 4: the padded second batch still counts its 2 images.
+  assert [r['eval_examples'] for r in evals] == [6, 6]
+  assert all(np.isfinite(r['train_loss']) for r in rows)
+  summary = json.load(open(os.path.join(workdir, 'summary.json')))
+  assert summary['steps'] == 8
+
+  # Interrupted after update 4: the stream reopens at update 4 and the run ends identically.
+  shutil.rmtree(os.path.join(workdir, 'checkpoints', '8'))
+  result = _cli(workdir, *args, config=config)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert 'Resumed from the checkpoint at update 4' in result.stderr
+  assert _rows(workdir) == rows
