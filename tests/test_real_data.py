@@ -53,3 +53,38 @@ def test_small_resnet_learns_real_cifar10(tmp_path):
                  '--config.log_every_steps=40')
   assert summary['steps'] == 120
   assert 0.17 <= summary['final_eval_accuracy'] <= 0.32
+
+
+def _cifar10_as_image_folders(root, train_per_class: int, val_per_class: int) -> None:
+  """The first N train / M test JPEGs of each class, in the ImageNet layout (split/class/image)."""
+  import collections  # pylint: disable=g-import-not-at-top
+  import tarfile  # pylint: disable=g-import-not-at-top
+  limits = {'train': train_per_class, 'test': val_per_class}
+  counts = collections.Counter()
+  with tarfile.open(CIFAR10_ARCHIVE) as archive:
+    for member in archive:
+      parts = member.name.split('/')  # cifar10/<split>/<class>/<NNNN>.jpg
+      if not member.isfile() or len(parts) != 4 or counts[parts[1], parts[2]] >= limits[parts[1]]:
+        continue
+      counts[parts[1], parts[2]] += 1
+      out = root / ('train' if parts[1] == 'train' else 'val') / parts[2] / parts[3]
+      out.parent.mkdir(parents=True, exist_ok=True)
+      out.write_bytes(archive.extractfile(member).read())
+
+
+@pytest.mark.skipif(not os.path.exists(CIFAR10_ARCHIVE), reason='needs ../shared/data')
+def test_streamed_input_learns_real_images(tmp_path):
+  # The ImageNet path end to end on real photographs: 2,000 CIFAR-10 JPEGs (200 a class) and 500
+  # test images laid out as ImageNet folders, decoded, random-resized-cropped and flipped on the
+  # host, fed to the tiny ResNet-50 (1000-way head, 10 classes used), Caffe 1cycle 0.005 -> 0.05,
+  # 300 updates at batch 32, center-crop evaluation. Measured here (2-core CPU): 0.274, 0.234,
+  # 0.276 for seeds 0, 1, 2; chance is 0.10.
+  root = tmp_path / 'imagenet_layout'
+  _cifar10_as_image_folders(root, 200, 50)
+  summary = _run('configs/resnet50_imagenet.py:smoke', tmp_path, '--config.data.source=files',
+                 f'--config.data.path={root}', '--config.batch_size=32',
+                 '--config.num_steps=300', '--config.schedule.step_size=120',
+                 '--config.schedule.base_lr=0.005', '--config.schedule.max_lr=0.05',
+                 '--config.eval_every_steps=300', '--config.log_every_steps=100')
+  assert summary['steps'] == 300
+  assert 0.17 <= summary['final_eval_accuracy'] <= 0.36
