@@ -179,3 +179,18 @@ def test_cli_streams_image_folders_and_resumes_exactly(tmp_path):
   assert result.returncode == 0, result.stderr[-3000:]
   assert 'Resumed from the checkpoint at update 4' in result.stderr
   assert _rows(workdir) == rows
+
+
+def test_tfds_imagenet_streams_through_training(tmp_path):
+  # The default source of the ImageNet configs: `tfds.data_source('imagenet2012')` (random
+  # access, no TensorFlow), here on TFDS's mock records: 10 images per split, 1000 classes.
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  c = resnet50_imagenet.get_config('smoke')
+  with c.unlocked():
+    c.data.source, c.data.tfds_data_dir, c.progress_bar = 'tfds', str(tmp_path / 'tfds'), False
+    c.eval_every_steps = 0  # at the end only
+  with tfds.testing.mock_data(num_examples=10, policy=tfds.testing.MockPolicy.USE_CODE):
+    summary = train.train_and_evaluate(c, str(tmp_path / 'run'))
+  assert summary['steps'] == 8
+  rows = _rows(str(tmp_path / 'run'))
+  assert rows[-1]['eval_examples'] == 10 and all(np.isfinite(r['train_loss']) for r in rows)
