@@ -5,8 +5,8 @@ Commands are found in fenced code blocks, also inside `--command="..."` of gclou
 `&&`. `python -m superconv.main` goes through the CLI's own flag machinery (ml_collections
 `DEFINE_config_file` with a locked config, as superconv/main.py), so a mistyped field fails as it
 would for a user; `python -m experiments.run` builds its config with the runner's own function
-(`--set` fields must exist); `python -m benchmarks.throughput` is parsed by its argparse parser.
-Nothing is run. ~2 s.
+(`--set` fields must exist); `python -m benchmarks.throughput` and `benchmarks.input_pipeline`
+are parsed by their argparse parsers. Nothing is run. ~2 s.
 """
 
 import argparse
@@ -19,7 +19,8 @@ import pytest
 
 from tests.conftest import ROOT
 
-MODULES = ('superconv.main', 'experiments.run', 'benchmarks.throughput')
+MODULES = ('superconv.main', 'experiments.run', 'benchmarks.throughput',
+           'benchmarks.input_pipeline')
 SEPARATORS = {'&&', '||', ';', '|', '&'}
 DOCS = sorted(glob.glob(os.path.join(ROOT, 'docs', '*.md'))) + [os.path.join(ROOT, 'README.md')]
 
@@ -144,6 +145,10 @@ def test_command_parses(where, module, argv, monkeypatch):
     from experiments import run  # pylint: disable=g-import-not-at-top
     ns = parse_argparse(run.main, argv, monkeypatch)
     run.build_config(ns.config, ns.args, ns.seeds[0], ns.sets, ns.data)  # fields must exist
+  elif module == 'benchmarks.input_pipeline':
+    from benchmarks import input_pipeline  # pylint: disable=g-import-not-at-top
+    ns = parse_argparse(input_pipeline.main, argv, monkeypatch)
+    assert ns.batches > 0
   else:
     from benchmarks import throughput  # pylint: disable=g-import-not-at-top
     ns = parse_argparse(throughput.main, argv, monkeypatch)

@@ -194,3 +194,15 @@ def test_tfds_imagenet_streams_through_training(tmp_path):
   assert summary['steps'] == 8
   rows = _rows(str(tmp_path / 'run'))
   assert rows[-1]['eval_examples'] == 10 and all(np.isfinite(r['train_loss']) for r in rows)
+
+
+def test_input_pipeline_benchmark_runs(tmp_path, capsys):
+  from benchmarks import input_pipeline  # pylint: disable=g-import-not-at-top
+  out = tmp_path / 'input.jsonl'
+  input_pipeline.main(['--images', '24', '--width', '80', '--height', '60', '--image-size', '32',
+                       '--batch', '8', '--batches', '1', '--threads', '1', '2', '--out', str(out)])
+  rows = [json.loads(line) for line in out.read_text().splitlines()]
+  assert [(r['what'], r['threads']) for r in rows] == [
+      ('train_iterator', 1), ('train_iterator', 2), ('StreamFeed', 2)]
+  assert all(r['images_per_sec'] > 0 and r['jpeg'] == '80x60' for r in rows)
+  assert 'StreamFeed  2 threads' in capsys.readouterr().out
