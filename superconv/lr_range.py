@@ -570,7 +570,7 @@ def range_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict
 def run(config: ml_collections.ConfigDict, workdir: str) -> RangeTestResult:
   """The LR range test of `config` (mode 'lr_range'): sweeps, evaluates, writes and prints.
 
-  Uses the training run's pieces: `train.make_inputs` (in memory, or streamed for ImageNet),
+  Uses the training run's pieces: `train.open_inputs` (in memory, or streamed for ImageNet),
   `train.build_model`, `optim.create_optimizer` (schedule 'lr_range'), `train.create_train_state`
   and `train.make_train_fn` on the same ('data',) mesh. No checkpoints: a sweep is short, rerun it.
   """
@@ -582,13 +582,14 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> RangeTestResult:
   r = config.lr_range
 
   mesh = train.make_mesh()
-  num_classes, image_shape = train.input_info(config)
-  model = train.build_model(config, num_classes)
+  inputs = train.open_inputs(config)
+  model = train.build_model(config, inputs.num_classes)
   tx = optim.create_optimizer(config)
   lr_fn, _ = optim.build_schedules(config)
   spec = train.input_spec(config)
-  state = train.create_train_state(model, tx, jax.random.PRNGKey(config.seed), image_shape, mesh)
-  feed, evaluator = train.make_inputs(config, model, mesh, spec)
+  state = train.create_train_state(model, tx, jax.random.PRNGKey(config.seed), inputs.image_shape,
+                                   mesh)
+  feed, evaluator = inputs.feed(mesh), inputs.evaluator(model, mesh, spec)
   logging.info('LR range test: %s, LR %g -> %g (%s) over %d updates, batch %d, %d devices.',
                config.model.name, r.min_lr, r.max_lr, r.mode, r.num_steps, config.batch_size,
                mesh.devices.size)

@@ -345,6 +345,15 @@ def build_model(config: ml_collections.ConfigDict, num_classes: int):
                              virtual_batch_size=m.virtual_batch_size, dropout_rate=m.dropout_rate)
 
 
+def _eval_row(total: dict) -> dict:
+  """{eval_loss, eval_accuracy, eval_examples} from the summed {loss, correct, count} (one fetch)."""
+  sums = jax.device_get(total)
+  count = max(float(sums['count']), 1.0)
+  return {'eval_loss': float(sums['loss']) / count,
+          'eval_accuracy': float(sums['correct']) / count,
+          'eval_examples': int(sums['count'])}
+
+
 class Evaluator:
   """The test split on device, padded to whole batches, and an evaluation compiled once."""
 
@@ -368,11 +377,7 @@ class Evaluator:
     for batch in self._batches:
       sums = self._fn(state.params, state.batch_stats, *batch, self._mean)
       total = sums if total is None else jax.tree.map(jnp.add, total, sums)
-    sums = jax.device_get(total)
-    count = max(float(sums['count']), 1.0)
-    return {'eval_loss': float(sums['loss']) / count,
-            'eval_accuracy': float(sums['correct']) / count,
-            'eval_examples': int(sums['count'])}
+    return _eval_row(total)
 
 
 class StreamEvaluator:
@@ -382,9 +387,10 @@ class StreamEvaluator:
   few batches ahead in a thread, and the sums stay on the device until the end.
   """
 
-  def __init__(self, model, mesh, spec: InputSpec, config: ml_collections.ConfigDict):
+  def __init__(self, model, mesh, spec: InputSpec, config: ml_collections.ConfigDict,
+               source=None):
     self._config = config
-    self._source = streaming.open_source(config.data, 'test')
+    self._source = source if source is not None else streaming.open_source(config.data, 'test')
     self._sharding = NamedSharding(mesh, P(AXIS))
     self._num_devices = mesh.devices.size
     self._mean = replicate(streaming.mean_rgb(config.data), mesh)
@@ -415,11 +421,7 @@ class StreamEvaluator:
       sums = self._fn(state.params, state.batch_stats, b['image'], b['label'], b['mask'],
                       self._mean)
       total = sums if total is None else jax.tree.map(jnp.add, total, sums)
-    sums = jax.device_get(total)
-    count = max(float(sums['count']), 1.0)
-    return {'eval_loss': float(sums['loss']) / count,
-            'eval_accuracy': float(sums['correct']) / count,
-            'eval_examples': int(sums['count'])}
+    return _eval_row(total)
 
 
 class MemoryFeed:
@@ -447,14 +449,15 @@ class StreamFeed:
   in a thread and the transfer to the devices one more ahead.
   """
 
-  def __init__(self, config: ml_collections.ConfigDict, mesh, start_step: int, k: int):
+  def __init__(self, config: ml_collections.ConfigDict, mesh, start_step: int, k: int,
+               source=None):
     d = config.data
     self._sharding = NamedSharding(mesh, P(None, AXIS))
     self._mean = replicate(streaming.mean_rgb(d), mesh)
     self._shape = (k, config.batch_size, streaming.image_size(d), streaming.image_size(d), 3)
     it = streaming.train_iterator(config, process_index=jax.process_index(),
                                   process_count=jax.process_count(), start_step=start_step,
-                                  num_threads=d.num_threads)
+                                  num_threads=d.num_threads, source=source)
     self._host = streaming.in_background(streaming.stack(it, k), d.prefetch)
     self._device = streaming.prefetch_to_device(self._host, 1, self._sharding)
 
@@ -472,31 +475,51 @@ class StreamFeed:
     self._host.close()
 
 
-def make_inputs(config: ml_collections.ConfigDict, model, mesh, spec: InputSpec, *,
-                start_step: int = 0, steps_per_call: int = 1):
-  """(train feed, evaluator) for `config`: in device memory, or streamed for ImageNet-sized sets.
+class MemoryInputs:
+  """An in-memory data set, loaded (and so checked) before anything is compiled or written."""
 
-  The in-memory set is loaded here; `input_info` gives its classes and image shape beforehand.
+  def __init__(self, config: ml_collections.ConfigDict):
+    self.config = config
+    self.data = pipeline.load(config)
+    self.num_classes = self.data.num_classes
+    self.image_shape = tuple(self.data.train_images.shape[1:])
+
+  def feed(self, mesh, start_step: int = 0, steps_per_call: int = 1) -> MemoryFeed:
+    del start_step, steps_per_call  # the step draws its own batch from (key, step)
+    return MemoryFeed(self.data, mesh)
+
+  def evaluator(self, model, mesh, spec: InputSpec) -> Evaluator:
+    d = self.data
+    return Evaluator(model, mesh, spec, d.test_images, d.test_labels, d.mean,
+                     self.config.data.eval_batch_size)
+
+
+class StreamInputs:
+  """A streamed data set: both splits opened (so a missing folder fails early), nothing read."""
+
+  def __init__(self, config: ml_collections.ConfigDict):
+    self.config = config
+    self.train_source = streaming.open_source(config.data, 'train')
+    self.test_source = streaming.open_source(config.data, 'test')
+    self.num_classes = sources.num_classes(config.data.name)
+    size = streaming.image_size(config.data)
+    self.image_shape = (size, size, 3)
+
+  def feed(self, mesh, start_step: int = 0, steps_per_call: int = 1) -> StreamFeed:
+    return StreamFeed(self.config, mesh, start_step, steps_per_call, source=self.train_source)
+
+  def evaluator(self, model, mesh, spec: InputSpec) -> StreamEvaluator:
+    return StreamEvaluator(model, mesh, spec, self.config, source=self.test_source)
+
+
+def open_inputs(config: ml_collections.ConfigDict) -> MemoryInputs | StreamInputs:
+  """The data of `config`: held on the device, or streamed for sets too large (ImageNet).
+
+  Each gives `num_classes`, `image_shape` (what the model sees), `feed(mesh, start_step, k)`
+  (the train step's input, from update `start_step` on, k updates per call) and
+  `evaluator(model, mesh, spec)`.
   """
-  if spec.streamed:
-    return (StreamFeed(config, mesh, start_step, steps_per_call),
-            StreamEvaluator(model, mesh, spec, config))
-  data = pipeline.load(config)
-  return (MemoryFeed(data, mesh),
-          Evaluator(model, mesh, spec, data.test_images, data.test_labels, data.mean,
-                    config.data.eval_batch_size))
-
-
-def input_info(config: ml_collections.ConfigDict) -> tuple[int, tuple[int, int, int]]:
-  """(number of classes, image shape fed to the model) of `config.data`, without loading it."""
-  d = config.data
-  if sources.streamed(d.name):
-    size = streaming.image_size(d)
-    return sources.num_classes(d.name), (size, size, 3)
-  shape = sources.image_shape(d.name)
-  if d.name == 'fake' or d.source == 'fake':
-    shape = tuple(d.get('fake_image_shape', None) or sources.SPECS[d.name].fake_shape)
-  return sources.num_classes(d.name), tuple(shape)
+  return StreamInputs(config) if sources.streamed(config.data.name) else MemoryInputs(config)
 
 
 def _divergence_message(sums: dict) -> str:
@@ -534,8 +557,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   metrics_lib.write_json(os.path.join(workdir, 'config.json'), config.to_dict())
 
   mesh = make_mesh()
-  num_classes, image_shape = input_info(config)
-  model = build_model(config, num_classes)
+  inputs = open_inputs(config)  # bad data fails here, before a checkpoint folder or a compile
+  model = build_model(config, inputs.num_classes)
   tx = optim.create_optimizer(config)
   spec = input_spec(config)
   k = dispatch_size(config)
@@ -543,8 +566,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                mesh.devices.size, jax.devices()[0].device_kind, k, config.model.name,
                config.data.name, 'streamed' if spec.streamed else 'in-memory')
 
-  init = lambda: create_train_state(model, tx, jax.random.PRNGKey(config.seed), image_shape, mesh,
-                                    lr_estimate=bool(config.lr_estimate.enabled))
+  init = lambda: create_train_state(model, tx, jax.random.PRNGKey(config.seed), inputs.image_shape,
+                                    mesh, lr_estimate=bool(config.lr_estimate.enabled))
   checkpointer = ckpt_lib.Checkpointer(workdir, keep=config.keep_checkpoints)
   state, start_step = checkpointer.restore_latest(abstract_state(init))
   if state is None:
@@ -554,7 +577,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   writer = metrics_lib.MetricWriter(os.path.join(workdir, 'metrics.jsonl'),
                                     resume_step=start_step)
 
-  feed, evaluator = make_inputs(config, model, mesh, spec, start_step=start_step, steps_per_call=k)
+  feed, evaluator = inputs.feed(mesh, start_step, k), inputs.evaluator(model, mesh, spec)
   t = time.perf_counter()
   train_fn = make_train_fn(model, tx, mesh, spec, k).lower(state, feed.example()).compile()
   compile_seconds = time.perf_counter() - t

@@ -84,6 +84,19 @@ def read_rows(path: str) -> list[dict]:
     return [json.loads(line) for line in f if line.strip()]
 
 
+def assert_same_rows(multi: str, single: str) -> None:
+  """The job's metrics.jsonl rows equal the single process's, up to the reduction order."""
+  multi_rows = read_rows(os.path.join(multi, 'metrics.jsonl'))
+  single_rows = read_rows(os.path.join(single, 'metrics.jsonl'))
+  # One row per log point: a second writer would have duplicated them.
+  assert [r['step'] for r in multi_rows] == [r['step'] for r in single_rows] == [2, 4, 6, 8]
+  for m, s in zip(multi_rows, single_rows):
+    assert m.keys() == s.keys()
+    for key in m.keys() - {'images_per_sec'}:
+      # Same batches, same per-device statistics; only the reduction order may differ.
+      assert m[key] == pytest.approx(s[key], rel=1e-5, abs=1e-6), (m['step'], key)
+
+
 def test_two_processes_match_one_and_resume(tmp_path):
   import jax  # pylint: disable=g-import-not-at-top
   from configs import resnet56  # pylint: disable=g-import-not-at-top
@@ -105,15 +118,7 @@ def test_two_processes_match_one_and_resume(tmp_path):
   single = str(tmp_path / 'single')
   train.train_and_evaluate(config, single)
 
-  multi_rows = read_rows(os.path.join(shared, 'metrics.jsonl'))
-  single_rows = read_rows(os.path.join(single, 'metrics.jsonl'))
-  # One row per log point: a second writer would have duplicated them.
-  assert [r['step'] for r in multi_rows] == [r['step'] for r in single_rows] == [2, 4, 6, 8]
-  for m, s in zip(multi_rows, single_rows):
-    assert m.keys() == s.keys()
-    for key in m.keys() - {'images_per_sec'}:
-      # Same batches, same per-device statistics; only the reduction order may differ.
-      assert m[key] == pytest.approx(s[key], rel=1e-5, abs=1e-6), (m['step'], key)
+  assert_same_rows(shared, single)
   summary = json.load(open(os.path.join(shared, 'summary.json')))
   assert (summary['process_count'], summary['resumed_from'], summary['steps']) == (2, 4, 8)
   assert summary['devices'].startswith('4 x ')
@@ -153,10 +158,4 @@ def test_two_processes_stream_imagenet_like_one_process(tmp_path):
   config.batch_size = 64
   single = str(tmp_path / 'single')
   train.train_and_evaluate(config, single)
-  multi_rows = read_rows(os.path.join(shared, 'metrics.jsonl'))
-  single_rows = read_rows(os.path.join(single, 'metrics.jsonl'))
-  assert [r['step'] for r in multi_rows] == [r['step'] for r in single_rows] == [2, 4, 6, 8]
-  for m, s in zip(multi_rows, single_rows):
-    assert m.keys() == s.keys()
-    for key in m.keys() - {'images_per_sec'}:
-      assert m[key] == pytest.approx(s[key], rel=1e-5, abs=1e-6), (m['step'], key)
+  assert_same_rows(shared, single)

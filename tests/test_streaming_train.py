@@ -27,7 +27,11 @@ from superconv.data import pipeline
 from superconv.data import streaming
 import optax
 
+from test_reliability import _assert_clean_failure as assert_clean_failure
+from test_reliability import _cli as reliability_cli
 from test_train import _cli, _rows, _tiny_problem
+
+IMAGENET_SMOKE = 'configs/resnet50_imagenet.py:smoke'
 
 
 # ------------------------------------------------------------------------------------------------
@@ -152,6 +156,36 @@ def write_image_folders(root: pathlib.Path, classes=3, train_per_class=8, val_pe
         h, w = rng.integers(36, 60, 2)
         im = np.clip(np.asarray(colours[k]) + rng.normal(0, 20, (h, w, 3)), 0, 255)
         Image.fromarray(im.astype(np.uint8)).save(d / f'{i}.jpg')
+
+
+def test_streamed_run_preempted_at_an_odd_update_resumes_exactly(tmp_path):
+  # SIGINT right after update 3 (between log rows and checkpoints) while the reader thread is
+  # decoding ahead: the run saves, stops its reader and exits 0; the same command then ends
+  # with exactly the rows of an uninterrupted run.
+  root = tmp_path / 'imagenet'
+  write_image_folders(root)
+  args = ('--config.data.source=files', f'--config.data.path={root}')
+  reference = str(tmp_path / 'reference')
+  assert reliability_cli(reference, *args, config=IMAGENET_SMOKE).returncode == 0
+  workdir = str(tmp_path / 'run')
+  result = reliability_cli(workdir, *args, config=IMAGENET_SMOKE,
+                           env={train.SIGNAL_AT_STEP_ENV: '3:SIGINT'})
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert 'Received SIGINT: saved a checkpoint at update 3 of 8' in result.stdout
+  result = reliability_cli(workdir, *args, config=IMAGENET_SMOKE)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert 'Resumed from the checkpoint at update 3' in result.stderr
+  assert _rows(workdir) == _rows(reference)
+
+
+def test_streamed_corrupt_image_is_a_clear_error_naming_the_file(tmp_path):
+  # Decoded in the reader thread, raised in the training loop: one line, exit 2, no traceback.
+  root = tmp_path / 'imagenet'
+  write_image_folders(root)
+  (root / 'train' / 'n00000001' / 'broken.jpg').write_bytes(b'not a jpeg')
+  result = reliability_cli(str(tmp_path / 'run'), '--config.data.source=files',
+                           f'--config.data.path={root}', config=IMAGENET_SMOKE)
+  assert_clean_failure(result, 2, 'cannot decode image', 'broken.jpg')
 
 
 def test_cli_streams_image_folders_and_resumes_exactly(tmp_path):
