@@ -53,6 +53,22 @@ class _CifarBase(nn.Module):
                              virtual_batch_size=self.virtual_batch_size, dtype=self.dtype,
                              **kwargs)
 
+  def _stem_and_stages(self, x: jax.Array, train: bool, n: int, norm: ModuleDef,
+                       block: Callable[..., nn.Module], *, stem_bias: bool = True) -> jax.Array:
+    """conv3x3(widths[0]) -> BN -> ReLU, then n blocks at each of `self.widths`.
+
+    `block(width, first, name)` builds one block; `first` is True for the first block of stages
+    2 and 3, the one that halves the resolution.
+    """
+    x = x.astype(self.dtype)
+    x = layers.conv(self.widths[0], 3, 1, use_bias=stem_bias, dtype=self.dtype,
+                    name='conv_stem')(x)
+    x = nn.relu(norm(name='bn_stem')(x, train))
+    for s, width in enumerate(self.widths):
+      for b in range(n):
+        x = block(width, s > 0 and b == 0, f'stage{s + 1}_block{b + 1}')(x, train)
+    return x
+
   def _head(self, x: jax.Array) -> jax.Array:
     x = layers.global_avg_pool(x)
     x = layers.dense(self.num_classes, dtype=self.dtype, name='fc')(x)
@@ -121,16 +137,12 @@ class CaffeResNet(_CifarBase):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    n = blocks_per_stage(self.depth, 2, 'CaffeResNet')
     norm = self._norm()
-    x = x.astype(self.dtype)
-    x = layers.conv(self.widths[0], 3, 1, dtype=self.dtype, name='conv_stem')(x)
-    x = nn.relu(norm(name='bn_stem')(x, train))
-    for s, width in enumerate(self.widths):
-      for b in range(n):
-        x = CaffeBlock(width, downsample=(s > 0 and b == 0), norm=norm, dtype=self.dtype,
-                       dropout_rate=self.dropout_rate, name=f'stage{s + 1}_block{b + 1}')(x, train)
-    return self._head(x)
+    block = lambda width, first, name: CaffeBlock(
+        width, downsample=first, norm=norm, dtype=self.dtype, dropout_rate=self.dropout_rate,
+        name=name)
+    n = blocks_per_stage(self.depth, 2, 'CaffeResNet')
+    return self._head(self._stem_and_stages(x, train, n, norm, block))
 
 
 # --------------------------------------------------------------------------------------------
@@ -175,16 +187,12 @@ class ResNetA(_CifarBase):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    n = blocks_per_stage(self.depth, 2, 'ResNetA')
     norm = self._norm()
-    x = x.astype(self.dtype)
-    x = layers.conv(self.widths[0], 3, 1, use_bias=False, dtype=self.dtype, name='conv_stem')(x)
-    x = nn.relu(norm(name='bn_stem')(x, train))
-    for s, width in enumerate(self.widths):
-      for b in range(n):
-        x = BlockA(width, stride=2 if (s > 0 and b == 0) else 1, norm=norm, dtype=self.dtype,
-                   dropout_rate=self.dropout_rate, name=f'stage{s + 1}_block{b + 1}')(x, train)
-    return self._head(x)
+    block = lambda width, first, name: BlockA(
+        width, stride=2 if first else 1, norm=norm, dtype=self.dtype,
+        dropout_rate=self.dropout_rate, name=name)
+    n = blocks_per_stage(self.depth, 2, 'ResNetA')
+    return self._head(self._stem_and_stages(x, train, n, norm, block, stem_bias=False))
 
 
 # --------------------------------------------------------------------------------------------
@@ -233,15 +241,12 @@ class WideResNet(_CifarBase):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    n = blocks_per_stage(self.depth, 2, 'WideResNet')
     norm = self._norm()
-    x = x.astype(self.dtype)
-    x = layers.conv(self.widths[0], 3, 1, dtype=self.dtype, name='conv_stem')(x)
-    x = nn.relu(norm(name='bn_stem')(x, train))
-    for s, width in enumerate(self.widths):
-      for b in range(n):
-        x = WideBlock(width, stride=2 if (s > 0 and b == 0) else 1, norm=norm, dtype=self.dtype,
-                      dropout_rate=self.dropout_rate, name=f'stage{s + 1}_block{b + 1}')(x, train)
+    block = lambda width, first, name: WideBlock(
+        width, stride=2 if first else 1, norm=norm, dtype=self.dtype,
+        dropout_rate=self.dropout_rate, name=name)
+    n = blocks_per_stage(self.depth, 2, 'WideResNet')
+    x = self._stem_and_stages(x, train, n, norm, block)
     x = layers.global_avg_pool(x)
     x = layers.dense(self.num_classes, dtype=self.dtype, kernel_init=layers.msra_init,
                      name='fc')(x)
