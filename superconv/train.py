@@ -1,14 +1,15 @@
 """Training: the state, the jitted SPMD train step, evaluation, and `train_and_evaluate`.
 
 One program runs on every device of every host. The mesh has a single axis, 'data'. The train step
-is `jax.jit(jax.shard_map(...))`: each device takes its slice of the global batch from a dataset
-held in device memory, runs the model (BatchNorm statistics are per device, as on the paper's
-8 GPUs), and the gradients are averaged with `pmean`. Several updates run per dispatch under
-`lax.scan`, so Python is out of the hot loop; metric sums stay on the device until a log point.
+is `jax.jit(jax.shard_map(...))`: each device takes its slice of the global batch (drawn from a
+dataset held in device memory, or, for ImageNet, streamed from its host), runs the model
+(BatchNorm statistics are per device, as on the paper's 8 GPUs), and the gradients are averaged
+with `pmean`. Several updates run per dispatch under `lax.scan`, so Python is out of the hot loop;
+metric sums stay on the device until a log point.
 
 Everything random is a function of (seed, step): which examples form the batch, the flips and
 crops, dropout. A checkpoint therefore only needs the state, and a resumed run repeats exactly
-what the uninterrupted run would have done.
+what the uninterrupted run would have done, in memory or streamed.
 """
 
 from __future__ import annotations

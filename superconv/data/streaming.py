@@ -9,6 +9,10 @@ crop and flip come from a generator seeded with (seed, p): the stream is a pure 
 
 Images leave the host as uint8 (a quarter of float32's transfer); the device subtracts the mean
 (`pipeline.preprocess_eval`, e.g. with `IMAGENET_MEAN_RGB`).
+
+In training (`train.StreamFeed`): `train_iterator` -> `stack` (k updates per dispatch) ->
+`in_background` (decoding runs ahead in a thread) -> `prefetch_to_device` (each host's part placed
+on its devices as one global array).
 """
 
 from __future__ import annotations
