@@ -114,7 +114,8 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   c.lr_estimate.ema = 0.9          # EMA factor of the logged estimate (the authors' scripts: 0.9)
 
   c.distributed = ml_collections.ConfigDict()
-  c.distributed.initialize = 'auto'      # 'auto' (TPU pods / SLURM / env) | 'always' | 'never'
+  c.distributed.initialize = 'auto'      # 'auto' (JAX detects TPU pods / GKE / SLURM / MPI, else one
+                                         # process) | 'always' (detection must succeed) | 'never'
   c.distributed.coordinator_address = ''  # host:port of process 0 (GPU clusters)
   c.distributed.num_processes = 0        # processes in the job (0: from the environment)
   c.distributed.process_id = -1          # this process (-1: from the environment)

@@ -9,7 +9,6 @@ Running the same command on the same workdir resumes from its latest checkpoint.
 """
 
 import logging as pylogging
-import os
 import sys
 
 from absl import app
@@ -24,20 +23,34 @@ config_flags.DEFINE_config_file('config', None, 'A configs/*.py file, optionally
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
-def initialize_distributed(dist) -> None:
-  """Joins a multi-process job: automatic on TPU pods and SLURM, or from the config's fields."""
+# What `jax.distributed.initialize()` raises when none of JAX's cluster detectors (Cloud TPU
+# metadata, GKE, SLURM, Open MPI, Kubernetes) recognises the environment: a single-process run.
+_NO_CLUSTER = 'coordinator_address should be defined'
+
+
+def initialize_distributed(dist) -> bool:
+  """Joins a multi-process job; returns whether `jax.distributed` was initialised.
+
+  'auto' lets JAX detect the cluster (a Cloud TPU pod slice through its metadata server, GKE,
+  SLURM, Open MPI) and runs as one process where it finds none; 'always' requires a cluster or
+  an address; 'never' skips it. `coordinator_address` (+ `num_processes`, `process_id`) from the
+  config always initialise, as on a GPU cluster without a scheduler.
+  """
   import jax  # pylint: disable=g-import-not-at-top
   if dist.initialize == 'never':
-    return
+    return False
   kwargs = {}
   if dist.coordinator_address:
     kwargs = dict(coordinator_address=dist.coordinator_address,
                   num_processes=dist.num_processes or None,
                   process_id=None if dist.process_id < 0 else dist.process_id)
-  multi_env = any(v in os.environ for v in ('TPU_WORKER_HOSTNAMES', 'SLURM_JOB_ID',
-                                            'JAX_COORDINATOR_ADDRESS', 'OMPI_COMM_WORLD_SIZE'))
-  if dist.initialize == 'always' or kwargs or multi_env:
+  try:
     jax.distributed.initialize(**kwargs)
+  except ValueError as e:
+    if dist.initialize == 'auto' and not kwargs and _NO_CLUSTER in str(e):
+      return False
+    raise
+  return True
 
 
 class _QuietLibraries(pylogging.Filter):

@@ -159,3 +159,25 @@ def test_two_processes_stream_imagenet_like_one_process(tmp_path):
   single = str(tmp_path / 'single')
   train.train_and_evaluate(config, single)
   assert_same_rows(shared, single)
+
+
+@pytest.mark.parametrize('mode,expected', [('auto', 'joined=False processes=1'),
+                                           ('never', 'joined=False processes=1'),
+                                           ('always', 'ValueError')])
+def test_distributed_auto_runs_alone_where_no_cluster_is_detected(mode, expected):
+  # This machine is no TPU VM, SLURM or MPI job: 'auto' must run as one process, 'always' must
+  # say that it found no cluster. In a fresh interpreter (initialize must precede any backend).
+  code = ('import ml_collections, jax\n'
+          'from superconv.main import initialize_distributed\n'
+          f'd = ml_collections.ConfigDict(dict(initialize={mode!r}, coordinator_address="", '
+          'num_processes=0, process_id=-1))\n'
+          'try:\n'
+          '  print(f"joined={initialize_distributed(d)} processes={jax.process_count()}")\n'
+          'except ValueError as e:\n'
+          '  print("ValueError", e)\n')
+  env = {k: v for k, v in os.environ.items()
+         if not k.startswith(('SLURM_', 'OMPI_', 'TPU_', 'JAX_COORDINATOR', 'PMI_'))}
+  env.update(JAX_PLATFORMS='cpu')
+  out = subprocess.run([sys.executable, '-c', code], cwd=ROOT, env=env, capture_output=True,
+                       text=True, timeout=120)
+  assert expected in out.stdout, out.stdout + out.stderr[-2000:]
