@@ -33,8 +33,8 @@ from superconv.data import sources
 from superconv.data.sources import DataError
 
 __all__ = ['IMAGENET_MEAN_RGB', 'ImageFolderSource', 'ArraySource', 'open_source', 'mean_rgb',
-           'random_resized_crop', 'center_crop', 'train_iterator', 'eval_iterator', 'stack',
-           'in_background', 'prefetch_to_device']
+           'image_size', 'random_resized_crop', 'center_crop', 'train_iterator', 'eval_batch_size',
+           'eval_iterator', 'stack', 'in_background', 'prefetch_to_device']
 
 IMAGENET_MEAN_RGB = (123.675, 116.28, 103.53)  # per-channel train mean on the 0-255 scale
 
