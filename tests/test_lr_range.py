@@ -2,7 +2,6 @@
 `run` end to end through the real trainer pieces on fake data."""
 
 import json
-import os
 
 import flax.linen as nn
 import jax

@@ -240,3 +240,21 @@ def test_input_pipeline_benchmark_runs(tmp_path, capsys):
       ('train_iterator', 1), ('train_iterator', 2), ('StreamFeed', 2)]
   assert all(r['images_per_sec'] > 0 and r['jpeg'] == '80x60' for r in rows)
   assert 'StreamFeed  2 threads' in capsys.readouterr().out
+
+
+def test_stream_does_not_depend_on_the_thread_count(tmp_path):
+  # Each example's crop and flip come from its own (seed, position) generator and the pool keeps
+  # the order, so a host with more decoding threads reads exactly the same batches.
+  root = tmp_path / 'imagenet'
+  write_image_folders(root)
+  cfg = resnet50_imagenet.get_config('smoke')
+  with cfg.unlocked():
+    cfg.data.source, cfg.data.path = 'files', str(root)
+  batches = []
+  for threads in (1, 3):
+    it = streaming.train_iterator(cfg, process_index=0, process_count=1, num_threads=threads)
+    batches.append([next(it) for _ in range(3)])
+    it.close()
+  for a, b in zip(*batches):
+    np.testing.assert_array_equal(a['image'], b['image'])
+    np.testing.assert_array_equal(a['label'], b['label'])

@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
@@ -15,7 +14,6 @@ import pytest
 from configs import resnet56
 from superconv import models
 from superconv import train
-from superconv.data import pipeline
 
 from conftest import ROOT
 
