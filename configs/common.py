@@ -129,6 +129,71 @@ def smith2018_one_cycle(c: ml_collections.ConfigDict, base_lr: float, max_lr: fl
   return c
 
 
+def bn_groups(c: ml_collections.ConfigDict, args: dict) -> ml_collections.ConfigDict:
+  """`bn_groups=G`: BN statistics over G groups of the global batch, as the paper's G GPUs
+  (virtual_batch_size = batch_size / G on one device)."""
+  if args.get('bn_groups'):
+    c.model.virtual_batch_size = c.batch_size // int(args['bn_groups'])
+  return c
+
+
+def clr_pclr_or_range(c: ml_collections.ConfigDict, policy: str) -> ml_collections.ConfigDict:
+  """The three Results-table runs of a paper CIFAR ResNet: `clr` (CLR 0.1-3.0, step size 5,000),
+  `pclr` (the PC-LR baseline from 0.35) or `lr_range` (0 -> 2.0 over 80,000 updates)."""
+  if policy == 'clr':
+    return clr(c, 0.1, 3.0, step_size=5000)
+  if policy == 'pclr':
+    return pc_lr(c, 0.35)
+  return lr_range(c, max_lr=2.0, num_steps=80_000)
+
+
+def caffe_lenet(c: ml_collections.ConfigDict, dataset: str) -> ml_collections.ConfigDict:
+  """Caffe's MNIST LeNet example (lenet_solver.prototxt, digest §2.5): raw pixels / 256, no mean,
+  no mirror, weight decay 5e-4 on every parameter, bias LR x2, momentum 0.9."""
+  c.model.name, c.data.name = 'lenet', dataset
+  c.data.mean, c.data.scale, c.data.mirror = 'none', 1 / 256, False
+  c.optimizer.weight_decay, c.optimizer.decay_bias, c.optimizer.bias_lr_mult = 5e-4, True, 2.0
+  c.momentum_schedule.value = 0.9
+  return c
+
+
+def caffe_lenet_schedule(c: ml_collections.ConfigDict, policy: str) -> ml_collections.ConfigDict:
+  """Caffe's LeNet LR policies over c.num_steps: `inv` (0.01, gamma 1e-4, power 0.75) or `step`
+  (0.01, x0.1 every third of the run)."""
+  if policy == 'inv':
+    c.schedule.name, c.schedule.base_lr = 'inv', 0.01
+    c.schedule.gamma, c.schedule.power = 1e-4, 0.75
+  elif policy == 'step':
+    c.schedule.name, c.schedule.base_lr = 'step', 0.01
+    c.schedule.gamma, c.schedule.step_size = 0.1, c.num_steps // 3
+  else:
+    raise ValueError(f"Caffe's LeNet policies are 'inv' and 'step', got {policy!r}")
+  return c
+
+
+def smith2018_imagenet(c: ml_collections.ConfigDict, model: str, batch_size: int
+                       ) -> ml_collections.ConfigDict:
+  """The 2018 ImageNet runs (digest §2.6): 1000 classes, BN MAF 0.9, per-channel mean, no
+  pad-and-crop, Nesterov, a test every 10,000 updates (eval batch 500)."""
+  c.model.name, c.model.num_classes, c.model.bn_momentum = model, 1000, 0.9
+  c.data.name, c.data.mean, c.data.crop_padding = 'imagenet2012', 'channel', 0
+  c.data.eval_batch_size = 500
+  c.batch_size = batch_size
+  c.optimizer.nesterov = True
+  c.eval_every_steps, c.checkpoint_every_steps, c.log_every_steps = 10_000, 5000, 100
+  return c
+
+
+def imagenet_step_policy(c: ml_collections.ConfigDict, num_steps: int) -> ml_collections.ConfigDict:
+  """The authors' ImageNet baseline solver `asolver1`: LR 0.1 x0.94 every 20,000 updates,
+  momentum 0.9, weight decay 1e-4, for num_steps updates."""
+  c.num_steps = num_steps
+  c.schedule.name, c.schedule.base_lr = 'step', 0.1
+  c.schedule.gamma, c.schedule.step_size = 0.94, 20_000
+  c.momentum_schedule.value, c.optimizer.weight_decay = 0.9, 1e-4
+  return c
+
+
 def clipped_bottleneck(arg: str, model: str, batch_size: int) -> ml_collections.ConfigDict:
   """The authors' bottleneck ResNet-56 / ResNeXt-56 runs (Results "Fig12"): an LR range test 0 -> 3
   over 20k updates with gradient clipping (`clip=2|5|10`, default 2), or `policy=clr` (CLR 0.1-3,

@@ -33,12 +33,7 @@ def get_config(arg: str = ''):
   common.check_args(args, ('policy', 'wd', 'cm'))
   policy = common.choice(args, 'policy', ('1cycle', 'step'), '1cycle')
   c = default.get_config()
-  c.model.name, c.model.num_classes, c.model.bn_momentum = 'inception_resnet_v2', 1000, 0.9
-  c.data.name, c.data.mean, c.data.crop_padding = 'imagenet2012', 'channel', 0
-  c.data.eval_batch_size = 500
-  c.batch_size = 112
-  c.optimizer.nesterov = True
-  c.eval_every_steps, c.checkpoint_every_steps, c.log_every_steps = 10_000, 5000, 100
+  common.smith2018_imagenet(c, 'inception_resnet_v2', batch_size=112)
   if policy == '1cycle':
     c.num_steps = 220_000
     common.smith2018_one_cycle(c, 0.05, 1.0, 108_000, 0.95, 0.85)
@@ -46,9 +41,6 @@ def get_config(arg: str = ''):
     c.momentum_schedule.step_size = 1_080_000 if cm == 'logged' else 0  # 0: LR's
     c.optimizer.weight_decay = float(common.choice(args, 'wd', (3e-6, 1e-6, 1e-5), 3e-6))
   else:
-    c.num_steps = 1_595_000
-    c.schedule.name, c.schedule.base_lr = 'step', 0.1
-    c.schedule.gamma, c.schedule.step_size = 0.94, 20_000
-    c.momentum_schedule.value, c.optimizer.weight_decay = 0.9, 1e-4
+    common.imagenet_step_policy(c, num_steps=1_595_000)
   common.apply_common(c, args)
   return config_lib.finalize(c, arg)

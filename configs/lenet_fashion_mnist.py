@@ -40,20 +40,13 @@ def get_config(arg: str = ''):
   policy = common.choice(args, 'policy', POLICIES, 'inv')
   epochs = int(args.get('epochs', 4 if policy == 'lr_range' else 12))
   c = default.get_config()
-  c.model.name, c.data.name = 'lenet', 'fashion_mnist'
+  common.caffe_lenet(c, 'fashion_mnist')
   c.data.source, c.data.path = 'files', '/usr/share/datasets/fashion-mnist'
-  c.data.mean, c.data.scale, c.data.mirror = 'none', 1 / 256, False
-  c.optimizer.weight_decay, c.optimizer.decay_bias, c.optimizer.bias_lr_mult = 5e-4, True, 2.0
-  c.momentum_schedule.value = 0.9
   c.batch_size = 64 if policy in ('inv', 'step') else 512
   c.eval_every_steps = 500 if c.batch_size == 64 else 100
   c.num_steps = n = common.epochs_to_steps(epochs, 60_000, c.batch_size)
-  if policy == 'inv':
-    c.schedule.name, c.schedule.base_lr = 'inv', 0.01
-    c.schedule.gamma, c.schedule.power = 1e-4, 0.75
-  elif policy == 'step':
-    c.schedule.name, c.schedule.base_lr = 'step', 0.01
-    c.schedule.gamma, c.schedule.step_size = 0.1, n // 3
+  if policy in ('inv', 'step'):
+    common.caffe_lenet_schedule(c, policy)
   elif policy == '1cycle':
     if epochs in ONE_CYCLE:
       base, peak, ss_epochs = ONE_CYCLE[epochs]

@@ -40,19 +40,12 @@ def get_config(arg: str = ''):
   policy = common.choice(args, 'policy', ('inv', 'step', '1cycle'), 'inv')
   epochs = common.choice(args, 'epochs', tuple(ONE_CYCLE), 12 if policy == '1cycle' else 85)
   c = default.get_config()
-  c.model.name, c.data.name = 'lenet', 'mnist'
-  c.data.mean, c.data.scale, c.data.mirror = 'none', 1 / 256, False
+  common.caffe_lenet(c, 'mnist')
   c.batch_size = 512
-  c.num_steps = n = common.epochs_to_steps(epochs, 60_000, 512)
-  c.optimizer.weight_decay, c.optimizer.decay_bias, c.optimizer.bias_lr_mult = 5e-4, True, 2.0
+  c.num_steps = common.epochs_to_steps(epochs, 60_000, 512)
   c.optimizer.nesterov = True
-  c.momentum_schedule.value = 0.9
-  if policy == 'inv':
-    c.schedule.name, c.schedule.base_lr = 'inv', 0.01
-    c.schedule.gamma, c.schedule.power = 1e-4, 0.75
-  elif policy == 'step':
-    c.schedule.name, c.schedule.base_lr = 'step', 0.01
-    c.schedule.gamma, c.schedule.step_size = 0.1, n // 3
+  if policy in ('inv', 'step'):
+    common.caffe_lenet_schedule(c, policy)
   else:
     base, peak, ss_epochs = ONE_CYCLE[epochs]
     common.smith2018_one_cycle(c, base, peak, common.epochs_to_steps(ss_epochs, 60_000, 512),

@@ -33,13 +33,7 @@ def get_config(arg: str = ''):
   c = default.get_config()
   common.paper_cifar_resnet(c, 'resnet110', bn_momentum=0.95)
   c.batch_size = 800
-  if policy == 'clr':
-    common.clr(c, 0.1, 3.0, step_size=5000)
-  elif policy == 'pclr':
-    common.pc_lr(c, 0.35)
-  else:
-    common.lr_range(c, max_lr=2.0, num_steps=80_000)
-  if args.get('bn_groups'):
-    c.model.virtual_batch_size = c.batch_size // int(args['bn_groups'])
+  common.clr_pclr_or_range(c, policy)
+  common.bn_groups(c, args)
   common.apply_common(c, args)
   return config_lib.finalize(c, arg)

@@ -31,11 +31,6 @@ def get_config(arg: str = ''):
   policy = common.choice(args, 'policy', ('clr', 'pclr', 'lr_range'), 'clr')
   c = default.get_config()
   common.paper_cifar_resnet(c, 'resnet20', bn_momentum=0.95)
-  if policy == 'clr':
-    common.clr(c, 0.1, 3.0, step_size=5000)
-  elif policy == 'pclr':
-    common.pc_lr(c, 0.35)
-  else:
-    common.lr_range(c, max_lr=2.0, num_steps=80_000)
+  common.clr_pclr_or_range(c, policy)
   common.apply_common(c, args)
   return config_lib.finalize(c, arg)

@@ -41,7 +41,6 @@ def get_config(arg: str = ''):
     c.schedule.max_lr, c.schedule.div_factor = 3.0, 10.0
     c.momentum_schedule.name = 'one_cycle'
     c.momentum_schedule.max_momentum, c.momentum_schedule.min_momentum = 0.95, 0.85
-  if args.get('bn_groups'):
-    c.model.virtual_batch_size = c.batch_size // int(args['bn_groups'])
+  common.bn_groups(c, args)
   common.apply_common(c, args)
   return config_lib.finalize(c, arg)

@@ -27,7 +27,6 @@ def get_config(arg: str = ''):
   c = default.get_config()
   common.paper_cifar_resnet(c, 'resnet56', bn_momentum=0.999)
   common.pc_lr(c, 0.35)
-  if args.get('bn_groups'):
-    c.model.virtual_batch_size = c.batch_size // int(args['bn_groups'])
+  common.bn_groups(c, args)
   common.apply_common(c, args)
   return config_lib.finalize(c, arg)
