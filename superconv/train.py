@@ -346,57 +346,73 @@ def build_model(config: ml_collections.ConfigDict, num_classes: int):
                              virtual_batch_size=m.virtual_batch_size, dropout_rate=m.dropout_rate)
 
 
-def _eval_row(total: dict) -> dict:
-  """{eval_loss, eval_accuracy, eval_examples} from the summed {loss, correct, count} (one fetch)."""
-  sums = jax.device_get(total)
-  count = max(float(sums['count']), 1.0)
-  return {'eval_loss': float(sums['loss']) / count,
-          'eval_accuracy': float(sums['correct']) / count,
-          'eval_examples': int(sums['count'])}
+class _Evaluator:
+  """Evaluation compiled once, over batches (images, labels, mask) sharded along 'data'.
 
+  Subclasses give `_example()` (what to compile against) and `_batches()` (the split, padded to
+  whole batches). Batches are dispatched back to back and summed on the device; one fetch at the
+  end gives {eval_loss, eval_accuracy, eval_examples}.
+  """
 
-class Evaluator:
-  """The test split on device, padded to whole batches, and an evaluation compiled once."""
-
-  def __init__(self, model, mesh, spec: InputSpec, images, labels, mean, batch_size: int):
-    num_devices = mesh.devices.size
-    imgs, lbls, mask = pipeline.eval_batches(images, labels, batch_size, num_devices)
-    self._batches = [shard_leading((imgs[i], lbls[i], mask[i]), mesh) for i in range(len(imgs))]
+  def __init__(self, model, mesh, spec: InputSpec, mean):
     self._mean = replicate(mean, mesh)
     self._fn = make_eval_fn(model, mesh, spec)
     self.compile_seconds = 0.0
 
   def compile(self, state: TrainState) -> None:
     t = time.perf_counter()
-    self._fn = self._fn.lower(state.params, state.batch_stats, *self._batches[0],
+    self._fn = self._fn.lower(state.params, state.batch_stats, *self._example(),
                               self._mean).compile()
     self.compile_seconds = time.perf_counter() - t
 
   def __call__(self, state: TrainState) -> dict:
-    # Batches are dispatched back to back and summed on the device; one fetch at the end.
     total = None
-    for batch in self._batches:
+    for batch in self._batches():
       sums = self._fn(state.params, state.batch_stats, *batch, self._mean)
       total = sums if total is None else jax.tree.map(jnp.add, total, sums)
-    return _eval_row(total)
+    sums = jax.device_get(total)
+    count = max(float(sums['count']), 1.0)
+    return {'eval_loss': float(sums['loss']) / count,
+            'eval_accuracy': float(sums['correct']) / count,
+            'eval_examples': int(sums['count'])}
 
 
-class StreamEvaluator:
-  """The test split read from the host at every evaluation (center crops), same results API.
+class Evaluator(_Evaluator):
+  """The test split held on the device, padded to whole batches."""
+
+  def __init__(self, model, mesh, spec: InputSpec, images, labels, mean, batch_size: int):
+    super().__init__(model, mesh, spec, mean)
+    imgs, lbls, mask = pipeline.eval_batches(images, labels, batch_size, mesh.devices.size)
+    self._on_device = [shard_leading((imgs[i], lbls[i], mask[i]), mesh) for i in range(len(imgs))]
+
+  def _example(self):
+    return self._on_device[0]
+
+  def _batches(self):
+    return iter(self._on_device)
+
+
+class StreamEvaluator(_Evaluator):
+  """The test split read from the host at every evaluation (center crops).
 
   Each host reads its share of every padded batch (`streaming.eval_iterator`), decoding runs a
-  few batches ahead in a thread, and the sums stay on the device until the end.
+  few batches ahead in a thread, and each batch is placed on the devices as it comes.
   """
 
   def __init__(self, model, mesh, spec: InputSpec, config: ml_collections.ConfigDict,
                source=None):
+    super().__init__(model, mesh, spec, streaming.mean_rgb(config.data))
     self._config = config
     self._source = source if source is not None else streaming.open_source(config.data, 'test')
     self._sharding = NamedSharding(mesh, P(AXIS))
     self._num_devices = mesh.devices.size
-    self._mean = replicate(streaming.mean_rgb(config.data), mesh)
-    self._fn = make_eval_fn(model, mesh, spec)
-    self.compile_seconds = 0.0
+
+  def _example(self):
+    batch = streaming.eval_batch_size(self._config, self._num_devices)
+    size = streaming.image_size(self._config.data)
+    shape = lambda *dims, dtype: jax.ShapeDtypeStruct(dims, dtype, sharding=self._sharding)
+    return (shape(batch, size, size, 3, dtype=jnp.uint8), shape(batch, dtype=jnp.int32),
+            shape(batch, dtype=jnp.bool_))
 
   def _batches(self):
     it = streaming.eval_iterator(
@@ -404,25 +420,8 @@ class StreamEvaluator:
         num_threads=self._config.data.num_threads, multiple_of=self._num_devices,
         source=self._source)
     it = streaming.in_background(it, self._config.data.prefetch)
-    return streaming.prefetch_to_device(it, self._config.data.prefetch, self._sharding)
-
-  def compile(self, state: TrainState) -> None:
-    t = time.perf_counter()
-    batch = streaming.eval_batch_size(self._config, self._num_devices)
-    size = streaming.image_size(self._config.data)
-    shape = lambda *dims, dtype: jax.ShapeDtypeStruct(dims, dtype, sharding=self._sharding)
-    self._fn = self._fn.lower(
-        state.params, state.batch_stats, shape(batch, size, size, 3, dtype=jnp.uint8),
-        shape(batch, dtype=jnp.int32), shape(batch, dtype=jnp.bool_), self._mean).compile()
-    self.compile_seconds = time.perf_counter() - t
-
-  def __call__(self, state: TrainState) -> dict:
-    total = None
-    for b in self._batches():
-      sums = self._fn(state.params, state.batch_stats, b['image'], b['label'], b['mask'],
-                      self._mean)
-      total = sums if total is None else jax.tree.map(jnp.add, total, sums)
-    return _eval_row(total)
+    for b in streaming.prefetch_to_device(it, self._config.data.prefetch, self._sharding):
+      yield b['image'], b['label'], b['mask']
 
 
 class MemoryFeed:
