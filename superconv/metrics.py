@@ -29,18 +29,19 @@ class MetricWriter:
   """Appends one JSON object per line to `path`; only process 0 writes.
 
   On resume, rows past the restored step are dropped first, so an interrupted and resumed run
-  ends with exactly the rows of an uninterrupted one.
+  ends with exactly the rows of an uninterrupted one; `rows` holds the rows kept (process 0).
   """
 
   def __init__(self, path: str, *, resume_step: int | None = None):
     self.path = path
     self.active = jax.process_index() == 0
+    self.rows: list[dict] = []
     if not self.active:
       return
     rows = list(read_jsonl(path)) if os.path.exists(path) else []
-    keep = [r for r in rows if resume_step is not None and r.get('step', 0) <= resume_step]
+    self.rows = [r for r in rows if resume_step is not None and r.get('step', 0) <= resume_step]
     with open(path, 'w') as f:
-      for r in keep:
+      for r in self.rows:
         f.write(json.dumps(r) + '\n')
 
   def write(self, row: dict) -> None:

@@ -585,9 +585,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   compile_seconds += evaluator.compile_seconds
   logging.info('Compiled in %.1f s.', compile_seconds)
 
-  history = [r for r in (metrics_lib.read_jsonl(writer.path) if is_main and
-                         os.path.exists(writer.path) else []) if 'eval_accuracy' in r]
-  evals = [(r['step'], r['eval_accuracy']) for r in history]
+  # The evaluations before a resume count for the best accuracy of the run.
+  evals = [(r['step'], r['eval_accuracy']) for r in writer.rows if 'eval_accuracy' in r]
   num_steps = config.num_steps
   if config.stop_after_steps:
     num_steps = min(num_steps, int(config.stop_after_steps))

@@ -140,6 +140,12 @@ def test_cli_smoke_run_writes_artifacts_and_resumes_exactly(tmp_path):
   assert result.returncode == 0, result.stderr[-3000:]
   assert 'Resumed from the checkpoint at update 4' in result.stderr
   assert _rows(workdir) == rows
+  # The best accuracy counts the evaluation made before the interruption (update 4).
+  with open(os.path.join(workdir, 'summary.json')) as f:
+    resumed = json.load(f)
+  assert (resumed['best_eval_accuracy'], resumed['best_step']) == (
+      summary['best_eval_accuracy'], summary['best_step'])
+  assert resumed['final_eval_accuracy'] == summary['final_eval_accuracy']
 
 
 def test_cli_rejects_unknown_override(tmp_path):
