@@ -603,6 +603,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   def boundary(every):
     return bool(every) and step % every == 0
 
+  def stop_if_diverged(sums):
+    if int(sums['nonfinite_step']) >= 0:
+      if bar is not None:
+        bar.close()
+      raise TrainingDiverged(_divergence_message(sums))
+
   preempted = ''
   signal_at = _signal_at_step()
   # Closing the feed stops its reader threads however the loop ends.
@@ -622,10 +628,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         elapsed = time.perf_counter() - window_start - window_paused
         train_seconds += elapsed
         images_done += window_images
-        if int(sums['nonfinite_step']) >= 0:
-          if bar is not None:
-            bar.close()
-          raise TrainingDiverged(_divergence_message(sums))
+        stop_if_diverged(sums)
         hp = jax.device_get(hyperparams(state.opt_state))
         n = max(int(sums['steps']), 1)
         row.update(step=step, lr=float(hp['learning_rate']), momentum=float(hp['momentum']),
@@ -657,9 +660,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       if not last and not preempted and check and flag.is_set():
         preempted = flag.signal_name
       if boundary(config.checkpoint_every_steps) or last or preempted:
-        sums = jax.device_get(state.sums)
-        if int(sums['nonfinite_step']) >= 0:  # never checkpoint a diverged state
-          raise TrainingDiverged(_divergence_message(sums))
+        stop_if_diverged(jax.device_get(state.sums))  # never checkpoint a diverged state
         checkpointer.save(step, state)
       if preempted:
         break
