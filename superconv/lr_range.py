@@ -107,6 +107,12 @@ PLOT_FILE = 'lr_range.png'
 # Reading the curves (numpy only)
 
 
+def _breaks(smoothed: float, best: float, factor: float) -> bool:
+  """The divergence rule: the smoothed loss is not finite, or above factor x its best so far
+  (factor 0: no ratio test)."""
+  return not math.isfinite(smoothed) or bool(factor) and smoothed > factor * best
+
+
 class _LossWatch:
   """Bias-corrected EMA of the training loss and the divergence rule, fed one loss at a time."""
 
@@ -128,11 +134,11 @@ class _LossWatch:
     smoothed = self._avg / (1.0 - self.beta ** self._t)
     step = self._t - 1
     if self.diverged_at is None:
-      if not math.isfinite(smoothed):
-        self.diverged_at, self.reason = step, f'the training loss became {loss} at update {step}'
-      elif self.factor and smoothed > self.factor * self.best:
+      if _breaks(smoothed, self.best, self.factor):
         self.diverged_at = step
-        self.reason = (f'the smoothed training loss {smoothed:.4g} exceeded {self.factor:g} x its '
+        self.reason = (f'the training loss became {loss} at update {step}'
+                       if not math.isfinite(smoothed) else
+                       f'the smoothed training loss {smoothed:.4g} exceeded {self.factor:g} x its '
                        f'best {self.best:.4g} at update {step}')
       self.best = min(self.best, smoothed)
     return smoothed
@@ -168,7 +174,7 @@ def divergence_step(smoothed: Sequence[float], factor: float) -> int | None:
   """
   best = math.inf
   for i, s in enumerate(smoothed):
-    if not math.isfinite(s) or (factor and s > factor * best):
+    if _breaks(s, best, factor):
       return i
     best = min(best, s)
   return None
