@@ -67,7 +67,7 @@ SPECS: dict[str, DatasetSpec] = {
 }
 
 _SPLITS = ('train', 'test')
-_TEST_ALIASES = ('test', 'val', 'validation')
+TEST_ALIASES = ('test', 'val', 'validation')  # folder names taken as the test split
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.ppm', '.pgm', '.gif', '.webp')
 _IDX_RE = re.compile(r'^(train|t10k)-(images|labels)[-.]idx([13])-ubyte(\.gz)?$')
 _FORMATS_HELP = (
@@ -286,7 +286,7 @@ def _image_folder_members(path: pathlib.Path,
   prefixes, test_names = set(), set()
   for member in images:
     parts = member.split('/')
-    if len(parts) < 3 or parts[-3] not in ('train',) + _TEST_ALIASES:
+    if len(parts) < 3 or parts[-3] not in ('train',) + TEST_ALIASES:
       raise DataError(f'{path}: image {member} is not in the expected layout {expected}')
     prefixes.add('/'.join(parts[:-3]))
     split = 'train' if parts[-3] == 'train' else 'test'
@@ -304,6 +304,12 @@ def _image_folder_members(path: pathlib.Path,
   return out
 
 
+def decode_errors() -> tuple[type[BaseException], ...]:
+  """What Pillow raises for a file that is not a readable image (truncated, corrupt, a bomb)."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  return (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+
+
 def _decode_image(path: pathlib.Path, tree: Mapping[str, Any], member: str,
                   shape: tuple[int, int, int]) -> np.ndarray:
   from PIL import Image  # pylint: disable=g-import-not-at-top
@@ -313,7 +319,7 @@ def _decode_image(path: pathlib.Path, tree: Mapping[str, Any], member: str,
       mode = 'RGB' if c == 3 else 'L'
       im = im if im.mode == mode else im.convert(mode)
       array = np.asarray(im, np.uint8)
-  except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+  except decode_errors() as e:
     raise DataError(f'{path}: cannot decode image {member} ({type(e).__name__}: {e})') from e
   if array.shape[:2] != (h, w):
     raise DataError(f'{path}: image {member} is {array.shape[1]}x{array.shape[0]} (WxH), '

@@ -44,7 +44,7 @@ class ImageFolderSource:
 
   def __init__(self, root: str | pathlib.Path, split: str):
     root = pathlib.Path(root).expanduser()
-    names = ('train',) if split == 'train' else ('test', 'val', 'validation')
+    names = ('train',) if split == 'train' else sources.TEST_ALIASES
     split_dir = next((root / s for s in names if (root / s).is_dir()), None)
     missing = [n for n, d in (('train', root / 'train'), ('/'.join(names), split_dir))
                if d is None or not d.is_dir()]
@@ -70,7 +70,7 @@ class ImageFolderSource:
     try:
       with Image.open(self.files[i]) as im:
         image = np.asarray(im.convert('RGB'))
-    except (OSError, ValueError) as e:
+    except sources.decode_errors() as e:
       raise DataError(f'cannot decode image {self.files[i]} ({e})') from e
     return {'image': image, 'label': self.labels[i]}
 
