@@ -103,9 +103,9 @@ def range_test_files(result, workdir: str) -> dict:
   rows = [{'step': int(st), 'lr': float(lr), 'eval_accuracy': float(acc), 'eval_loss': float(loss)}
           for st, lr, acc, loss in zip(result.eval_steps, result.eval_lrs, result.eval_accuracy,
                                        result.eval_loss)]
-  with open(os.path.join(workdir, 'metrics.jsonl'), 'w') as f:
-    for row in rows:
-      f.write(json.dumps(metrics._clean(row)) + '\n')  # pylint: disable=protected-access
+  writer = metrics.MetricWriter(os.path.join(workdir, 'metrics.jsonl'))  # starts it empty
+  for row in rows:
+    writer.write(row)
   accs = [r['eval_accuracy'] for r in rows]
   best = max(range(len(accs)), key=lambda i: accs[i] if accs[i] == accs[i] else -1.0,
              default=None)
