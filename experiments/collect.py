@@ -85,6 +85,22 @@ def experiment_view(config: dict) -> dict:
   return view
 
 
+def with_defaults(config: dict) -> dict:
+  """`config` (a run's recorded config.json) with the fields added to configs/default.py since
+  it was written filled in from the defaults: a new field's default keeps the old behaviour, so
+  an older run still matches the experiment it ran."""
+  defaults = resolve('default', '')
+  if defaults is None:
+    return config
+
+  def merge(base, over):
+    if not (isinstance(base, dict) and isinstance(over, dict)):
+      return over
+    return {k: merge(base[k], over[k]) if k in base and k in over else over.get(k, base.get(k))
+            for k in base.keys() | over.keys()}
+  return merge(json.loads(defaults), config)
+
+
 @functools.lru_cache(maxsize=None)
 def resolve(stem: str, args: str, configs_dir: str = CONFIGS_DIR) -> str | None:
   """JSON of `experiment_view(configs/<stem>.py:get_config(args))`; None if it cannot load."""
@@ -194,7 +210,7 @@ class Group:
       return False
     want = resolve(stem, canonical_args(args))
     if want is not None and self.config:
-      return json.dumps(experiment_view(self.config), sort_keys=True) == want
+      return json.dumps(experiment_view(with_defaults(self.config)), sort_keys=True) == want
     return canonical_args(args) == self.args and not self.runs[0].sets
 
   def stat(self, fn) -> tuple[float, float, int]:

@@ -262,3 +262,24 @@ def test_run_lr_range_smoke_feeds_tables_and_plots(tmp_path):
   assert r.summary['steps'] == 8 and 0.0 <= r.summary['final_eval_accuracy'] <= 1.0
   assert os.path.exists(os.path.join(r.path, 'lr_range.json'))
   assert 'at top LR' in make_tables.table(collect.load_groups(root))
+
+
+def test_a_run_recorded_before_a_config_field_existed_keeps_its_paper_row(tmp_path):
+  # Results committed before configs/default.py gained a field (here the streaming fields) must
+  # still match their experiment: the missing field is taken at its default. A recorded value
+  # that differs from the experiment's still leaves the row.
+  root = tmp_path / 'r'
+  old = _write_run(root, 'resnet56', 'policy=clr', 0, [(10_000, 0.9)])
+  info_path = os.path.join(old, 'run.json')
+  info = json.load(open(info_path))
+  for field in ('image_size', 'num_threads', 'prefetch'):
+    del info['config']['data'][field]
+  json.dump(info, open(info_path, 'w'))
+  _write_run(root, 'resnet56', 'policy=clr', 0, [(10_000, 0.8)],
+             sets=('optimizer.weight_decay=0.001',))
+  rows = [l for l in make_tables.table(collect.load_groups(str(root))).splitlines()
+          if 'resnet56' in l]
+  matched = [l for l in rows if '90.00' in l][0]
+  assert '1708.07120 Fig. 1a CLR' in matched and '| 92.4 |' in matched
+  other = [l for l in rows if 'weight_decay' in l][0]
+  assert '1708.07120' not in other
