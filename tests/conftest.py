@@ -15,3 +15,7 @@ if ROOT not in sys.path:
 SHARED_DATA = os.path.join(os.path.dirname(ROOT), 'shared', 'data')
 CIFAR10_ARCHIVE = os.path.join(SHARED_DATA, 'cifar10-jpeg.tar.gz')
 FASHION_MNIST_DIR = '/usr/share/datasets/fashion-mnist'
+
+# tests/data holds committed reference values and the scripts that made them (make_onecycle_torch.py
+# needs torch, which the `test` extra does not install): data, not tests.
+collect_ignore_glob = ['data/*']
