@@ -75,6 +75,11 @@ class Checkpointer:
           unreadable.append(step)
           last_error = f'{type(e).__name__}: {str(e).splitlines()[0][:200]}'
     if unreadable and found[0] is None:
+      if self._has_plain_ema_batch_stats(unreadable[0]):
+        raise CheckpointError(
+            f'the checkpoints in {self.directory} were written before superconv kept BatchNorm '
+            "running statistics as Caffe's decayed sums (batch_stats mean/var, now mean_sum/"
+            'var_sum/count), and cannot be resumed exactly: use a new --workdir.')
       # Not one step restores: more likely the config changed (another model, optimizer or
       # dtype) than every file rotted. Starting over would silently discard the run.
       raise CheckpointError(
@@ -84,6 +89,22 @@ class Checkpointer:
     if unreadable:
       self._set_aside(unreadable)
     return found
+
+  def _has_plain_ema_batch_stats(self, step: int) -> bool:
+    """True if `step` holds the BN layout of before Caffe's estimator ('mean'/'var' leaves).
+
+    Not migrated: a plain EMA started at (0, 1) cannot be turned into Caffe's sums and count
+    without knowing the batch statistics it mixed, so a resumed run would not be exact.
+    """
+    try:
+      tree = self._manager.item_metadata(step).tree
+    except Exception:  # pylint: disable=broad-except
+      return False
+    stats = tree.get('batch_stats') if isinstance(tree, dict) else None
+    if not isinstance(stats, dict):
+      return False
+    leaves = [path[-1] for path in _flat_keys(stats)]
+    return 'mean' in leaves and 'count' not in leaves
 
   def _set_aside(self, steps: list[int]) -> None:
     """Moves unreadable step folders out of the way, so the resumed run can save those steps."""
@@ -101,6 +122,16 @@ class Checkpointer:
 
   def close(self) -> None:
     self._manager.close()
+
+
+def _flat_keys(tree: dict, prefix: tuple = ()) -> list[tuple]:
+  out = []
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      out += _flat_keys(value, prefix + (key,))
+    else:
+      out.append(prefix + (key,))
+  return out
 
 
 @contextlib.contextmanager

@@ -214,25 +214,60 @@ def test_batchnorm_train_normalizes_each_channel():
   np.testing.assert_allclose(y.var(axis=(0, 1, 2)), var / (var + 1e-5), rtol=1e-4)
 
 
+def _stats(mean_sum, var_sum, count):
+  return {'mean_sum': jnp.asarray(mean_sum, jnp.float32), 'var_sum': jnp.asarray(var_sum, jnp.float32),
+          'count': jnp.asarray(count, jnp.float32)}
+
+
 def test_batchnorm_closed_form_update_and_eval():
   # One channel, B=2, 1x2 pixels: values 1, 2, 3, 6 -> mean 3, biased var 3.5, unbiased 14/3.
   x = jnp.array([[[[1.], [2.]]], [[[3.], [6.]]]])
   bn = layers.BatchNorm(momentum=0.9, epsilon=1e-5)
   variables = bn.init(jax.random.key(0), x, train=False)
-  np.testing.assert_array_equal(variables['batch_stats']['mean'], [0.0])
-  np.testing.assert_array_equal(variables['batch_stats']['var'], [1.0])
+  np.testing.assert_array_equal(variables['batch_stats']['mean_sum'], [0.0])
+  np.testing.assert_array_equal(variables['batch_stats']['var_sum'], [0.0])
+  np.testing.assert_array_equal(variables['batch_stats']['count'], 0.0)
   y, upd = _bn_apply(bn, variables, x)
   np.testing.assert_allclose(y.ravel(), (np.array([1., 2., 3., 6.]) - 3) / np.sqrt(3.5 + 1e-5),
                              rtol=1e-6)
-  np.testing.assert_allclose(upd['batch_stats']['mean'], [0.9 * 0 + 0.1 * 3], rtol=1e-6)
-  np.testing.assert_allclose(upd['batch_stats']['var'], [0.9 * 1 + 0.1 * 14 / 3], rtol=1e-6)
+  # Caffe: sums <- 0.9 * sums + stat, count <- 0.9 * count + 1.
+  np.testing.assert_allclose(upd['batch_stats']['mean_sum'], [3.0], rtol=1e-6)
+  np.testing.assert_allclose(upd['batch_stats']['var_sum'], [14 / 3], rtol=1e-6)
+  np.testing.assert_allclose(upd['batch_stats']['count'], 1.0)
+  # A second batch (values 0, 0, 0, 4: mean 1, unbiased var 4): the count-weighted mean.
+  x2 = jnp.array([[[[0.], [0.]]], [[[0.], [4.]]]])
+  _, upd2 = _bn_apply(bn, {**variables, **upd}, x2)
+  mean, var = layers.running_stats(upd2['batch_stats'])
+  np.testing.assert_allclose(mean, [(0.9 * 3 + 1) / 1.9], rtol=1e-6)
+  np.testing.assert_allclose(var, [(0.9 * 14 / 3 + 4) / 1.9], rtol=1e-6)
 
-  # Eval: running statistics and the learned scale/shift, never the batch's own statistics.
+  # Eval: sums / count and the learned scale/shift, never the batch's own statistics.
   variables = {'params': {'scale': jnp.array([3.]), 'bias': jnp.array([1.])},
-               'batch_stats': {'mean': jnp.array([2.]), 'var': jnp.array([4.])}}
+               'batch_stats': _stats([1.0], [2.0], 0.5)}  # mean 2, var 4
   y = bn.apply(variables, x, train=False)
   np.testing.assert_allclose(y.ravel(), 3 * (np.array([1., 2., 3., 6.]) - 2) / np.sqrt(4 + 1e-5)
                              + 1, rtol=1e-6)
+  # Before any update (count 0): mean 0, var 1, not a division by zero.
+  fresh = bn.init(jax.random.key(0), x, train=False)
+  np.testing.assert_allclose(bn.apply(fresh, x, train=False).ravel(),
+                             np.array([1., 2., 3., 6.]) / np.sqrt(1 + 1e-5), rtol=1e-6)
+
+
+@pytest.mark.parametrize('momentum', [0.95, 0.999])
+def test_batchnorm_running_stats_after_one_update_are_that_batch(momentum):
+  """Caffe's estimator is exact from the first update whatever the fraction (a plain EMA from
+  (0, 1) would give 0.001 x the mean at 0.999)."""
+  x = jax.random.normal(jax.random.key(3), (12, 5, 5, 3)) * jnp.array([1., 4., .2]) + jnp.array(
+      [2., -7., 30.])
+  for vbs in (0, 4):  # the whole batch, and ghost groups of 4 (the mean of the group stats)
+    bn = layers.BatchNorm(momentum=momentum, virtual_batch_size=vbs)
+    _, upd = _bn_apply(bn, bn.init(jax.random.key(0), x, train=False), x)
+    mean, var = layers.running_stats(upd['batch_stats'])
+    groups = np.asarray(x).reshape(-1, vbs or 12, 5, 5, 3)
+    want_mean = groups.mean(axis=(1, 2, 3)).mean(axis=0)
+    want_var = groups.var(axis=(1, 2, 3), ddof=1).mean(axis=0)  # n / (n - 1), n = v * H * W
+    np.testing.assert_allclose(mean, want_mean, rtol=1e-5)
+    np.testing.assert_allclose(var, want_var, rtol=1e-5)
 
 
 def test_batchnorm_virtual_batches_equal_separate_batches():
@@ -241,18 +276,18 @@ def test_batchnorm_virtual_batches_equal_separate_batches():
   plain = layers.BatchNorm(momentum=0.8)
   variables = plain.init(jax.random.key(0), x, train=False)
   variables = {'params': {'scale': jnp.array([1., 2., 3., 4.]), 'bias': jnp.array([0., 1., 0., -1.])},
-               'batch_stats': {'mean': jnp.array([.5, 0., 0., 1.]),
-                               'var': jnp.array([1., 2., 3., 1.])}}
+               'batch_stats': _stats([.5, 0., 0., 1.], [1., 2., 3., 1.], 1.5)}
   y, upd = _bn_apply(ghost, variables, x)
   outs, means, varis = [], [], []
   for g in range(4):
     yg, ug = _bn_apply(plain, variables, x[2 * g:2 * g + 2])
     outs.append(yg)
-    means.append(ug['batch_stats']['mean'])
-    varis.append(ug['batch_stats']['var'])
+    means.append(ug['batch_stats']['mean_sum'])
+    varis.append(ug['batch_stats']['var_sum'])
   np.testing.assert_allclose(y, jnp.concatenate(outs), rtol=1e-5, atol=1e-6)
-  np.testing.assert_allclose(upd['batch_stats']['mean'], np.mean(means, axis=0), rtol=1e-6)
-  np.testing.assert_allclose(upd['batch_stats']['var'], np.mean(varis, axis=0), rtol=1e-6)
+  np.testing.assert_allclose(upd['batch_stats']['mean_sum'], np.mean(means, axis=0), rtol=1e-6)
+  np.testing.assert_allclose(upd['batch_stats']['var_sum'], np.mean(varis, axis=0), rtol=1e-6)
+  np.testing.assert_allclose(upd['batch_stats']['count'], 0.8 * 1.5 + 1, rtol=1e-6)
   # ...and it differs from normalizing the whole batch of 8 at once.
   y_whole, _ = _bn_apply(plain, variables, x)
   assert not np.allclose(y, y_whole, atol=1e-3)

@@ -48,18 +48,21 @@ class BatchNorm(nn.Module):
     mu_g = mean(x_g),   s2_g = mean((x_g - mu_g)^2)         (biased, used to normalize)
     y    = scale * (x - mu_g) / sqrt(s2_g + epsilon) + bias
 
-  and the running statistics move by the mean of the group statistics, with Caffe's unbiased
+  and the running statistics are Caffe's: decayed sums over a decayed count (Caffe's blobs 0-2,
+  `scale_factor` being the count), fed the mean of the group statistics with the unbiased
   variance correction n / (n - 1):
 
-    mean <- m * mean + (1 - m) * avg_g(mu_g)
-    var  <- m * var  + (1 - m) * avg_g(s2_g) * n / (n - 1)
+    mean_sum <- m * mean_sum + avg_g(mu_g)
+    var_sum  <- m * var_sum  + avg_g(s2_g) * n / (n - 1)
+    count    <- m * count    + 1
 
-  where m = `momentum` is Caffe's `moving_average_fraction`. (Caffe itself keeps
-  un-normalized decayed sums and divides by the decayed count, i.e. a bias-corrected EMA; the
-  plain EMA above differs only in the first ~1/(1-m) updates, where it is pulled towards the
-  initial mean 0 / var 1.) Eval mode normalizes with the running statistics. Statistics are
-  computed in float32 whatever the input dtype. Running statistics are not updated while the
-  module is being initialised, so they start exactly at mean 0, var 1.
+  where m = `momentum` is Caffe's `moving_average_fraction`. Eval mode normalizes with
+  mean_sum / count and var_sum / count: the weighted mean of the batch statistics seen so far,
+  with weights m^(t-1-i), exact from the first update whatever m is. (A plain EMA started at
+  mean 0 / var 1 would still carry m^t of those initial values: 90 % after 100 updates at
+  m = 0.999, the PC-LR baselines' fraction.) Before any update (count 0) eval uses mean 0,
+  var 1. Statistics are computed and kept in float32 whatever the input dtype. They are not
+  updated while the module is being initialised, so they start at zero sums and count.
 
   Attributes:
     momentum: Caffe moving_average_fraction m in [0, 1).
@@ -78,9 +81,11 @@ class BatchNorm(nn.Module):
     >>> y, upd = bn.apply(v, x, train=True, mutable=['batch_stats'])
     >>> [round(float(t), 4) for t in y[:, 0]]
     [-1.0, 1.0]
-    >>> stats = upd['batch_stats']  # mean 0.9*0 + 0.1*2; var 0.9*1 + 0.1*(1 * 2/(2-1))
-    >>> round(float(stats['mean'][0]), 6), round(float(stats['var'][0]), 6)
-    (0.2, 1.1)
+    >>> stats = upd['batch_stats']  # one update: the sums hold that batch's mean and var * 2/(2-1)
+    >>> [round(float(stats[k].reshape(-1)[0]), 6) for k in ('mean_sum', 'var_sum', 'count')]
+    [2.0, 2.0, 1.0]
+    >>> [round(float(t), 4) for t in bn.apply({**v, **upd}, x, train=False)[:, 0]]  # (x - 2) / sqrt(2)
+    [-0.7071, 0.7071]
   """
   momentum: float = 0.95
   epsilon: float = 1e-5
@@ -93,8 +98,10 @@ class BatchNorm(nn.Module):
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     c = x.shape[-1]
     f32 = jnp.float32
-    ra_mean = self.variable('batch_stats', 'mean', lambda: jnp.zeros((c,), f32))
-    ra_var = self.variable('batch_stats', 'var', lambda: jnp.ones((c,), f32))
+    # Caffe's three BN blobs: decayed sums of the batch means and variances, and their count.
+    mean_sum = self.variable('batch_stats', 'mean_sum', lambda: jnp.zeros((c,), f32))
+    var_sum = self.variable('batch_stats', 'var_sum', lambda: jnp.zeros((c,), f32))
+    count = self.variable('batch_stats', 'count', lambda: jnp.zeros((), f32))
     xf = x.astype(f32)
     if train:
       b = x.shape[0]
@@ -114,15 +121,38 @@ class BatchNorm(nn.Module):
         n = math.prod(groups.shape[1:-1])
         unbias = n / max(n - 1, 1)
         m = self.momentum
-        ra_mean.value = m * ra_mean.value + (1 - m) * jnp.mean(mean.reshape(-1, c), axis=0)
-        ra_var.value = m * ra_var.value + (1 - m) * unbias * jnp.mean(var.reshape(-1, c), axis=0)
+        mean_sum.value = m * mean_sum.value + jnp.mean(mean.reshape(-1, c), axis=0)
+        var_sum.value = m * var_sum.value + unbias * jnp.mean(var.reshape(-1, c), axis=0)
+        count.value = m * count.value + 1.0
     else:
-      y = (xf - ra_mean.value) * jax.lax.rsqrt(ra_var.value + self.epsilon)
+      ra_mean, ra_var = running_stats({'mean_sum': mean_sum.value, 'var_sum': var_sum.value,
+                                       'count': count.value})
+      y = (xf - ra_mean) * jax.lax.rsqrt(ra_var + self.epsilon)
     if self.use_scale:
       y = y * self.param('scale', nn.initializers.ones, (c,), f32)
     if self.use_bias:
       y = y + self.param('bias', nn.initializers.zeros, (c,), f32)
     return y.astype(self.dtype or x.dtype)
+
+
+def running_stats(stats: dict[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
+  """(mean, var) that eval uses, from one BatchNorm's `batch_stats` (Caffe: blob / scale_factor).
+
+  mean = mean_sum / count and var = var_sum / count once count > 0; mean 0, var 1 before the
+  first update (Caffe would divide by zero there).
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> s = {'mean_sum': jnp.array([3.0]), 'var_sum': jnp.array([1.5]), 'count': jnp.array(1.5)}
+    >>> [float(t[0]) for t in running_stats(s)]
+    [2.0, 1.0]
+  """
+  count = stats['count']
+  seen = count > 0
+  safe = jnp.where(seen, count, 1.0)
+  mean = jnp.where(seen, stats['mean_sum'] / safe, 0.0)
+  var = jnp.where(seen, stats['var_sum'] / safe, 1.0)
+  return mean, var
 
 
 def caffe_avg_pool(x: jax.Array, window: int, stride: int) -> jax.Array:
