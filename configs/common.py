@@ -14,8 +14,9 @@ import ml_collections
 from configs import default
 from superconv import config_lib
 
-# Words every config accepts: `smoke` (tiny offline run), `data=PATH` (local files), `seed=N`.
-COMMON_KEYS = ('smoke', 'data', 'seed')
+# Words every config accepts: `smoke` (a newcomer's first run: generated data, 32 updates that
+# learn), `tiny` (the test suite's 8-update shape), `data=PATH` (local files), `seed=N`.
+COMMON_KEYS = ('smoke', 'tiny', 'data', 'seed')
 
 
 def check_args(args: dict, allowed: Iterable[str]) -> None:
@@ -56,20 +57,37 @@ def epochs_to_steps(epochs: float, num_train: int, batch_size: int) -> int:
   return int(epochs * num_train // batch_size)
 
 
-def paper_cifar_resnet(c: ml_collections.ConfigDict, model: str, bn_momentum: float
-                       ) -> ml_collections.ConfigDict:
+def paper_cifar_resnet(c: ml_collections.ConfigDict, model: str, bn_momentum: float,
+                       gpus: int = 8) -> ml_collections.ConfigDict:
   """The Smith & Topin 2017 CIFAR ResNet setup (digest §2.1, §5): TBS 1000, SGD momentum 0.9
-  (Caffe form), weight decay 1e-4, conv biases lr_mult 2 / decay_mult 0, raw pixels minus the
-  mean image, random mirror, no padding, a test every 100 updates."""
+  (Caffe form), weight decay 1e-4, conv biases lr_mult 2 / decay_mult 0, the FC bias lr_mult 2
+  and decayed (no decay_mult in the prototxt: Caffe's default 1), raw pixels minus the mean
+  image, random mirror, no padding, a test every 100 updates.
+
+  BN normalises over `gpus` groups of the global batch, as each of the authors' GPUs
+  normalised its own share (1708: 8 GPUs, so 8 groups of 125 at TBS 1000; 1803: 4 GPUs). The
+  group size follows `batch_size` (a reference: `--config.batch_size=512` gives groups of 64);
+  the config argument `bn_groups=G` changes the count, `bn_groups=0` normalises each device's
+  whole batch."""
   c.model.name = model
   c.model.bn_momentum = bn_momentum
   c.batch_size = 1000
   c.optimizer.name = 'sgd'
   c.optimizer.weight_decay = 1e-4
   c.optimizer.bias_lr_mult = 2.0
+  c.optimizer.decay_fc_bias = True
   c.momentum_schedule.name = 'constant'
   c.momentum_schedule.value = 0.9
   c.eval_every_steps = 100
+  set_bn_groups(c, gpus)
+  return c
+
+
+def set_bn_groups(c: ml_collections.ConfigDict, groups: int) -> ml_collections.ConfigDict:
+  """BN over `groups` groups of the global batch (0: the whole per-device batch)."""
+  if groups < 0:
+    raise ValueError(f'bn_groups must be >= 0, got {groups}')
+  c.model.virtual_batch_size = c.get_ref('batch_size') // groups if groups else 0
   return c
 
 
@@ -130,10 +148,11 @@ def smith2018_one_cycle(c: ml_collections.ConfigDict, base_lr: float, max_lr: fl
 
 
 def bn_groups(c: ml_collections.ConfigDict, args: dict) -> ml_collections.ConfigDict:
-  """`bn_groups=G`: BN statistics over G groups of the global batch, as the paper's G GPUs
-  (virtual_batch_size = batch_size / G on one device)."""
-  if args.get('bn_groups'):
-    c.model.virtual_batch_size = c.batch_size // int(args['bn_groups'])
+  """The config argument `bn_groups=G`: BN statistics over G groups of the global batch, as the
+  paper's G GPUs (virtual_batch_size = batch_size / G); `bn_groups=0` turns the groups off (BN
+  over each device's whole batch). Without it the config's own default stands."""
+  if 'bn_groups' in args:
+    set_bn_groups(c, int(args['bn_groups']))
   return c
 
 
@@ -152,7 +171,8 @@ def caffe_lenet(c: ml_collections.ConfigDict, dataset: str) -> ml_collections.Co
   no mirror, weight decay 5e-4 on every parameter, bias LR x2, momentum 0.9."""
   c.model.name, c.data.name = 'lenet', dataset
   c.data.mean, c.data.scale, c.data.mirror = 'none', 1 / 256, False
-  c.optimizer.weight_decay, c.optimizer.decay_bias, c.optimizer.bias_lr_mult = 5e-4, True, 2.0
+  c.optimizer.weight_decay, c.optimizer.bias_lr_mult = 5e-4, 2.0
+  c.optimizer.decay_bias = c.optimizer.decay_fc_bias = True
   c.momentum_schedule.value = 0.9
   return c
 

@@ -60,7 +60,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   c.data.prefetch = 4              # dispatches decoded ahead of the device, per host
 
   c.schedule = ml_collections.ConfigDict()
-  c.schedule.name = 'triangular'   # triangular | one_cycle | caffe_one_cycle | multistep | step | inv | constant | lr_range
+  c.schedule.name = 'triangular'   # triangular | one_cycle | caffe_one_cycle | multistep | step | inv | constant | lr_range | warmup_cosine
   c.schedule.base_lr = 0.1         # lower LR (CLR base, Caffe base_lr, multistep/inv/constant start)
   c.schedule.max_lr = 3.0          # upper LR (CLR max, 1cycle peak)
   c.schedule.step_size = 5000      # updates per half cycle (CLR, Caffe 1cycle) or per decay (step)
@@ -75,6 +75,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   c.schedule.three_phase = True    # 1cycle: up, symmetric down, then annihilate (Smith 2018)
   c.schedule.anneal = 'linear'     # 1cycle: 'linear' | 'cos'
   c.schedule.floor_div = 1000.0    # Caffe 1cycle: floor = base_lr / floor_div
+  c.schedule.warmup_steps = 0      # warmup_cosine: linear warm-up updates (peak = max_lr, then cosine to 0)
 
   c.momentum_schedule = ml_collections.ConfigDict()
   c.momentum_schedule.name = 'constant'  # constant | one_cycle | cyclical
@@ -89,7 +90,8 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   c.optimizer.nesterov = False           # Nesterov momentum (SGD)
   c.optimizer.weight_decay = 1e-4        # L2 factor (per update, Caffe semantics)
   c.optimizer.decoupled_weight_decay = False  # True: AdamW-style decay w -= lr * wd * w
-  c.optimizer.decay_bias = False         # decay conv/FC biases (Caffe: conv bias decay_mult 0)
+  c.optimizer.decay_bias = False         # decay conv biases (paper prototxts: conv bias decay_mult 0)
+  c.optimizer.decay_fc_bias = False      # decay dense (FC) biases (Caffe InnerProduct default decay_mult 1: paper configs True)
   c.optimizer.decay_bn = True            # decay BN scale/shift (Caffe Scale layer: decay_mult 1)
   c.optimizer.bias_lr_mult = 1.0         # LR multiplier of conv biases (paper prototxt: 2)
   c.optimizer.grad_clip_norm = 0.0       # clip the global gradient norm (0: off)

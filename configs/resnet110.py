@@ -10,8 +10,8 @@ Paper (v3 per [KOB]): PC-LR 91.0 %, CLR 92.1 %. Authors' logs: `lr35Res110Fig6b`
 (best 91.22 % @ 79,600), `clr3SS5kRes110Tab1` 92.37 %; `range2Res110Fig4b` 71.38 % at LR 2,
 peak 87.31 % (digest §2.3, §6, §8.2).
 
-Arguments: `policy=clr|pclr|lr_range`, `bn_groups=8` (BN groups of 100 as the 8 GPUs),
-`smoke`, `data=PATH`, `seed=N`.
+Arguments: `policy=clr|pclr|lr_range`, `bn_groups=G` (default 8: BN groups of 100 as the 8
+GPUs; `bn_groups=0`: BN over each device's whole batch), `smoke`, `data=PATH`, `seed=N`.
 
   python -m experiments.run --config=configs/resnet110.py --args policy=clr --seeds 0
 
@@ -23,7 +23,7 @@ from configs import common
 from configs import default
 from superconv import config_lib
 
-VARIANTS = ('', 'policy=clr', 'policy=pclr', 'policy=lr_range', 'bn_groups=8')
+VARIANTS = ('', 'policy=clr', 'policy=pclr', 'policy=lr_range', 'bn_groups=0')
 
 
 def get_config(arg: str = ''):

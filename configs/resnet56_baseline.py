@@ -6,7 +6,8 @@ prototxt as committed), otherwise as `resnet56.py` (digest §2.1, §3.6).
 Paper: 91.2 % ("peak", after about 80,000 iterations); the authors' log `lr35Fig1a`: final
 90.32 %, best 90.39 % at 72,100 (digest §8.1: the paper's number does not match the log).
 
-Arguments: `smoke`, `bn_groups=8`, `data=PATH`, `seed=N`.
+Arguments: `smoke`, `bn_groups=G` (default 8: BN groups of 125 as the 8 GPUs; `bn_groups=0`:
+BN over each device's whole batch), `data=PATH`, `seed=N`.
 
   python -m experiments.run --config=configs/resnet56_baseline.py --seeds 0
 
@@ -18,7 +19,7 @@ from configs import common
 from configs import default
 from superconv import config_lib
 
-VARIANTS = ('', 'bn_groups=8')
+VARIANTS = ('', 'bn_groups=0')
 
 
 def get_config(arg: str = ''):

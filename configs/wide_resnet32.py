@@ -38,7 +38,7 @@ def get_config(arg: str = ''):
   common.check_args(args, ('policy', 'epochs'))
   policy = common.choice(args, 'policy', ('1cycle', 'step'), '1cycle')
   c = default.get_config()
-  common.paper_cifar_resnet(c, 'wide_resnet32', bn_momentum=0.9)
+  common.paper_cifar_resnet(c, 'wide_resnet32', bn_momentum=0.9, gpus=4)
   c.batch_size = 512
   c.optimizer.nesterov = True
   if policy == '1cycle':

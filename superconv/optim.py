@@ -14,7 +14,7 @@ The update for one step is, in this order (every stage configured by `config.opt
   u <- bias_lr_mult * u                                  on conv/dense biases (Caffe lr_mult)
   w <- w + u
 
-`mask` is `decay_mask(params, decay_bias, decay_bn)`.
+`mask` is `decay_mask(params, decay_bias, decay_bn, decay_fc_bias)`.
 
 References:
   Caffe `SGDSolver`/`NesterovSolver` (sgd_solver.cpp, nesterov_solver.cpp); Smith & Topin,
@@ -39,7 +39,7 @@ __all__ = [
 ]
 
 LR_SCHEDULES = ('triangular', 'one_cycle', 'caffe_one_cycle', 'multistep', 'step', 'inv',
-                'constant', 'lr_range')
+                'constant', 'lr_range', 'warmup_cosine')
 MOMENTUM_SCHEDULES = ('constant', 'one_cycle', 'cyclical')
 OPTIMIZERS = ('sgd', 'adam', 'adamw', 'adagrad', 'adadelta', 'rmsprop')
 # Optimizers without a heavy-ball term: their 'momentum' hyperparameter is held at 0.
@@ -71,6 +71,8 @@ def _lr_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
   if s.name == 'lr_range':
     r = config.lr_range
     return schedules.lr_range(r.min_lr, r.max_lr, r.num_steps, mode=r.mode)
+  if s.name == 'warmup_cosine':
+    return schedules.warmup_cosine(config.num_steps, s.max_lr, s.warmup_steps)
   raise ValueError(f'schedule.name must be one of {LR_SCHEDULES}, got {s.name!r}')
 
 
@@ -98,7 +100,7 @@ def build_schedules(config: ml_collections.ConfigDict
   not read: the start is max_lr / div_factor), 'caffe_one_cycle' (base_lr, max_lr, step_size,
   floor_div), 'multistep' (base_lr, boundaries, gamma), 'step' (base_lr, step_size, gamma),
   'inv' (base_lr, gamma, power), 'constant' (base_lr), 'lr_range' (`config.lr_range.min_lr`,
-  `max_lr`, `num_steps`, `mode`).
+  `max_lr`, `num_steps`, `mode`), 'warmup_cosine' (num_steps, max_lr as the peak, warmup_steps).
 
   Momentum (`momentum_schedule.name`): 'constant' (value), 'one_cycle' (min/max_momentum with
   the LR's num_steps, pct_start, three_phase and anneal), 'cyclical' (max/min_momentum,
@@ -123,14 +125,14 @@ def build_schedules(config: ml_collections.ConfigDict
 def schedule_length(config: ml_collections.ConfigDict) -> int | None:
   """Updates the LR schedule is designed for, or None when it has no natural length.
 
-  'triangular': 2 * step_size * num_cycles; 'one_cycle' and 'caffe_one_cycle': num_steps (the
+  'triangular': 2 * step_size * num_cycles; 'one_cycle', 'warmup_cosine' and 'caffe_one_cycle': num_steps (the
   Caffe 1cycle needs 2 * step_size <= num_steps, see `check_schedule`); 'lr_range':
   lr_range.num_steps; 'multistep', 'step', 'inv', 'constant': None.
   """
   s = config.schedule
   if s.name == 'triangular':
     return 2 * int(s.step_size) * int(s.num_cycles)
-  if s.name in ('one_cycle', 'caffe_one_cycle'):
+  if s.name in ('one_cycle', 'caffe_one_cycle', 'warmup_cosine'):
     return int(config.num_steps)
   if s.name == 'lr_range':
     return int(config.lr_range.num_steps)
@@ -199,45 +201,75 @@ def _is_norm_module(name: str) -> bool:
   return 'bn' in lower or 'norm' in lower  # bn1, shortcut_bn, BatchNorm_0, LayerNorm_0
 
 
-def _kind(path) -> str:
-  """'norm' (BN scale/bias), 'bias' (conv/dense bias) or 'weight' (kernels and anything else)."""
+def _kind(path, kernel_ndim: int | None = None) -> str:
+  """'norm' (BN scale/bias), 'fc_bias' (a dense layer's bias), 'bias' (a conv bias) or 'weight'.
+
+  A bias belongs to a dense (InnerProduct) layer when its sibling kernel is 2-D ([in, out]);
+  conv kernels are 4-D (HWIO).
+  """
   names = _names(path)
   leaf, parent = names[-1], (names[-2] if len(names) > 1 else '')
   if leaf in ('scale', 'bias') and _is_norm_module(parent):
     return 'norm'
   if leaf == 'bias':
-    return 'bias'
+    return 'fc_bias' if kernel_ndim == 2 else 'bias'
   return 'weight'
 
 
-def decay_mask(params: Any, decay_bias: bool = False, decay_bn: bool = True) -> Any:
+def _kinds(params: Any) -> Any:
+  """`_kind` of every leaf of `params` (a pytree of strings with its structure)."""
+
+  def kernel_ndim(path):
+    node = params
+    try:
+      for k in path[:-1]:
+        node = node[getattr(k, 'key', getattr(k, 'idx', k))]
+      return len(getattr(node['kernel'], 'shape', ()))
+    except (KeyError, TypeError, IndexError):
+      return None
+
+  return jax.tree_util.tree_map_with_path(lambda p, _: _kind(p, kernel_ndim(p)), params)
+
+
+def decay_mask(params: Any, decay_bias: bool = False, decay_bn: bool = True,
+               decay_fc_bias: bool | None = None) -> Any:
   """Which leaves weight decay applies to: a pytree of bools with the structure of `params`.
 
   Naming convention of the models: conv/dense weights are leaves 'kernel'; conv/dense biases
   'bias'; BN parameters 'scale' and 'bias' directly under a module whose name contains 'bn',
   'BatchNorm' or 'Norm' (case-insensitive). Kernels and any other leaf are decayed (Caffe's
-  default decay_mult 1); biases only if `decay_bias`; BN parameters only if `decay_bn`.
+  default decay_mult 1); conv biases only if `decay_bias`; dense (InnerProduct) biases if
+  `decay_fc_bias` (None: as `decay_bias`); BN parameters only if `decay_bn`.
+
+  The authors' CIFAR ResNet prototxts give every conv bias `decay_mult: 0` but leave the FC
+  bias at Caffe's default 1, so their runs are decay_bias=False, decay_fc_bias=True,
+  decay_bn=True (the Scale layers have no param block).
 
   Args:
     params: a pytree of parameters (nested dicts as Flax produces).
-    decay_bias: decay conv/dense biases (Caffe prototxt of the paper: decay_mult 0, so False).
+    decay_bias: decay conv biases (the paper's prototxt: decay_mult 0, so False).
     decay_bn: decay BN scale/shift (Caffe Scale layer default decay_mult 1, so True).
+    decay_fc_bias: decay dense-layer biases (Caffe InnerProduct default decay_mult 1).
 
   Returns:
     A pytree of Python bools, usable as an optax mask.
 
   Examples:
-    >>> p = {'conv1': {'kernel': 1.0, 'bias': 2.0}, 'bn1': {'scale': 3.0, 'bias': 4.0}}
-    >>> decay_mask(p, decay_bias=False, decay_bn=True)
-    {'bn1': {'bias': True, 'scale': True}, 'conv1': {'bias': False, 'kernel': True}}
+    >>> import numpy as np
+    >>> p = {'conv1': {'kernel': np.zeros((3, 3, 1, 2)), 'bias': 2.0},
+    ...      'bn1': {'scale': 3.0, 'bias': 4.0}, 'fc': {'kernel': np.zeros((2, 5)), 'bias': 5.0}}
+    >>> decay_mask(p, decay_bias=False, decay_bn=True, decay_fc_bias=True)  # doctest: +NORMALIZE_WHITESPACE
+    {'bn1': {'bias': True, 'scale': True}, 'conv1': {'bias': False, 'kernel': True},
+     'fc': {'bias': True, 'kernel': True}}
   """
-  return jax.tree_util.tree_map_with_path(
-      lambda path, _: {'weight': True, 'bias': decay_bias, 'norm': decay_bn}[_kind(path)], params)
+  fc = decay_bias if decay_fc_bias is None else decay_fc_bias
+  table = {'weight': True, 'bias': decay_bias, 'fc_bias': fc, 'norm': decay_bn}
+  return jax.tree.map(lambda kind: table[kind], _kinds(params))
 
 
 def _bias_mask(params: Any) -> Any:
   """True on conv/dense biases (the leaves Caffe gives lr_mult 2 in the paper's prototxt)."""
-  return jax.tree_util.tree_map_with_path(lambda path, _: _kind(path) == 'bias', params)
+  return jax.tree.map(lambda kind: kind in ('bias', 'fc_bias'), _kinds(params))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -344,7 +376,7 @@ def create_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransfo
   AdaGrad, AdaDelta and RMSProp have no heavy-ball term: their 'momentum' hyperparameter is 0
   and `momentum_schedule` is not used.
 
-  Weight decay (`weight_decay`, masked by `decay_mask(params, decay_bias, decay_bn)`) is added to
+  Weight decay (`weight_decay`, masked by `decay_mask(params, decay_bias, decay_bn, decay_fc_bias)`) is added to
   the gradient before the direction (Caffe) unless `decoupled_weight_decay` or 'adamw', where
   `lr * weight_decay * w` is subtracted after it. `bias_lr_mult` scales the final update of
   conv/dense biases; `grad_clip_norm > 0` clips the raw gradient's global norm first.
@@ -362,7 +394,7 @@ def create_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransfo
   wd = float(o.weight_decay)
 
   def mask(params):
-    return decay_mask(params, o.decay_bias, o.decay_bn)
+    return decay_mask(params, o.decay_bias, o.decay_bn, o.decay_fc_bias)
 
   def make(learning_rate, momentum) -> optax.GradientTransformation:
     parts = []
