@@ -52,7 +52,7 @@ def get_config(arg: str = ''):
     c.schedule.name, c.schedule.base_lr, c.schedule.gamma = 'multistep', 0.1, 0.316
     c.schedule.boundaries = (n // 2, n * 3 // 4, n * 7 // 8, n * 15 // 16, n * 15 // 16 + 1)
     c.momentum_schedule.value, c.optimizer.weight_decay = 0.9, 1e-4
-    if args.get('smoke'):  # 8 smoke updates cannot hold 5 distinct boundaries
+    if config_lib.is_shrunk(args):  # 8 or 32 updates cannot hold 5 distinct boundaries
       c.schedule.boundaries = c.schedule.boundaries[:2]
   common.apply_common(c, args)
   return config_lib.finalize(c, arg)

@@ -44,7 +44,8 @@ def _cases():
   for stem in STEMS:
     for variant in ('',) + tuple(getattr(load(stem), 'VARIANTS', ())):
       yield stem, variant
-      yield stem, ','.join(filter(None, (variant, 'smoke')))
+      for shrunk in ('smoke', 'tiny'):
+        yield stem, ','.join(filter(None, (variant, shrunk)))
 
 
 CASES = sorted(set(_cases()))
@@ -113,9 +114,9 @@ def test_config_validates_builds_and_fits(stem, arg):
   with pytest.raises((AttributeError, KeyError)):  # locked: a mistyped override fails
     config.not_a_field = 1
   config_checks.validate(config, num_devices=1)
-  if 'smoke' in arg:
+  if 'smoke' in arg or 'tiny' in arg:
     assert config.data.source == 'fake'
-    assert config.num_steps <= 16 and config.batch_size <= 64
+    assert config.num_steps <= (32 if 'smoke' in arg else 8) and config.batch_size <= 32
 
   num_classes = sources.num_classes(config.data.name)
   assert config.model.num_classes == num_classes

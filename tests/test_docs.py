@@ -122,7 +122,7 @@ def parse_argparse(main, argv: list[str], monkeypatch) -> argparse.Namespace:
 
 def test_parse_main_rejects_unknown_fields(monkeypatch):
   monkeypatch.chdir(ROOT)
-  config = parse_main(['--config=configs/resnet56.py:smoke', '--workdir=/tmp/x',
+  config = parse_main(['--config=configs/resnet56.py:tiny', '--workdir=/tmp/x',
                        '--config.schedule.max_lr=0.5', '--config.data.mirror=False'])
   assert (config.schedule.max_lr, config.data.mirror, config.model.name) == (0.5, False, 'resnet8')
   with pytest.raises(Exception, match='max_lrr'):

@@ -205,15 +205,15 @@ def test_build_config_seed_data_and_sets():
 def test_run_end_to_end_writes_provenance_drops_checkpoints_and_skips(tmp_path, capsys):
   """A real smoke run (LeNet, 8 updates on generated data) through experiments.run."""
   root = str(tmp_path / 'results')
-  argv = ['--config', os.path.join(CONFIGS, 'lenet_mnist.py'), '--args', 'policy=inv,smoke',
+  argv = ['--config', os.path.join(CONFIGS, 'lenet_mnist.py'), '--args', 'policy=inv,tiny',
           '--seeds', '0', '--results', root, '--set', 'progress_bar=False']
   assert run_lib.main(argv) == 0
-  workdir = os.path.join(root, 'lenet_mnist', 'policy-inv_smoke', 'seed0')
+  workdir = os.path.join(root, 'lenet_mnist', 'policy-inv_tiny', 'seed0')
   assert sorted(os.listdir(workdir)) == ['config.json', 'metrics.jsonl', 'run.json',
                                          'summary.json']
   with open(os.path.join(workdir, 'run.json')) as f:
     info = json.load(f)
-  assert info['seed'] == 0 and info['args'] == 'policy=inv,smoke'
+  assert info['seed'] == 0 and info['args'] == 'policy=inv,tiny'
   assert info['config']['schedule']['name'] == 'inv'
   assert info['config']['num_steps'] == 8 and info['config']['progress_bar'] is False
   assert {'jax', 'flax', 'optax'} <= set(info['versions'])
@@ -239,7 +239,7 @@ def test_a_diverged_seed_is_recorded_not_retried(tmp_path, monkeypatch):
   monkeypatch.setattr(train, 'train_and_evaluate', diverge)
   root = str(tmp_path / 'results')
   argv = ['--config', os.path.join(CONFIGS, 'resnet56_regularization.py'), '--args',
-          'sweep=wd,value=1e-3,smoke', '--seeds', '0', '--results', root]
+          'sweep=wd,value=1e-3,tiny', '--seeds', '0', '--results', root]
   assert run_lib.main(argv) == 0 and run_lib.main(argv) == 0
   assert len(calls) == 1  # the second call found summary.json
   with open(os.path.join(calls[0], 'summary.json')) as f:
@@ -252,7 +252,7 @@ def test_run_lr_range_smoke_feeds_tables_and_plots(tmp_path):
   """A real range-test smoke run (LeNet, 8 updates): the sweep lands in the trainer's format."""
   root = str(tmp_path / 'results')
   assert run_lib.main(['--config', os.path.join(CONFIGS, 'lenet_fashion_mnist.py'), '--args',
-                       'policy=lr_range,smoke', '--seeds', '0', '--results', root,
+                       'policy=lr_range,tiny', '--seeds', '0', '--results', root,
                        '--set', 'progress_bar=False']) == 0
   (group,) = collect.load_groups(root).values()
   (r,) = group.runs

@@ -215,7 +215,7 @@ def test_range_test_rejects_an_optimizer_with_its_own_schedule():
 
 
 def _smoke_config(**lr_range_overrides):
-  c = default.get_config('smoke')
+  c = default.get_config('tiny')
   c.mode = 'lr_range'
   c.schedule.name = 'lr_range'
   c.model.name = 'lenet'   # the smallest registered model: fast to compile on 2 CPU cores

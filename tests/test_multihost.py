@@ -36,7 +36,7 @@ def free_port() -> int:
 
 
 def launch_job(workdir: str, *extra: str, timeout: float = 240,
-               config: str = 'configs/resnet56.py:smoke') -> list[str]:
+               config: str = 'configs/resnet56.py:tiny') -> list[str]:
   """Runs the 2-process job to completion; returns each process's output."""
   port = free_port()
   env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
@@ -113,7 +113,7 @@ def test_two_processes_match_one_and_resume(tmp_path):
   # Only process 0 prints the summary line (and writes the files).
   assert sum('"final_eval_accuracy"' in out for out in second) == 1
 
-  config = resnet56.get_config('smoke')
+  config = resnet56.get_config('tiny')
   config.progress_bar, config.schedule.max_lr = False, 0.5
   single = str(tmp_path / 'single')
   train.train_and_evaluate(config, single)
@@ -141,7 +141,7 @@ def test_two_processes_stream_imagenet_like_one_process(tmp_path):
   the same 4 devices logs."""
   from configs import resnet50_imagenet  # pylint: disable=g-import-not-at-top
   from superconv import train  # pylint: disable=g-import-not-at-top
-  config_arg = 'configs/resnet50_imagenet.py:smoke'
+  config_arg = 'configs/resnet50_imagenet.py:tiny'
   # 16 images per device and a small LR: with the smoke batch (4 per device, BN over 1x1 maps in
   # the last stage) and the 1cycle peak this 1000-class model is chaotic, and the two reduction
   # orders (gloo across processes, in-process on one) part after a few updates.
@@ -153,7 +153,7 @@ def test_two_processes_stream_imagenet_like_one_process(tmp_path):
   second = launch_job(shared, *lr, config=config_arg)
   assert 'Resumed from the checkpoint at update 4' in second[0] + second[1]
 
-  config = resnet50_imagenet.get_config('smoke')
+  config = resnet50_imagenet.get_config('tiny')
   config.progress_bar, config.schedule.base_lr, config.schedule.max_lr = False, 0.0005, 0.01
   config.batch_size = 64
   single = str(tmp_path / 'single')

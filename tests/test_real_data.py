@@ -81,7 +81,7 @@ def test_streamed_input_learns_real_images(tmp_path):
   # 0.276 for seeds 0, 1, 2; chance is 0.10.
   root = tmp_path / 'imagenet_layout'
   _cifar10_as_image_folders(root, 200, 50)
-  summary = _run('configs/resnet50_imagenet.py:smoke', tmp_path, '--config.data.source=files',
+  summary = _run('configs/resnet50_imagenet.py:tiny', tmp_path, '--config.data.source=files',
                  f'--config.data.path={root}', '--config.batch_size=32',
                  '--config.num_steps=300', '--config.schedule.step_size=120',
                  '--config.schedule.base_lr=0.005', '--config.schedule.max_lr=0.05',

@@ -32,7 +32,7 @@ from superconv.data import pipeline
 from conftest import ROOT
 from test_data import write_folders, write_idx
 
-SMOKE = 'configs/resnet56.py:smoke'
+SMOKE = 'configs/resnet56.py:tiny'
 TIMING = ('images_per_sec',)
 
 
@@ -99,7 +99,7 @@ def test_preemption_at_an_odd_update_resumes_exactly(reference, tmp_path):
   # SIGINT right after update 3: inside the first CLR half cycle, between log rows (every 2) and
   # checkpoints (every 4), with the metric sums of update 3 pending. The hook sends the signal
   # through the real handler at an exact update.
-  c = resnet56.get_config('smoke')
+  c = resnet56.get_config('tiny')
   assert 3 % c.log_every_steps and 3 % c.checkpoint_every_steps and 3 < c.schedule.step_size
   workdir = str(tmp_path / 'run')
   result = _cli(workdir, env={train.SIGNAL_AT_STEP_ENV: '3:SIGINT'})
@@ -237,7 +237,7 @@ def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
   match = re.search(r'non-finite at update (\d+) \(learning rate (\S+), momentum (\S+)\)', line)
   assert match, line
   step, lr, momentum = int(match.group(1)), float(match.group(2)), float(match.group(3))
-  c = resnet56.get_config('smoke')
+  c = resnet56.get_config('tiny')
   with c.unlocked():
     c.schedule.max_lr = 1e6
   lr_fn, _ = optim.build_schedules(c)
@@ -255,7 +255,7 @@ def test_lr_range_divergence_ends_the_sweep_and_is_reported(tmp_path):
   # The paper's range tests run to the end (diverge_factor 0), but a NaN loss still stops them.
   workdir = str(tmp_path / 'range')
   result = _cli(workdir, '--config.lr_range.max_lr=1e6', '--config.model.name=lenet',
-                config='configs/resnet56_lr_range.py:smoke')
+                config='configs/resnet56_lr_range.py:tiny')
   assert result.returncode == 0, result.stderr[-3000:]
   assert 'Stopped early: the training loss became nan' in result.stdout
   with open(os.path.join(workdir, 'lr_range.json')) as f:
@@ -274,7 +274,7 @@ def test_lr_range_divergence_ends_the_sweep_and_is_reported(tmp_path):
 
 
 def _smoke(**overrides):
-  c = resnet56.get_config('smoke')
+  c = resnet56.get_config('tiny')
   with c.unlocked():
     for dotted, value in overrides.items():
       *parents, leaf = dotted.split('__')

@@ -31,7 +31,7 @@ from test_reliability import _assert_clean_failure as assert_clean_failure
 from test_reliability import _cli as reliability_cli
 from test_train import _cli, _rows, _tiny_problem
 
-IMAGENET_SMOKE = 'configs/resnet50_imagenet.py:smoke'
+IMAGENET_SMOKE = 'configs/resnet50_imagenet.py:tiny'
 
 
 # ------------------------------------------------------------------------------------------------
@@ -194,7 +194,7 @@ def test_cli_streams_image_folders_and_resumes_exactly(tmp_path):
   workdir = str(tmp_path / 'run')
   args = ('--config.data.source=files', f'--config.data.path={root}',
           '--config.data.eval_batch_size=4')
-  config = 'configs/resnet50_imagenet.py:smoke'
+  config = 'configs/resnet50_imagenet.py:tiny'
   result = _cli(workdir, *args, config=config)
   assert result.returncode == 0, result.stderr[-3000:]
   assert 'imagenet2012 streamed input' in result.stderr
@@ -219,7 +219,7 @@ def test_tfds_imagenet_streams_through_training(tmp_path):
   # The default source of the ImageNet configs: `tfds.data_source('imagenet2012')` (random
   # access, no TensorFlow), here on TFDS's mock records: 10 images per split, 1000 classes.
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  c = resnet50_imagenet.get_config('smoke')
+  c = resnet50_imagenet.get_config('tiny')
   with c.unlocked():
     c.data.source, c.data.tfds_data_dir, c.progress_bar = 'tfds', str(tmp_path / 'tfds'), False
     c.eval_every_steps = 0  # at the end only
@@ -247,7 +247,7 @@ def test_stream_does_not_depend_on_the_thread_count(tmp_path):
   # the order, so a host with more decoding threads reads exactly the same batches.
   root = tmp_path / 'imagenet'
   write_image_folders(root)
-  cfg = resnet50_imagenet.get_config('smoke')
+  cfg = resnet50_imagenet.get_config('tiny')
   with cfg.unlocked():
     cfg.data.source, cfg.data.path = 'files', str(root)
   batches = []

@@ -100,7 +100,7 @@ def test_dispatch_size_lands_on_every_boundary():
   assert train.dispatch_size(c, backend='cpu') == 1
 
 
-def _cli(workdir, *extra, config='configs/resnet56.py:smoke'):
+def _cli(workdir, *extra, config='configs/resnet56.py:tiny'):
   env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=ROOT)
   return subprocess.run(
       [sys.executable, '-m', 'superconv.main', f'--config={config}', f'--workdir={workdir}',
