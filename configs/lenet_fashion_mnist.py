@@ -12,9 +12,14 @@ Caffe's MNIST LeNet (model 'lenet'), pixels x 1/256 and no mean, no augmentation
                  (floor 1e-5), cyclical momentum 0.95 -> 0.8, SS 5 epochs at 12 epochs
                  (MNIST table rows for 25/50/85 epochs; else SS = 0.45 x the run)
   policy=lr_range  LR 0 -> 0.2 linear at batch 512, momentum 0.9 (read max_lr off it)
+  policy=cosine  today's baseline: linear warm-up to `peak` (default 0.1) over `warmup` of the
+                 run (default 0.1), cosine decay to 0, SGD momentum 0.9, batch 512
+`batch=N` sets the batch of any policy (the 2018 protocol compares 1cycle and `inv` at TBS 512:
+`policy=inv,batch=512`); updates are still epochs x 60,000 / batch.
 Paper: none (MNIST rows: inv 85 epochs 99.03 %, 1cycle 12 epochs 99.25 %). Ours: see README.
 
-Arguments: `policy=inv|step|1cycle|lr_range`, `epochs=N`, `smoke`, `data=PATH`, `seed=N`.
+Arguments: `policy=inv|step|1cycle|lr_range|cosine`, `epochs=N`, `batch=N`, `peak=X`,
+`warmup=F` (cosine), `smoke`, `data=PATH`, `seed=N`.
 
   python -m experiments.run --config=configs/lenet_fashion_mnist.py \
       --args "policy=1cycle" --seeds 0 1 2
@@ -29,20 +34,21 @@ from configs import default
 from superconv import config_lib
 
 ONE_CYCLE = {12: (0.01, 0.1, 5), 25: (0.01, 0.1, 12), 50: (0.01, 0.1, 23), 85: (0.02, 0.2, 40)}
-POLICIES = ('inv', 'step', '1cycle', 'lr_range')
+POLICIES = ('inv', 'step', '1cycle', 'lr_range', 'cosine')
 VARIANTS = tuple(f'policy={p}' for p in POLICIES) + (
-    'policy=1cycle,epochs=25', 'policy=1cycle,epochs=30', 'policy=1cycle,epochs=2')
+    'policy=1cycle,epochs=25', 'policy=1cycle,epochs=30', 'policy=1cycle,epochs=2',
+    'policy=inv,batch=512', 'policy=cosine,peak=0.05,warmup=0.3')
 
 
 def get_config(arg: str = ''):
   args = config_lib.parse_arg(arg)
-  common.check_args(args, ('policy', 'epochs'))
+  common.check_args(args, ('policy', 'epochs', 'batch', 'peak', 'warmup'))
   policy = common.choice(args, 'policy', POLICIES, 'inv')
   epochs = int(args.get('epochs', 4 if policy == 'lr_range' else 12))
   c = default.get_config()
   common.caffe_lenet(c, 'fashion_mnist')
   c.data.source, c.data.path = 'files', '/usr/share/datasets/fashion-mnist'
-  c.batch_size = 64 if policy in ('inv', 'step') else 512
+  c.batch_size = int(args.get('batch', 64 if policy in ('inv', 'step') else 512))
   c.eval_every_steps = 500 if c.batch_size == 64 else 100
   c.num_steps = n = common.epochs_to_steps(epochs, 60_000, c.batch_size)
   if policy in ('inv', 'step'):
@@ -54,6 +60,9 @@ def get_config(arg: str = ''):
     else:
       base, peak, ss = 0.01, 0.1, max(1, int(0.45 * n))
     common.smith2018_one_cycle(c, base, peak, ss, 0.95, 0.8)
+  elif policy == 'cosine':
+    c.schedule.name, c.schedule.max_lr = 'warmup_cosine', float(args.get('peak', 0.1))
+    c.schedule.warmup_steps = int(float(args.get('warmup', 0.1)) * n)
   else:
     common.lr_range(c, max_lr=0.2, num_steps=n)
   common.apply_common(c, args)

@@ -1,0 +1,327 @@
+r"""An independent PyTorch twin of superconv's CIFAR training recipe: the fidelity check.
+
+Written from the papers (Smith & Topin, arXiv:1708.07120; Smith, arXiv:1506.01186) and from Caffe's
+semantics (BVLC/caffe `sgd_solver.cpp`, `batch_norm_layer.cpp`, `pooling_layer.cpp`,
+`data_transformer.cpp`; the authors' `Resnet56Cifar.prototxt`), not from superconv's code. What it
+shares with superconv is only the decoded images and the fixed subset draw (`superconv.data`), so
+that both train on the same pixels; everything from there on is its own:
+
+- the authors' Caffe ResNet-(6n+2): conv3x3 + bias -> BN -> Scale -> ReLU; downsampling blocks keep
+  the input width in both convolutions (the first with stride 2), add a 3x3 stride-2 AVE pool with
+  pad 0 (Caffe's ceil-mode output, edge windows averaged over the pixels they cover) and append as
+  many zero channels after the ReLU; 8x8 average pool; InnerProduct;
+- Caffe's fillers: msra N(0, sqrt(2 / fan_in)) convolutions, xavier U(+-sqrt(3 / fan_in)) FC,
+  zero biases, BN scale 1 and shift 0;
+- Caffe's BatchNorm: each group of `bn_group` images normalised by its own biased statistics, the
+  running statistics kept as decayed sums over a decayed count (`scale_factor`) with the
+  n / (n - 1) variance correction, evaluation with sum / count;
+- Caffe's SGD: `v = mu v + lr * lr_mult * (g + wd * decay_mult * w)`, `w -= v`; conv biases
+  lr_mult 2 and decay_mult 0, FC bias lr_mult 2 and decay_mult 1, all else 1 and 1;
+- Caffe's data layer: the per-pixel mean image of the full training split subtracted at each
+  pixel's source position, then a mirror with probability 1/2, no crop padding;
+- Smith's triangular CLR, lr(k) = base + (max - base) max(0, 1 - |k / ss - 2 c + 1|) with
+  c = floor(1 + k / (2 ss)), or Caffe `multistep`;
+- evaluation on the full 10,000-image test split.
+
+  python -m benchmarks.torch_twin --data ../shared/data/cifar10-jpeg.tar.gz --subset 2500 \
+      --seeds 0 1 2        # ResNet-20, CLR 0.1 -> 1.0 -> 0.1 over 200 updates at batch 128
+
+Each seed writes `metrics.jsonl` (eval rows), `summary.json` and `run.json` under
+`experiments/results/torch_twin/<name>/seed<N>/`. Needs torch (the `bench` extra).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import sys
+import time
+
+import numpy as np
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+
+# ------------------------------------------------------------------------------------------------
+# The model.
+
+
+class CaffeBatchNorm(nn.Module):
+  """BatchNorm + Scale with Caffe's running statistics and ghost groups (NCHW)."""
+
+  def __init__(self, channels: int, fraction: float, group: int = 0, eps: float = 1e-5):
+    super().__init__()
+    self.fraction, self.group, self.eps = fraction, group, eps
+    self.scale = nn.Parameter(torch.ones(channels))
+    self.shift = nn.Parameter(torch.zeros(channels))
+    self.register_buffer('mean_sum', torch.zeros(channels))
+    self.register_buffer('var_sum', torch.zeros(channels))
+    self.register_buffer('count', torch.zeros(()))
+
+  def forward(self, x: torch.Tensor) -> torch.Tensor:
+    b, c, h, w = x.shape
+    if self.training:
+      g = self.group or b
+      groups = x.reshape(b // g, g, c, h, w)
+      mu = groups.mean(dim=(1, 3, 4), keepdim=True)
+      var = (groups - mu).square().mean(dim=(1, 3, 4), keepdim=True)
+      y = ((groups - mu) / torch.sqrt(var + self.eps)).reshape(b, c, h, w)
+      with torch.no_grad():
+        n = g * h * w
+        self.mean_sum.mul_(self.fraction).add_(mu.reshape(-1, c).mean(0))
+        self.var_sum.mul_(self.fraction).add_(var.reshape(-1, c).mean(0) * n / max(n - 1, 1))
+        self.count.mul_(self.fraction).add_(1.0)
+    else:
+      count = self.count.clamp(min=1e-12)
+      mean = torch.where(self.count > 0, self.mean_sum / count, torch.zeros_like(self.mean_sum))
+      var = torch.where(self.count > 0, self.var_sum / count, torch.ones_like(self.var_sum))
+      y = (x - mean[None, :, None, None]) / torch.sqrt(var[None, :, None, None] + self.eps)
+    return y * self.scale[None, :, None, None] + self.shift[None, :, None, None]
+
+
+def caffe_ave_pool_3x3_s2(x: torch.Tensor) -> torch.Tensor:
+  """Caffe AVE pooling, kernel 3, stride 2, pad 0: out = ceil((H - 3) / 2) + 1, clipped windows."""
+  h, w = x.shape[-2:]
+  out_h, out_w = -(-(h - 3) // 2) + 1, -(-(w - 3) // 2) + 1
+  pad_h, pad_w = (out_h - 1) * 2 + 3 - h, (out_w - 1) * 2 + 3 - w
+  summed = F.avg_pool2d(F.pad(x, (0, pad_w, 0, pad_h)), 3, 2) * 9.0
+  counts_h = torch.tensor([min(i * 2 + 3, h) - i * 2 for i in range(out_h)], dtype=x.dtype)
+  counts_w = torch.tensor([min(j * 2 + 3, w) - j * 2 for j in range(out_w)], dtype=x.dtype)
+  return summed / torch.outer(counts_h, counts_w)
+
+
+class ConvBN(nn.Module):
+
+  def __init__(self, cin: int, cout: int, stride: int, fraction: float, group: int):
+    super().__init__()
+    self.conv = nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=True)
+    nn.init.normal_(self.conv.weight, 0.0, math.sqrt(2.0 / (cin * 9)))  # msra, fan_in
+    nn.init.zeros_(self.conv.bias)
+    self.bn = CaffeBatchNorm(cout, fraction, group)
+
+  def forward(self, x):
+    return self.bn(self.conv(x))
+
+
+class Block(nn.Module):
+
+  def __init__(self, width: int, downsample: bool, fraction: float, group: int):
+    super().__init__()
+    self.downsample = downsample
+    self.a = ConvBN(width, width, 2 if downsample else 1, fraction, group)
+    self.b = ConvBN(width, width, 1, fraction, group)
+
+  def forward(self, x):
+    y = self.b(F.relu(self.a(x)))
+    y = F.relu(y + (caffe_ave_pool_3x3_s2(x) if self.downsample else x))
+    return torch.cat([y, torch.zeros_like(y)], dim=1) if self.downsample else y
+
+
+class CaffeCifarResNet(nn.Module):
+  """The authors' ResNet-(6n+2) for 32x32 CIFAR images."""
+
+  def __init__(self, depth: int = 20, num_classes: int = 10, fraction: float = 0.95,
+               group: int = 0):
+    super().__init__()
+    n = (depth - 2) // 6
+    self.stem = ConvBN(3, 16, 1, fraction, group)
+    blocks, width = [], 16
+    for stage in range(3):
+      for i in range(n):
+        down = stage > 0 and i == 0
+        blocks.append(Block(width, down, fraction, group))
+        width *= 2 if down else 1
+    self.blocks = nn.Sequential(*blocks)
+    self.fc = nn.Linear(width, num_classes)
+    bound = math.sqrt(3.0 / width)  # xavier, fan_in
+    nn.init.uniform_(self.fc.weight, -bound, bound)
+    nn.init.zeros_(self.fc.bias)
+
+  def forward(self, x):
+    x = self.blocks(F.relu(self.stem(x)))
+    return self.fc(x.mean(dim=(2, 3)))
+
+
+# ------------------------------------------------------------------------------------------------
+# The solver.
+
+
+def clr(base: float, peak: float, step_size: int):
+  """Smith's triangular CLR (arXiv:1506.01186, eq. for `triangular`): update k uses lr(k)."""
+
+  def lr(k: int) -> float:
+    cycle = math.floor(1 + k / (2 * step_size))
+    x = abs(k / step_size - 2 * cycle + 1)
+    return base + (peak - base) * max(0.0, 1 - x)
+
+  return lr
+
+
+def multistep(base: float, boundaries: tuple[int, ...], gamma: float):
+  """Caffe `multistep`: base * gamma^(number of boundaries <= k)."""
+  return lambda k: base * gamma ** sum(k >= b for b in boundaries)
+
+
+def param_groups(model: nn.Module) -> list[tuple[torch.Tensor, float, float]]:
+  """(param, lr_mult, decay_mult) as the authors' prototxt and Caffe's defaults give them."""
+  out = []
+  for name, p in model.named_parameters():
+    if name.endswith('conv.bias'):
+      out.append((p, 2.0, 0.0))
+    elif name == 'fc.bias':
+      out.append((p, 2.0, 1.0))
+    else:  # conv and FC weights, BN scale and shift (Scale layer: no param block)
+      out.append((p, 1.0, 1.0))
+  return out
+
+
+class CaffeSGD:
+  """Caffe's SGDSolver: the learning rate lives inside the momentum history."""
+
+  def __init__(self, groups, momentum: float, weight_decay: float):
+    self.groups, self.momentum, self.weight_decay = groups, momentum, weight_decay
+    self.history = [torch.zeros_like(p) for p, _, _ in groups]
+
+  @torch.no_grad()
+  def step(self, lr: float) -> None:
+    for (p, lr_mult, decay_mult), v in zip(self.groups, self.history):
+      g = p.grad + self.weight_decay * decay_mult * p
+      v.mul_(self.momentum).add_(g, alpha=lr * lr_mult)
+      p.sub_(v)
+
+
+# ------------------------------------------------------------------------------------------------
+# Data and the run.
+
+
+def load_cifar(path: str, subset: int, subset_seed: int = 0):
+  """uint8 NHWC train subset and test split, and the float32 mean image of the full train split.
+
+  Read with superconv's loader so both implementations see the same decoded pixels and the same
+  fixed subset; nothing of superconv's preprocessing is used.
+  """
+  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from superconv.data import pipeline, sources  # pylint: disable=g-import-not-at-top
+  cfg = ml_collections.ConfigDict({'name': 'cifar10', 'source': 'files', 'path': path,
+                                   'tfds_data_dir': '', 'cache_dir': '',
+                                   'fake_num_train': 0, 'fake_num_test': 0})
+  train_x, train_y = sources.load_split(cfg, 'train')
+  test_x, test_y = sources.load_split(cfg, 'test')
+  mean = train_x.mean(axis=0, dtype=np.float64).astype(np.float32)  # Caffe's mean file
+  if subset:
+    idx = pipeline.subset_indices(train_y, subset, seed=subset_seed, num_classes=10)
+    train_x, train_y = train_x[idx], train_y[idx]
+  return train_x, train_y, test_x, test_y, mean
+
+
+def _nchw(images: np.ndarray, mean: np.ndarray) -> torch.Tensor:
+  return torch.from_numpy((images.astype(np.float32) - mean).transpose(0, 3, 1, 2).copy())
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 1000):
+  model.eval()
+  loss, correct = 0.0, 0
+  for i in range(0, len(x), batch):
+    logits = model(x[i:i + batch])
+    loss += float(F.cross_entropy(logits, y[i:i + batch], reduction='sum'))
+    correct += int((logits.argmax(1) == y[i:i + batch]).sum())
+  model.train()
+  return loss / len(x), correct / len(x)
+
+
+def train(args, seed: int, data, out_dir: str | None = None) -> dict:
+  """One seed of the recipe; returns the summary (and writes the files when `out_dir`)."""
+  train_x, train_y, test_x, test_y, mean = data
+  torch.manual_seed(seed)
+  gen = torch.Generator().manual_seed(seed)
+  model = CaffeCifarResNet(args.depth, 10, args.bn_fraction, args.bn_group)
+  opt = CaffeSGD(param_groups(model), args.momentum, args.weight_decay)
+  if args.policy == 'clr':
+    lr_fn = clr(args.base_lr, args.max_lr, args.step_size)
+  else:
+    lr_fn = multistep(args.base_lr, tuple(args.boundaries), 0.1)
+  xs, ys = _nchw(train_x, mean), torch.from_numpy(train_y.astype(np.int64))
+  xt, yt = _nchw(test_x, mean), torch.from_numpy(test_y.astype(np.int64))
+  rows, order, pos, t0 = [], torch.empty(0, dtype=torch.long), 0, time.perf_counter()
+  model.train()
+  for k in range(args.steps):
+    if pos + args.batch > len(order):  # a new permutation per epoch; a partial tail is dropped
+      order, pos = torch.randperm(len(xs), generator=gen), 0
+    idx = order[pos:pos + args.batch]
+    pos += args.batch
+    x = xs[idx]
+    flip = torch.rand(len(idx), generator=gen) < 0.5  # mirror after the mean, as Caffe
+    x = torch.where(flip[:, None, None, None], x.flip(3), x)
+    loss = F.cross_entropy(model(x), ys[idx])
+    model.zero_grad(set_to_none=False)
+    loss.backward()
+    lr = lr_fn(k)
+    opt.step(lr)
+    if (k + 1) % args.eval_every == 0 or k + 1 == args.steps:
+      eval_loss, eval_acc = evaluate(model, xt, yt)
+      rows.append({'step': k + 1, 'lr': lr, 'train_loss': float(loss), 'eval_loss': eval_loss,
+                   'eval_accuracy': eval_acc})
+      print(json.dumps(rows[-1]), flush=True)
+      if not math.isfinite(eval_loss):
+        break
+  wall = time.perf_counter() - t0
+  summary = {'final_eval_accuracy': rows[-1]['eval_accuracy'],
+             'best_eval_accuracy': max(r['eval_accuracy'] for r in rows),
+             'steps': rows[-1]['step'], 'wall_seconds': wall, 'seed': seed,
+             'torch': torch.__version__, 'threads': torch.get_num_threads(),
+             'hardware': f'{platform.processor() or platform.machine()}, {os.cpu_count()} cores'}
+  if out_dir:
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, 'metrics.jsonl'), 'w') as f:
+      f.writelines(json.dumps(r) + '\n' for r in rows)
+    with open(os.path.join(out_dir, 'summary.json'), 'w') as f:
+      json.dump(summary, f, indent=1)
+    with open(os.path.join(out_dir, 'run.json'), 'w') as f:
+      json.dump({'command': ' '.join(['python -m benchmarks.torch_twin'] + sys.argv[1:]),
+                 'args': vars(args), 'seed': seed}, f, indent=1)
+  return summary
+
+
+def parser() -> argparse.ArgumentParser:
+  p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  p.add_argument('--data', default='../shared/data/cifar10-jpeg.tar.gz')
+  p.add_argument('--subset', type=int, default=2500)
+  p.add_argument('--depth', type=int, default=20)
+  p.add_argument('--policy', choices=('clr', 'pclr'), default='clr')
+  p.add_argument('--steps', type=int, default=200)
+  p.add_argument('--batch', type=int, default=128)
+  p.add_argument('--base-lr', type=float, default=0.1)
+  p.add_argument('--max-lr', type=float, default=1.0)
+  p.add_argument('--step-size', type=int, default=100)
+  p.add_argument('--boundaries', type=int, nargs='*', default=[500, 700])
+  p.add_argument('--momentum', type=float, default=0.9)
+  p.add_argument('--weight-decay', type=float, default=1e-4)
+  p.add_argument('--bn-fraction', type=float, default=0.95)
+  p.add_argument('--bn-group', type=int, default=0, help='images per BN group (0: the batch)')
+  p.add_argument('--eval-every', type=int, default=50)
+  p.add_argument('--seeds', type=int, nargs='+', default=[0])
+  p.add_argument('--out', default='experiments/results/torch_twin')
+  return p
+
+
+def main(argv=None) -> None:
+  args = parser().parse_args(argv)
+  data = load_cifar(args.data, args.subset)
+  name = f'resnet{args.depth}_subset{args.subset}_{args.policy}_{args.steps}'
+  for seed in args.seeds:
+    out_dir = os.path.join(args.out, name, f'seed{seed}')
+    if os.path.exists(os.path.join(out_dir, 'summary.json')):
+      print(f'[torch_twin] {out_dir}: done, skipped.')
+      continue
+    print(f'[torch_twin] {out_dir}: running seed {seed}.', flush=True)
+    train(args, seed, data, out_dir)
+
+
+if __name__ == '__main__':
+  main()
