@@ -545,8 +545,11 @@ def _signal_at_step() -> tuple[int, int] | None:
   return int(step), int(getattr(signal, name))
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Trains `config` in `workdir`, resuming from its latest checkpoint; returns the summary."""
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, devices=None) -> dict:
+  """Trains `config` in `workdir`, resuming from its latest checkpoint; returns the summary.
+
+  `devices`: the devices of the mesh (default: every device of every process).
+  """
   from superconv import config_checks  # pylint: disable=g-import-not-at-top
   from superconv import lr_range  # pylint: disable=g-import-not-at-top
   config = lr_range.apply_suggestion(config)  # LR bounds from a range test, if one is named
@@ -556,7 +559,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   is_main = jax.process_index() == 0
   metrics_lib.write_json(os.path.join(workdir, 'config.json'), config.to_dict())
 
-  mesh = make_mesh()
+  mesh = make_mesh(devices)
   inputs = open_inputs(config)  # bad data fails here, before a checkpoint folder or a compile
   model = build_model(config, inputs.num_classes)
   tx = optim.create_optimizer(config)
