@@ -223,6 +223,31 @@ def test_changed_config_on_an_old_workdir_is_refused_not_restarted(reference, tm
   assert _rows(workdir) == _rows(reference)
 
 
+def _rename_batch_stats_to_plain_ema(tree):
+  """The BN layout of before Caffe's estimator: leaves 'mean' and 'var', no 'count'."""
+  if isinstance(tree, dict) and 'mean_sum' in tree:
+    return {'mean': tree['mean_sum'], 'var': tree['var_sum']}
+  if isinstance(tree, dict):
+    return {k: _rename_batch_stats_to_plain_ema(v) for k, v in tree.items()}
+  return tree
+
+
+def test_checkpoint_of_the_plain_ema_layout_is_refused_with_its_reason(reference, tmp_path):
+  # Checkpoints written before BN kept Caffe's sums and count cannot resume exactly (the plain
+  # EMA mixed in its (0, 1) start), so they are refused in one line rather than migrated.
+  workdir = str(tmp_path / 'run')
+  shutil.copytree(reference, workdir)
+  for step in _ckpt_steps(workdir):
+    path = os.path.join(workdir, 'checkpoints', str(step), 'default')
+    state = _saved_state(workdir, step)
+    state['batch_stats'] = _rename_batch_stats_to_plain_ema(state['batch_stats'])
+    shutil.rmtree(path)
+    ocp.StandardCheckpointer().save(path, state)
+  result = _cli(workdir)
+  _assert_clean_failure(result, 2, "Caffe's decayed sums", 'use a new --workdir')
+  assert _ckpt_steps(workdir) == [4, 8]
+
+
 # ------------------------------------------------------------------------------------------------
 # 3. Divergence
 
