@@ -89,8 +89,10 @@ def caffe_ave_pool_3x3_s2(x: torch.Tensor) -> torch.Tensor:
   out_h, out_w = -(-(h - 3) // 2) + 1, -(-(w - 3) // 2) + 1
   pad_h, pad_w = (out_h - 1) * 2 + 3 - h, (out_w - 1) * 2 + 3 - w
   summed = F.avg_pool2d(F.pad(x, (0, pad_w, 0, pad_h)), 3, 2) * 9.0
-  counts_h = torch.tensor([min(i * 2 + 3, h) - i * 2 for i in range(out_h)], dtype=x.dtype)
-  counts_w = torch.tensor([min(j * 2 + 3, w) - j * 2 for j in range(out_w)], dtype=x.dtype)
+  counts_h = torch.tensor([min(i * 2 + 3, h) - i * 2 for i in range(out_h)], dtype=x.dtype,
+                          device=x.device)
+  counts_w = torch.tensor([min(j * 2 + 3, w) - j * 2 for j in range(out_w)], dtype=x.dtype,
+                          device=x.device)
   return summed / torch.outer(counts_h, counts_w)
 
 
@@ -240,23 +242,24 @@ def train(args, seed: int, data, out_dir: str | None = None) -> dict:
   train_x, train_y, test_x, test_y, mean = data
   torch.manual_seed(seed)
   gen = torch.Generator().manual_seed(seed)
-  model = CaffeCifarResNet(args.depth, 10, args.bn_fraction, args.bn_group)
+  device = torch.device(args.device)
+  model = CaffeCifarResNet(args.depth, 10, args.bn_fraction, args.bn_group).to(device)
   opt = CaffeSGD(param_groups(model), args.momentum, args.weight_decay)
   if args.policy == 'clr':
     lr_fn = clr(args.base_lr, args.max_lr, args.step_size)
   else:
     lr_fn = multistep(args.base_lr, tuple(args.boundaries), 0.1)
-  xs, ys = _nchw(train_x, mean), torch.from_numpy(train_y.astype(np.int64))
-  xt, yt = _nchw(test_x, mean), torch.from_numpy(test_y.astype(np.int64))
+  xs, ys = _nchw(train_x, mean).to(device), torch.from_numpy(train_y.astype(np.int64)).to(device)
+  xt, yt = _nchw(test_x, mean).to(device), torch.from_numpy(test_y.astype(np.int64)).to(device)
   rows, order, pos, t0 = [], torch.empty(0, dtype=torch.long), 0, time.perf_counter()
   model.train()
   for k in range(args.steps):
     if pos + args.batch > len(order):  # a new permutation per epoch; a partial tail is dropped
       order, pos = torch.randperm(len(xs), generator=gen), 0
-    idx = order[pos:pos + args.batch]
+    idx = order[pos:pos + args.batch].to(device)
     pos += args.batch
     x = xs[idx]
-    flip = torch.rand(len(idx), generator=gen) < 0.5  # mirror after the mean, as Caffe
+    flip = (torch.rand(len(idx), generator=gen) < 0.5).to(device)  # mirror after the mean, as Caffe
     x = torch.where(flip[:, None, None, None], x.flip(3), x)
     loss = F.cross_entropy(model(x), ys[idx])
     model.zero_grad(set_to_none=False)
@@ -265,17 +268,18 @@ def train(args, seed: int, data, out_dir: str | None = None) -> dict:
     opt.step(lr)
     if (k + 1) % args.eval_every == 0 or k + 1 == args.steps:
       eval_loss, eval_acc = evaluate(model, xt, yt)
-      rows.append({'step': k + 1, 'lr': lr, 'train_loss': float(loss), 'eval_loss': eval_loss,
+      rows.append({'step': k + 1, 'lr': lr, 'train_loss': float(loss.detach()), 'eval_loss': eval_loss,
                    'eval_accuracy': eval_acc})
       print(json.dumps(rows[-1]), flush=True)
       if not math.isfinite(eval_loss):
         break
   wall = time.perf_counter() - t0
-  summary = {'final_eval_accuracy': rows[-1]['eval_accuracy'],
+  summary = {'final_eval_accuracy': rows[-1]['eval_accuracy'], 'device': str(device),
              'best_eval_accuracy': max(r['eval_accuracy'] for r in rows),
              'steps': rows[-1]['step'], 'wall_seconds': wall, 'seed': seed,
              'torch': torch.__version__, 'threads': torch.get_num_threads(),
-             'hardware': f'{platform.processor() or platform.machine()}, {os.cpu_count()} cores'}
+             'hardware': (torch.cuda.get_device_name(device) if device.type == 'cuda' else
+                          f'{platform.processor() or platform.machine()}, {os.cpu_count()} cores')}
   if out_dir:
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, 'metrics.jsonl'), 'w') as f:
@@ -283,8 +287,9 @@ def train(args, seed: int, data, out_dir: str | None = None) -> dict:
     with open(os.path.join(out_dir, 'summary.json'), 'w') as f:
       json.dump(summary, f, indent=1)
     with open(os.path.join(out_dir, 'run.json'), 'w') as f:
+      # 'args' is empty: experiments.collect reads it as a superconv config argument.
       json.dump({'command': ' '.join(['python -m benchmarks.torch_twin'] + sys.argv[1:]),
-                 'args': vars(args), 'seed': seed}, f, indent=1)
+                 'args': '', 'options': vars(args), 'seed': seed}, f, indent=1)
   return summary
 
 
@@ -307,13 +312,15 @@ def parser() -> argparse.ArgumentParser:
   p.add_argument('--eval-every', type=int, default=50)
   p.add_argument('--seeds', type=int, nargs='+', default=[0])
   p.add_argument('--out', default='experiments/results/torch_twin')
+  p.add_argument('--device', default='cpu', help="'cpu' or 'cuda'")
+  p.add_argument('--name', default='', help='results folder name (default: from the options)')
   return p
 
 
 def main(argv=None) -> None:
   args = parser().parse_args(argv)
   data = load_cifar(args.data, args.subset)
-  name = f'resnet{args.depth}_subset{args.subset}_{args.policy}_{args.steps}'
+  name = args.name or f'resnet{args.depth}_subset{args.subset}_{args.policy}_{args.steps}'
   for seed in args.seeds:
     out_dir = os.path.join(args.out, name, f'seed{seed}')
     if os.path.exists(os.path.join(out_dir, 'summary.json')):

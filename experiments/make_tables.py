@@ -236,6 +236,8 @@ def table(groups: dict[tuple[str, str], collect.Group]) -> str:
           'ours (mean ± std)', 'hardware', 'wall time')
   lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
   for group in groups.values():
+    if not group.config:  # not a superconv run (the PyTorch twin's results live beside them)
+      continue
     ref, paper, log = reference(group)
     wall, _, _ = group.stat(lambda r: (r.summary or {}).get('wall_seconds'))
     cells = (f'`{group.name}`', ref, describe_schedule(group.config),
