@@ -211,7 +211,9 @@ def load_cifar(path: str, subset: int, subset_seed: int = 0):
   from superconv.data import pipeline, sources  # pylint: disable=g-import-not-at-top
   cfg = ml_collections.ConfigDict({'name': 'cifar10', 'source': 'files', 'path': path,
                                    'tfds_data_dir': '', 'cache_dir': '',
-                                   'fake_num_train': 0, 'fake_num_test': 0})
+                                   'fake_num_train': 256, 'fake_num_test': 100})
+  if path == 'fake':  # superconv's generated CIFAR-shaped set (toy runs of the scripts)
+    cfg.source = 'fake'
   train_x, train_y = sources.load_split(cfg, 'train')
   test_x, test_y = sources.load_split(cfg, 'test')
   mean = train_x.mean(axis=0, dtype=np.float64).astype(np.float32)  # Caffe's mean file
@@ -243,6 +245,8 @@ def train(args, seed: int, data, out_dir: str | None = None) -> dict:
   torch.manual_seed(seed)
   gen = torch.Generator().manual_seed(seed)
   device = torch.device(args.device)
+  # True float32 unless asked: PyTorch lets cuDNN convolutions use TF32 by default.
+  torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = args.tf32
   model = CaffeCifarResNet(args.depth, 10, args.bn_fraction, args.bn_group).to(device)
   opt = CaffeSGD(param_groups(model), args.momentum, args.weight_decay)
   if args.policy == 'clr':
@@ -295,7 +299,8 @@ def train(args, seed: int, data, out_dir: str | None = None) -> dict:
 
 def parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-  p.add_argument('--data', default='../shared/data/cifar10-jpeg.tar.gz')
+  p.add_argument('--data', default='../shared/data/cifar10-jpeg.tar.gz',
+                 help="the CIFAR-10 archive or folder, or 'fake' (generated, for toy runs)")
   p.add_argument('--subset', type=int, default=2500)
   p.add_argument('--depth', type=int, default=20)
   p.add_argument('--policy', choices=('clr', 'pclr'), default='clr')
@@ -313,6 +318,7 @@ def parser() -> argparse.ArgumentParser:
   p.add_argument('--seeds', type=int, nargs='+', default=[0])
   p.add_argument('--out', default='experiments/results/torch_twin')
   p.add_argument('--device', default='cpu', help="'cpu' or 'cuda'")
+  p.add_argument('--tf32', action='store_true', help='let CUDA use TF32 (default: true fp32)')
   p.add_argument('--name', default='', help='results folder name (default: from the options)')
   return p
 
