@@ -155,6 +155,13 @@ def reference(group: collect.Group) -> tuple[str, str, str]:
   for (stem, args), ref in REFERENCES.items():
     if group.matches(stem, args):
       return ref
+  # A run recorded before superconv adopted Caffe's BN estimator and FC-bias decay (its config
+  # has no optimizer.decay_fc_bias) no longer resolves to today's paper config, but it is still
+  # the paper row it ran for: named so, with the difference said.
+  if group.config and 'decay_fc_bias' not in group.config.get('optimizer', {}):
+    for (stem, args), (ref, paper, log) in REFERENCES.items():
+      if stem == group.stem and collect.canonical_args(args) == group.args and ref != '—':
+        return (f'{ref} (run before Caffe\'s BN estimator)', paper, log)
   return ('—', '—', '—')
 
 
