@@ -39,7 +39,11 @@ def launch_job(workdir: str, *extra: str, timeout: float = 240,
                config: str = 'configs/resnet56.py:tiny') -> list[str]:
   """Runs the 2-process job to completion; returns each process's output."""
   port = free_port()
-  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
+  env = dict(os.environ)
+  # The processes get 2 devices each from JAX_NUM_CPU_DEVICES; a device-count flag in XLA_FLAGS
+  # would fight it. The other flags (conftest's convolution path) stay, as in the reference.
+  env['XLA_FLAGS'] = ' '.join(f for f in env.get('XLA_FLAGS', '').split()
+                              if 'force_host_platform_device_count' not in f)
   env.update(JAX_PLATFORMS='cpu', JAX_NUM_CPU_DEVICES='2', PYTHONUNBUFFERED='1')
   procs = [
       subprocess.Popen(
@@ -90,17 +94,24 @@ EXACT_KEYS = ('step', 'lr', 'momentum')
 COUNT_KEYS = ('train_accuracy', 'eval_accuracy')
 
 
+# The floor of the allowed relative difference. Eight updates of this chaotic map (BN over
+# 4-16 images at a high LR) amplify float32's unit roundoff (6e-8) by up to ~1e5: seen 5.6e-4
+# of grad_norm at update 6 (an Intel Xeon), 2.4e-3 of a momentum buffer's scale after update 8
+# (an AMD EPYC). A wrong shard, key or gradient changes the gradients themselves (order 1 of
+# their size) from the first update on.
+FLOOR = 1e-2
+
+
 def assert_same_rows(multi: str, single: str, other_order: str) -> None:
   """The job's metrics.jsonl rows equal the single process's, up to the reduction order.
 
   The two programs sum the same float32 numbers in different orders (gloo across processes
   against an in-process all-reduce), and through BN and a high LR those last-bit differences
-  grow from update to update by an amount that depends on the CPU. So the allowed difference of
-  each quantity is measured, not guessed: `other_order` is the same training in one process on
-  a mesh of another size with the same BN groups (the same computation, reduced in another
-  order), and the job may differ from the reference by at most 10x what that run differs by
-  (at any log point, for that quantity), plus float32's 1e-6 relative floor; accuracies may
-  also move by 2 % of their images. Exact quantities must be equal.
+  grow from update to update by an amount that depends on the CPU. The allowed difference of
+  each quantity is 10x what a second reduction order moves it (`other_order`: the same training
+  in one process on a mesh of another size with the same BN groups, i.e. the same computation
+  summed in another order) or FLOOR of its size, whichever is larger; accuracies may also move
+  by 2 % of their images. Quantities that are functions of the update counter must be equal.
   """
   rows = {name: read_rows(os.path.join(path, 'metrics.jsonl'))
           for name, path in (('multi', multi), ('single', single), ('other', other_order))}
@@ -114,7 +125,7 @@ def assert_same_rows(multi: str, single: str, other_order: str) -> None:
     for key in EXACT_KEYS:
       assert m[key] == s[key], (m['step'], key)
     for key in floats & m.keys():
-      tol = (10 * spread[key] + 1e-6) * abs(s[key]) + 1e-6 + (0.02 if key in COUNT_KEYS else 0)
+      tol = max(10 * spread[key], FLOOR) * abs(s[key]) + 1e-6 + (0.02 if key in COUNT_KEYS else 0)
       assert abs(m[key] - s[key]) <= tol, (m['step'], key, m[key], s[key], spread[key])
 
 
@@ -161,10 +172,13 @@ def test_two_processes_match_one_and_resume(tmp_path):
       restore_on_one_device(os.path.join(d, 'checkpoints', '8', 'default'))
       for d in (shared, single, other))
   assert int(multi_state['step']) == 8
-  # As for the rows: each array may differ by 10x what the other reduction order moved it.
+  # As for the rows, array by array at the array's scale (an element of a sum of cancelling
+  # terms can land near zero, its error cannot).
   for a, b, c in zip(*(jax.tree.leaves(s) for s in (multi_state, single_state, other_state))):
     a, b, c = (np.asarray(t, np.float64) for t in (a, b, c))
-    np.testing.assert_allclose(a, b, rtol=1e-6, atol=10 * np.max(np.abs(c - b), initial=0) + 1e-6)
+    scale = np.max(np.abs(b), initial=0)
+    tol = max(10 * np.max(np.abs(c - b), initial=0), FLOOR * scale) + 1e-6
+    assert np.max(np.abs(a - b), initial=0) <= tol, (a, b, tol)
 
 
 def test_two_processes_stream_imagenet_like_one_process(tmp_path):
