@@ -63,12 +63,12 @@ def _final(g: collect.Group | None) -> dict:
 
 
 def _at(g: collect.Group, step: int) -> dict:
-  """Each seed's eval accuracy at the first evaluation at or after `step`."""
+  """Each seed's eval accuracy at its last evaluation after at most `step` updates."""
   out = []
   for r in g.finished:
     steps, acc = r.curve()
-    hit = np.nonzero(steps >= step)[0]
-    out.append(float(acc[hit[0]]) if hit.size else None)
+    hit = np.nonzero(steps <= step)[0]
+    out.append(float(acc[hit[-1]]) if hit.size else None)
   return _stats(out)
 
 

@@ -283,3 +283,47 @@ def test_a_run_recorded_before_a_config_field_existed_keeps_its_paper_row(tmp_pa
   assert '1708.07120 Fig. 1a CLR' in matched and '| 92.4 |' in matched
   other = [l for l in rows if 'weight_decay' in l][0]
   assert '1708.07120' not in other
+
+
+def test_superconvergence_report_pairs_ratio_and_twin_spread(tmp_path):
+  """experiments.superconvergence finds its groups by what they ran and states the numbers."""
+  from experiments import superconvergence  # pylint: disable=g-import-not-at-top
+  root = tmp_path / 'results'
+  # LeNet at batch 512: 1cycle (1,406 updates, 3 seeds) reaches inv's final 0.90 at 1,000.
+  for seed, accs in {0: (0.85, 0.90, 0.91), 1: (0.86, 0.91, 0.92), 2: (0.84, 0.89, 0.90)}.items():
+    _write_run(root, 'lenet_fashion_mnist', 'policy=1cycle', seed,
+               list(zip((500, 1000, 1406), accs)), lrs={500: 0.1, 1000: 0.04, 1406: 1e-5})
+  for seed in (0, 1):
+    _write_run(root, 'lenet_fashion_mnist', 'policy=inv,batch=512,epochs=24', seed,
+               [(1400, 0.87), (2100, 0.895), (2812, 0.90)], lrs={1400: 0.008, 2812: 0.007})
+  # ResNet-20, 2,500 images: CLR 150 updates (0.30 / 0.32), PC-LR 600 (0.34), and the twin.
+  clr_sets = ('data.train_subset=2500', 'batch_size=64', 'model.virtual_batch_size=0',
+              'num_steps=150', 'schedule.step_size=75', 'schedule.max_lr=1.0')
+  for seed, acc in ((0, 0.30), (1, 0.32)):
+    _write_run(root, 'resnet20', 'policy=clr', seed, [(50, 0.2), (150, acc)], sets=clr_sets,
+               lrs={50: 0.7, 150: 0.1})
+  _write_run(root, 'resnet20', 'policy=pclr', 0, [(150, 0.15), (600, 0.34)],
+             sets=('data.train_subset=2500', 'batch_size=64', 'model.virtual_batch_size=0',
+                   'num_steps=600', 'schedule.boundaries=(375, 525)'), lrs={150: 0.35, 600: 3e-3})
+  for seed, acc in ((0, 0.29), (1, 0.33), (2, 0.31)):
+    twin = root / 'torch_twin' / 'resnet20_subset2500_clr_150' / f'seed{seed}'
+    twin.mkdir(parents=True)
+    (twin / 'run.json').write_text(json.dumps({'args': '', 'seed': seed}))
+    (twin / 'metrics.jsonl').write_text(json.dumps({'step': 150, 'eval_accuracy': acc}) + '\n')
+    (twin / 'summary.json').write_text(json.dumps({'final_eval_accuracy': acc}))
+  report = superconvergence.report(str(root))
+  inv = report['lenet']['inv']
+  assert (inv['fast_reaches_baseline_final_at'], inv['baseline_steps']) == (1000, 2812)
+  assert inv['ratio'] == pytest.approx(2.812)
+  assert inv['fast_final']['n'] == 3 and inv['baseline_final']['n'] == 2
+  assert inv['baseline_at_fast_steps']['mean'] == pytest.approx(0.87)  # inv at 1,400 <= 1,406
+  cell = report['resnet20']['2500']
+  assert cell['gain'] == pytest.approx(0.31 - 0.34)
+  assert cell['pclr']['fast_reaches_baseline_final_at'] is None
+  assert cell['pclr']['baseline_at_fast_steps']['mean'] == pytest.approx(0.15)
+  twin = report['twin']
+  assert twin['superconv_mean_inside_twin_spread'] and twin['torch']['n'] == 3
+  text = superconvergence.markdown(report)
+  assert '2.8x fewer' in text and 'inside' in text
+  for path in report['figures'].values():
+    assert os.path.exists(os.path.join(os.path.dirname(str(root)), path))
