@@ -190,6 +190,8 @@ def describe_schedule(config: dict) -> str:
     text = f"{_g(s['base_lr'])} ×{_g(s['gamma'])} every {s['step_size']}"
   elif name == 'inv':
     text = f"inv {_g(s['base_lr'])}, γ {_g(s['gamma'])}, p {_g(s['power'])}"
+  elif name == 'warmup_cosine':
+    text = f"warm-up {s.get('warmup_steps', 0)} + cosine, peak {_g(s['max_lr'])}"
   else:
     text = f"{name} {_g(s['base_lr'])}"
   if m['name'] in ('cyclical', 'one_cycle'):
