@@ -125,7 +125,9 @@ def report(root: str = RESULTS) -> dict:
   out['lenet']['cosine_grid'] = sorted(
       ({'max_lr': g.config['schedule']['max_lr'], 'warmup_steps':
         g.config['schedule']['warmup_steps'], 'num_steps': g.config['num_steps'],
-        'final': _final(g)['mean']} for g in grid), key=lambda r: (r['max_lr'], r['warmup_steps']))
+        'final': _final(g).get('mean'),
+        'diverged': any((r.summary or {}).get('diverged') for r in g.finished)} for g in grid),
+      key=lambda r: (r['max_lr'], r['warmup_steps']))
   figures = {}
   if lenet['one_cycle'] and lenet['inv']:
     figures['lenet'] = plots.plot_groups(
@@ -229,8 +231,9 @@ def markdown(r: dict) -> str:
   grid = r['lenet'].get('cosine_grid')
   if grid:
     lines.append('- The cosine grid (LeNet, 1 seed, ' + f"{grid[0]['num_steps']} iterations): " +
-                 '; '.join(f"peak {g['max_lr']}, warm-up {g['warmup_steps']}: "
-                           f"{100 * g['final']:.2f} %" for g in grid) + '.')
+                 '; '.join(f"peak {g['max_lr']}, warm-up {g['warmup_steps']}: " +
+                           ('diverged' if g['diverged'] or g['final'] is None else
+                            f"{100 * g['final']:.2f} %") for g in grid) + '.')
   for key, path in r.get('figures', {}).items():
     lines.append(f'\n  ![{key}]({path})')
   return '\n'.join(lines) + '\n'
