@@ -27,7 +27,8 @@ import numpy as np
 from experiments import collect
 from experiments import plots
 
-RESULTS = os.path.join(os.path.dirname(__file__), 'results')
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS = os.path.join(REPO, 'experiments', 'results')
 START, END = '<!-- superconvergence:start -->', '<!-- superconvergence:end -->'
 SUBSETS = (2500, 10000)
 
@@ -166,7 +167,7 @@ def report(root: str = RESULTS) -> dict:
             [cells['clr'], twin], os.path.join(root, 'torch_twin', 'twin_vs_superconv.png'),
             'ResNet-20, 2,500 CIFAR-10 images, CLR 0.1-1.0-0.1 over 150 updates',
             labels=['superconv (JAX)', 'PyTorch twin'])
-  out['figures'] = {k: os.path.relpath(v, os.path.dirname(root)) for k, v in figures.items()}
+  out['figures'] = {k: os.path.relpath(v, REPO) for k, v in figures.items()}  # as the README links
   return out
 
 

@@ -325,5 +325,6 @@ def test_superconvergence_report_pairs_ratio_and_twin_spread(tmp_path):
   assert twin['superconv_mean_inside_twin_spread'] and twin['torch']['n'] == 3
   text = superconvergence.markdown(report)
   assert '2.8x fewer' in text and 'inside' in text
+  assert set(report['figures']) == {'lenet', 'resnet20_2500', 'twin'}
   for path in report['figures'].values():
-    assert os.path.exists(os.path.join(os.path.dirname(str(root)), path))
+    assert os.path.exists(os.path.join(superconvergence.REPO, path))
