@@ -21,6 +21,7 @@ import time
 from typing import Any
 
 from absl import logging
+from flax import traverse_util
 import jax
 import orbax.checkpoint as ocp
 
@@ -103,7 +104,7 @@ class Checkpointer:
     stats = tree.get('batch_stats') if isinstance(tree, dict) else None
     if not isinstance(stats, dict):
       return False
-    leaves = [path[-1] for path in _flat_keys(stats)]
+    leaves = [path[-1] for path in traverse_util.flatten_dict(stats)]
     return 'mean' in leaves and 'count' not in leaves
 
   def _set_aside(self, steps: list[int]) -> None:
@@ -122,16 +123,6 @@ class Checkpointer:
 
   def close(self) -> None:
     self._manager.close()
-
-
-def _flat_keys(tree: dict, prefix: tuple = ()) -> list[tuple]:
-  out = []
-  for key, value in tree.items():
-    if isinstance(value, dict):
-      out += _flat_keys(value, prefix + (key,))
-    else:
-      out.append(prefix + (key,))
-  return out
 
 
 @contextlib.contextmanager
