@@ -4,7 +4,7 @@ r"""Throughput of the streamed (ImageNet) input on this host: JPEG decode, rando
 
 Writes ImageNet-sized JPEGs (default 500x375, the set's typical size, quality 90) into a temporary
 image-folder tree, then times `streaming.train_iterator` (the host's part of the work) at each
-thread count, and the whole `train.StreamFeed` (reader thread, stacking, transfer to the devices)
+thread count, and the whole `inputs_lib.StreamFeed` (reader thread, stacking, transfer to the devices)
 at the largest. The figure to compare is an accelerator's training rate: a host that decodes
 fewer images/s than its chips train leaves them waiting, and `data.num_threads` (or more hosts)
 must make up the difference.
@@ -23,6 +23,8 @@ import ml_collections
 import numpy as np
 from PIL import Image
 
+from superconv import sharding
+from superconv import inputs as inputs_lib
 from superconv import metrics as metrics_lib
 from superconv import train
 from superconv.data import streaming
@@ -70,7 +72,7 @@ def time_iterator(config, batches: int) -> float:
 
 def time_feed(config, batches: int) -> float:
   """Images/s of the whole StreamFeed (reader thread, stacking, device transfer), devices idle."""
-  feed = train.StreamFeed(config, train.make_mesh(), start_step=0, k=1)
+  feed = inputs_lib.StreamFeed(config, sharding.make_mesh(), start_step=0, k=1)
   jax.block_until_ready(next(feed)['images'])
   t = time.perf_counter()
   for _ in range(batches):

@@ -25,6 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from superconv import step as step_lib
+from superconv import sharding
 from superconv import metrics as metrics_lib
 from superconv import models
 from superconv import train
@@ -51,45 +53,45 @@ def _peak_memory_bytes():
 
 def step_flops(model_name, batch, dtype, num_classes=10):
   """FLOPs of one update of the real train step, counted on the unoptimised program."""
-  mesh = train.make_mesh(jax.devices()[:1])
+  mesh = sharding.make_mesh(jax.devices()[:1])
   model = models.create_model(model_name, num_classes=num_classes, dtype=dtype)
   tx = optax.chain(optax.add_decayed_weights(1e-4), optax.sgd(0.1, momentum=0.9))
   shape = _image_shape(model_name)
-  spec = train.InputSpec(batch_size=batch, dtype=jnp.dtype(dtype))
-  state = jax.eval_shape(lambda: train.create_train_state(model, tx, jax.random.PRNGKey(0),
+  spec = step_lib.StepSpec(batch_size=batch, dtype=jnp.dtype(dtype))
+  state = jax.eval_shape(lambda: step_lib.create_train_state(model, tx, jax.random.PRNGKey(0),
                                                           shape, mesh))
   data = {'images': jax.ShapeDtypeStruct((batch, *shape), jnp.uint8),
           'labels': jax.ShapeDtypeStruct((batch,), jnp.int32),
           'mean': jax.ShapeDtypeStruct(shape, jnp.float32)}
-  cost = train.make_train_fn(model, tx, mesh, spec, 1).lower(state, data).cost_analysis()
+  cost = step_lib.make_train_fn(model, tx, mesh, spec, 1).lower(state, data).cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   return float((cost or {}).get('flops', 0.0))
 
 
 def bench_jax(model_name, batch, steps, steps_per_dispatch, dtype, num_classes=10):
   """Times superconv's train step (shard_map over all devices, lax.scan, donation)."""
-  mesh = train.make_mesh()
+  mesh = sharding.make_mesh()
   model = models.create_model(model_name, num_classes=num_classes, dtype=dtype)
   tx = optax.inject_hyperparams(optax.sgd)(learning_rate=0.1, momentum=0.9)
   tx = optax.chain(optax.add_decayed_weights(1e-4), tx)
   shape = _image_shape(model_name)
   rng = np.random.default_rng(0)
   n = batch * 4
-  data = train.replicate({
+  data = sharding.replicate({
       'images': rng.integers(0, 256, size=(n, *shape), dtype=np.uint8),
       'labels': rng.integers(0, num_classes, size=(n,)).astype(np.int32),
       'mean': np.full(shape, 127.0, np.float32)}, mesh)
-  spec = train.InputSpec(batch_size=batch, mirror=True, crop_padding=0, scale=1 / 64,
+  spec = step_lib.StepSpec(batch_size=batch, mirror=True, crop_padding=0, scale=1 / 64,
                          dtype=jnp.dtype(dtype))
-  state = train.create_train_state(model, tx, jax.random.PRNGKey(0), shape, mesh)
+  state = step_lib.create_train_state(model, tx, jax.random.PRNGKey(0), shape, mesh)
   t = time.perf_counter()
-  compiled = train.make_train_fn(model, tx, mesh, spec, steps_per_dispatch).lower(
+  compiled = step_lib.make_train_fn(model, tx, mesh, spec, steps_per_dispatch).lower(
       state, data).compile()
   compile_s = time.perf_counter() - t
   # FLOPs of ONE update from the unoptimised program: backend-independent (on GPU the compiled
   # program's convolutions are library calls that XLA's cost analysis does not count, and a
   # while loop's body is counted once whatever its trip count).
-  cost = train.make_train_fn(model, tx, mesh, spec, 1).lower(state, data).cost_analysis()
+  cost = step_lib.make_train_fn(model, tx, mesh, spec, 1).lower(state, data).cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   flops_per_step = float((cost or {}).get('flops', 0.0))
 
@@ -184,7 +186,7 @@ def main(argv=None):
   p.add_argument('--batch', type=int, default=1000)
   p.add_argument('--steps', type=int, default=50, help='timed updates')
   p.add_argument('--steps-per-dispatch', type=int, default=0,
-                 help='updates per jitted call (0: 1 on CPU, 10 elsewhere; see train.dispatch_size)')
+                 help='updates per jitted call (0: 1 on CPU, 10 elsewhere; see step_lib.dispatch_size)')
   p.add_argument('--dtype', default='float32', choices=['float32', 'bfloat16'])
   p.add_argument('--torch', default='eager,compile',
                  help="comma list of 'eager', 'compile'; '' skips PyTorch")

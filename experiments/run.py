@@ -3,8 +3,8 @@ r"""Runs one config over several seeds into experiments/results/, resumable and 
   python -m experiments.run --config=configs/resnet56_subset.py \
       --args "policy=clr,samples=10000" --seeds 0 1 2 [--set key=value ...] [--data PATH]
 
-Each seed runs `superconv.train.train_and_evaluate` (or `superconv.lr_range.run` when the
-config's mode is 'lr_range') in
+Each seed runs its config's program through `superconv.programs.run`, as `python -m
+superconv.main` would (the same config loader, overrides, resolution and program table), in
 
   experiments/results/<config stem>/<args slug>/seed<N>/
 
@@ -17,9 +17,7 @@ are deleted once the seed has finished (only json/png results are committed).
 from __future__ import annotations
 
 import argparse
-import ast
 import datetime
-import importlib.util
 import json
 import os
 import shlex
@@ -30,50 +28,27 @@ from typing import Sequence
 import ml_collections
 
 from experiments import collect
+from superconv import programs
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, 'results')
 
 
-def load_config_module(path: str):
-  """Imports a configs/*.py file by path (as ml_collections.config_flags does)."""
-  name = '_experiment_config_' + os.path.splitext(os.path.basename(path))[0]
-  spec = importlib.util.spec_from_file_location(name, path)
-  if spec is None or spec.loader is None:
-    raise FileNotFoundError(f'cannot load a config from {path!r}')
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
-def apply_sets(config: ml_collections.ConfigDict, sets: Sequence[str]) -> None:
-  """`key.sub=value` overrides, values as Python literals (like `--config.key.sub=value`)."""
-  for item in sets:
-    key, sep, text = item.partition('=')
-    if not sep:
-      raise ValueError(f'--set {item!r}: expected key=value')
-    try:
-      value = ast.literal_eval(text.strip())
-    except (ValueError, SyntaxError):
-      value = text.strip()
-    *parents, leaf = key.strip().split('.')
-    node = config
-    for part in parents:
-      node = node[part]
-    if leaf not in node:
-      raise KeyError(f'--set {item!r}: the config has no field {key!r}')
-    node[leaf] = tuple(value) if isinstance(node[leaf], tuple) else value
-
-
 def build_config(config_path: str, args: str, seed: int, sets: Sequence[str] = (),
                  data: str = '') -> ml_collections.ConfigDict:
-  """The config file's `get_config(args)`, then the seed, local data and `--set`s."""
-  config = load_config_module(config_path).get_config(args)
-  config.seed = int(seed)  # locked configs still accept new values for existing fields
+  """The config file's `get_config(args)`, then the seed, local data and `--set`s.
+
+  Loaded and overridden exactly as `python -m superconv.main --config=FILE:ARGS --config.K=V`
+  does (`programs.load_config`): a `--set` value is typed by its field, an unknown field fails.
+  """
+  overrides = [f'seed={int(seed)}']
   if data:
-    config.data.source, config.data.path = 'files', data
-  apply_sets(config, sets)
-  return config
+    overrides += ['data.source=files', f'data.path={data}']
+  for item in sets:
+    if '=' not in item:
+      raise ValueError(f'--set {item!r}: expected key=value')
+    overrides.append(item.strip())
+  return programs.load_config(config_path, args, overrides)
 
 
 def run_dir(root: str, config_path: str, args: str, seed: int, sets: Sequence[str] = ()) -> str:
@@ -93,38 +68,14 @@ def _versions() -> dict:
   return out
 
 
-def range_test_files(result, workdir: str) -> dict:
-  """metrics.jsonl and summary.json for an LR range test, in the trainer's format, so tables
-  and plots read sweeps and training runs alike (lr_range.json keeps everything else).
-
-  A range test's "final" accuracy is the one at the top of the sweep (or where it stopped).
-  """
-  from superconv import metrics  # pylint: disable=g-import-not-at-top
-  rows = [{'step': int(st), 'lr': float(lr), 'eval_accuracy': float(acc), 'eval_loss': float(loss)}
-          for st, lr, acc, loss in zip(result.eval_steps, result.eval_lrs, result.eval_accuracy,
-                                       result.eval_loss)]
-  writer = metrics.MetricWriter(os.path.join(workdir, 'metrics.jsonl'))  # starts it empty
-  for row in rows:
-    writer.write(row)
-  accs = [r['eval_accuracy'] for r in rows]
-  best = max(range(len(accs)), key=lambda i: accs[i] if accs[i] == accs[i] else -1.0,
-             default=None)
-  summary = {
-      'final_eval_accuracy': accs[-1] if accs else None,
-      'best_eval_accuracy': accs[best] if best is not None else None,
-      'best_step': rows[best]['step'] if best is not None else None,
-      'best_lr': rows[best]['lr'] if best is not None else None,
-      'steps': len(result.lrs), 'diverged_at': result.diverged_at,
-      'suggestion': result.suggestion, 'wall_seconds': result.wall_seconds,
-      **metrics.provenance(),
-  }
-  metrics.write_json(os.path.join(workdir, 'summary.json'), summary)
-  return summary
-
-
 def run_seed(config_path: str, args: str, seed: int, *, sets: Sequence[str] = (),
-             data: str = '', root: str = RESULTS, command: str = '') -> dict:
-  """Runs (or skips, or resumes) one seed; returns its summary."""
+             data: str = '', root: str = RESULTS, command: str = '',
+             keep_checkpoint: bool = False) -> dict:
+  """Runs (or skips, or resumes) one seed; returns its summary.
+
+  A finished seed's checkpoints are deleted unless `keep_checkpoint` (only json/png results are
+  committed).
+  """
   from superconv import metrics  # pylint: disable=g-import-not-at-top
   workdir = run_dir(root, config_path, args, seed, sets)
   summary_path = os.path.join(workdir, 'summary.json')
@@ -146,14 +97,12 @@ def run_seed(config_path: str, args: str, seed: int, *, sets: Sequence[str] = ()
   metrics.write_json(os.path.join(workdir, 'run.json'), info)
   print(f'[experiments.run] {workdir}: running {info["config_file"]}:{args} seed {seed}.',
         flush=True)
-  from superconv import train  # pylint: disable=g-import-not-at-top
+  from superconv import step  # pylint: disable=g-import-not-at-top
   try:
-    if config.mode == 'lr_range':
-      from superconv import lr_range  # pylint: disable=g-import-not-at-top
-      summary = range_test_files(lr_range.run(config, workdir), workdir)
-    else:
-      summary = train.train_and_evaluate(config, workdir)
-  except train.TrainingDiverged as e:
+    summary = programs.run(config, workdir)
+    if not isinstance(summary, dict):  # a range test returns its RangeTestResult
+      summary = summary.summary_dict()
+  except step.TrainingDiverged as e:
     # A result, not a crash (e.g. weight decay 1e-3 at LR 3): record it so that the tables
     # show it and a rerun does not retry it.
     print(f'[experiments.run] {workdir}: diverged: {e}', flush=True)
@@ -163,7 +112,8 @@ def run_seed(config_path: str, args: str, seed: int, *, sets: Sequence[str] = ()
     return summary  # keep the checkpoints: the same command resumes
   if not os.path.exists(summary_path):  # a runner that returns but does not write one
     metrics.write_json(summary_path, summary if isinstance(summary, dict) else {})
-  shutil.rmtree(os.path.join(workdir, 'checkpoints'), ignore_errors=True)
+  if not keep_checkpoint:
+    shutil.rmtree(os.path.join(workdir, 'checkpoints'), ignore_errors=True)
   with open(summary_path) as f:
     return json.load(f)
 
@@ -178,12 +128,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                       help='override a config field, e.g. --set num_steps=100 (repeatable)')
   parser.add_argument('--data', default='', help='local data file or folder (source=files)')
   parser.add_argument('--results', default=RESULTS, help='results root folder')
+  parser.add_argument('--keep-checkpoints', action='store_true',
+                      help="keep each seed's checkpoints once it has finished (default: delete)")
   ns = parser.parse_args(argv)
   command = 'python -m experiments.run ' + ' '.join(
       shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
   for seed in ns.seeds:
     summary = run_seed(ns.config, ns.args, seed, sets=ns.sets, data=ns.data, root=ns.results,
-                       command=command)
+                       command=command, keep_checkpoint=ns.keep_checkpoints)
     if summary.get('preempted'):
       print('[experiments.run] preempted; run the same command again to resume.', flush=True)
       return 1

@@ -1,7 +1,7 @@
 """Every configs/*.py, with each documented argument and its `smoke` variant, is a runnable run.
 
 For every (file, argument): the config loads from its path (as `config_flags` does), is locked,
-passes `config_checks.validate`, its model initialises on the dataset's image shape
+passes `configure.validate`, its model initialises on the dataset's image shape
 (`jax.eval_shape`, no compute) with logits [B, classes], its optimizer initialises on those
 parameters, and its LR schedule has the run's length, checked on closed-form values at the
 phase boundaries. A table pins the settings each file takes from the paper digest.
@@ -18,7 +18,8 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from superconv import config_checks
+from superconv import step as step_lib
+from superconv import configure
 from superconv import optim
 from superconv import train
 from superconv.data import sources
@@ -113,7 +114,7 @@ def test_config_validates_builds_and_fits(stem, arg):
   config = load(stem).get_config(arg)
   with pytest.raises((AttributeError, KeyError)):  # locked: a mistyped override fails
     config.not_a_field = 1
-  config_checks.validate(config, num_devices=1)
+  configure.validate(config, num_devices=1)
   if 'smoke' in arg or 'tiny' in arg:
     assert config.data.source == 'fake'
     assert config.num_steps <= (32 if 'smoke' in arg else 8) and config.batch_size <= 32
@@ -122,7 +123,7 @@ def test_config_validates_builds_and_fits(stem, arg):
   assert config.model.num_classes == num_classes
   shape = tuple(_image_shape(config))
   batch = config.model.virtual_batch_size or 2
-  model = train.build_model(config, num_classes)
+  model = step_lib.build_model(config, num_classes)
   variables, logits = _abstract_init(model, config.model.to_json(), shape, batch)
   assert logits.shape == (batch, num_classes) and logits.dtype == jnp.float32
 

@@ -14,6 +14,7 @@ from experiments import collect
 from experiments import make_tables
 from experiments import plots
 from experiments import run as run_lib
+from superconv import step as step_lib
 
 from conftest import ROOT
 
@@ -234,7 +235,7 @@ def test_a_diverged_seed_is_recorded_not_retried(tmp_path, monkeypatch):
   def diverge(config, workdir):
     calls.append(workdir)
     os.makedirs(os.path.join(workdir, 'checkpoints', '4'))
-    raise train.TrainingDiverged('The training loss became non-finite at update 6.')
+    raise step_lib.TrainingDiverged('The training loss became non-finite at update 6.')
 
   monkeypatch.setattr(train, 'train_and_evaluate', diverge)
   root = str(tmp_path / 'results')

@@ -11,7 +11,8 @@ import optax
 import pytest
 
 from configs import default
-from superconv import config_checks
+from superconv import step as step_lib
+from superconv import configure
 from superconv import lr_range
 from superconv import train
 
@@ -162,7 +163,7 @@ def _assert_unchanged(tree, snapshot):
 
 def test_range_test_leaves_caller_state_untouched(monkeypatch):
   made = []
-  make_train_fn = train.make_train_fn
+  make_train_fn = step_lib.make_train_fn
   monkeypatch.setattr(train, 'make_train_fn', lambda *a: made.append(make_train_fn(*a)) or made[-1])
   model = _TinyNet()
   images, labels = _problem()
@@ -259,13 +260,13 @@ def test_run_stops_on_divergence(tmp_path):
 
 
 def test_range_config_turns_a_training_config_into_a_sweep():
-  c = lr_range.range_config(default.get_config())   # the CLR 0.1-3 training config
+  c = configure.range_form(default.get_config())   # the CLR 0.1-3 training config
   assert (c.mode, c.schedule.name, c.num_steps) == ('lr_range', 'lr_range', 5000)
-  config_checks.validate(c, num_devices=1)
+  configure.validate(c, num_devices=1)
   bad = default.get_config()
   bad.lr_range.eval_every_steps = 0
-  with pytest.raises(config_checks.ConfigError, match='lr_range.eval_every_steps'):
-    lr_range.range_config(bad)
+  with pytest.raises(configure.ConfigError, match='lr_range.eval_every_steps'):
+    configure.range_form(bad)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -282,24 +283,24 @@ def _result_file(tmp_path, **suggestion):
 
 def test_apply_suggestion(tmp_path):
   c = default.get_config()
-  assert lr_range.apply_suggestion(c) is c                 # lr_range_result empty: unchanged
+  assert configure.apply_suggestion(c) is c                 # lr_range_result empty: unchanged
   c.lr_range_result = _result_file(tmp_path)
-  clr = lr_range.apply_suggestion(c)
+  clr = configure.apply_suggestion(c)
   assert (clr.schedule.max_lr, clr.schedule.base_lr) == (2.0, 0.5)
   assert (c.schedule.max_lr, c.schedule.base_lr) == (3.0, 0.1)   # the input is not modified
   c.schedule.name = 'one_cycle'
-  one = lr_range.apply_suggestion(c)
+  one = configure.apply_suggestion(c)
   assert (one.schedule.max_lr, one.schedule.base_lr) == (2.0, 0.2)
   assert one.schedule.max_lr / one.schedule.div_factor == pytest.approx(0.2)  # starts at min
   c.schedule.name = 'caffe_one_cycle'
-  assert lr_range.apply_suggestion(c).schedule.base_lr == 0.2
+  assert configure.apply_suggestion(c).schedule.base_lr == 0.2
   c.schedule.name = 'multistep'
-  with pytest.raises(config_checks.ConfigError, match='multistep'):
-    lr_range.apply_suggestion(c)
+  with pytest.raises(configure.ConfigError, match='multistep'):
+    configure.apply_suggestion(c)
   c.schedule.name = 'triangular'
   c.lr_range_result = _result_file(tmp_path, reliable=False, explanation='never rose')
-  with pytest.raises(config_checks.ConfigError, match='no reliable reading'):
-    lr_range.apply_suggestion(c)
+  with pytest.raises(configure.ConfigError, match='no reliable reading'):
+    configure.apply_suggestion(c)
   c.lr_range_result = str(tmp_path / 'missing.json')
-  with pytest.raises(config_checks.ConfigError, match='cannot read'):
-    lr_range.apply_suggestion(c)
+  with pytest.raises(configure.ConfigError, match='cannot read'):
+    configure.apply_suggestion(c)

@@ -215,7 +215,7 @@ def test_distributed_auto_runs_alone_where_no_cluster_is_detected(mode, expected
   # This machine is no TPU VM, SLURM or MPI job: 'auto' must run as one process, 'always' must
   # say that it found no cluster. In a fresh interpreter (initialize must precede any backend).
   code = ('import ml_collections, jax\n'
-          'from superconv.main import initialize_distributed\n'
+          'from superconv.sharding import initialize_distributed\n'
           f'd = ml_collections.ConfigDict(dict(initialize={mode!r}, coordinator_address="", '
           'num_processes=0, process_id=-1))\n'
           'try:\n'

@@ -7,6 +7,7 @@ import optax
 import pytest
 
 from configs import default
+from superconv import step as step_lib
 from superconv import optim
 
 
@@ -363,7 +364,7 @@ def test_paper_decay_mask_of_caffe_resnet56_parameter_by_parameter():
   from configs import resnet56  # pylint: disable=g-import-not-at-top
   from superconv import train  # pylint: disable=g-import-not-at-top
   config = resnet56.get_config()
-  model = train.build_model(config, 10)
+  model = step_lib.build_model(config, 10)
   params = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False),
                           jax.ShapeDtypeStruct((2, 32, 32, 3), jnp.float32))['params']
   o = config.optimizer

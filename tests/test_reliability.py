@@ -23,8 +23,10 @@ import orbax.checkpoint as ocp
 import pytest
 
 from configs import resnet56
+from superconv import step as step_lib
+from superconv import sharding
+from superconv import configure
 from superconv import checkpoint as ckpt_lib
-from superconv import config_checks
 from superconv import optim
 from superconv import train
 from superconv.data import pipeline
@@ -356,8 +358,8 @@ def compile_seconds():
 def test_validate_names_the_field_before_any_compilation(overrides, num_devices, pattern,
                                                          compile_seconds):
   config = _smoke(**overrides)
-  with pytest.raises(config_checks.ConfigError, match=pattern):
-    config_checks.validate(config, num_devices=num_devices)
+  with pytest.raises(configure.ConfigError, match=pattern):
+    configure.validate(config, num_devices=num_devices)
   # No model is built or compiled (the smoke step takes ~5 s to compile); checking a schedule
   # evaluates it eagerly, which compiles a few scalar kernels of a few milliseconds at most.
   assert len(compile_seconds) <= 4 and sum(compile_seconds) < 0.5, compile_seconds
@@ -365,7 +367,7 @@ def test_validate_names_the_field_before_any_compilation(overrides, num_devices,
 
 def test_valid_smoke_config_passes_on_one_and_four_devices():
   for n in (1, 2, 4, 8):
-    config_checks.validate(_smoke(), num_devices=n)  # 16 = 8 x 2
+    configure.validate(_smoke(), num_devices=n)  # 16 = 8 x 2
 
 
 @pytest.mark.parametrize('flag, needles', [
@@ -446,16 +448,16 @@ def test_cli_bad_data_is_a_clear_error_naming_the_file(tmp_path, make):
 
 
 def test_seed_fixes_init_and_data_order():
-  mesh = train.make_mesh(jax.devices()[:1])
-  model = train.build_model(_smoke(), 10)
+  mesh = sharding.make_mesh(jax.devices()[:1])
+  model = step_lib.build_model(_smoke(), 10)
   tx = optim.create_optimizer(_smoke())
 
   def state(seed):
-    return jax.device_get(train.create_train_state(model, tx, jax.random.PRNGKey(seed),
+    return jax.device_get(step_lib.create_train_state(model, tx, jax.random.PRNGKey(seed),
                                                    (32, 32, 3), mesh))
 
   def order(s):
-    order_key = jax.random.split(s.key, 3)[0]  # as in train._local_train_step
+    order_key = jax.random.split(s.key, 3)[0]  # as in step_lib._local_train_step
     return np.stack([pipeline.batch_indices(order_key, step, 16, 256) for step in range(4)])
 
   a, b, other = state(0), state(0), state(1)

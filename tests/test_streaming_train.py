@@ -20,7 +20,9 @@ from PIL import Image
 import pytest
 
 from configs import resnet50_imagenet
-from superconv import config_checks
+from superconv import step as step_lib
+from superconv import sharding
+from superconv import configure
 from superconv import models
 from superconv import train
 from superconv.data import pipeline
@@ -41,7 +43,7 @@ IMAGENET_SMOKE = 'configs/resnet50_imagenet.py:tiny'
 def _state(mesh, vbs=0):
   model = models.create_model('resnet8', num_classes=10, virtual_batch_size=vbs, bn_momentum=0.9)
   tx = optax.sgd(0.1, momentum=0.9)
-  return model, tx, train.create_train_state(model, tx, jax.random.PRNGKey(0), (8, 8, 3), mesh)
+  return model, tx, step_lib.create_train_state(model, tx, jax.random.PRNGKey(0), (8, 8, 3), mesh)
 
 
 def _host_batches(state, data, batch, steps):
@@ -57,22 +59,22 @@ def _host_batches(state, data, batch, steps):
 def test_streamed_step_matches_the_in_memory_step(num_devices, steps_per_call):
   batch, steps = 16, 2
   data = _tiny_problem()
-  ref_mesh = train.make_mesh(jax.devices()[:4])
+  ref_mesh = sharding.make_mesh(jax.devices()[:4])
   model, tx, state = _state(ref_mesh)
-  spec = train.InputSpec(batch_size=batch, mirror=False, crop_padding=0, scale=1 / 64)
+  spec = step_lib.StepSpec(batch_size=batch, mirror=False, crop_padding=0, scale=1 / 64)
   host = _host_batches(state, data, batch, steps)
-  ref = train.make_train_fn(model, tx, ref_mesh, spec, steps)(state,
-                                                               train.replicate(data, ref_mesh))
+  ref = step_lib.make_train_fn(model, tx, ref_mesh, spec, steps)(state,
+                                                               sharding.replicate(data, ref_mesh))
   ref = jax.device_get(ref)
 
   # Streamed on 4 devices (2 updates per dispatch, lax.scan over the batches) or on 1 device
   # with BN groups of 4 (one update per dispatch, two dispatches).
-  mesh = train.make_mesh(jax.devices()[:num_devices])
+  mesh = sharding.make_mesh(jax.devices()[:num_devices])
   model, tx, state = _state(mesh, vbs=0 if num_devices == 4 else 4)
-  fn = train.make_train_fn(model, tx, mesh, dataclasses.replace(spec, streamed=True),
+  fn = step_lib.make_train_fn(model, tx, mesh, dataclasses.replace(spec, streamed=True),
                            steps_per_call)
   sharding = NamedSharding(mesh, P(None, 'data'))
-  mean = train.replicate(data['mean'], mesh)
+  mean = sharding.replicate(data['mean'], mesh)
   for s in range(0, steps, steps_per_call):
     chunk = {k: jax.device_put(v[s:s + steps_per_call], sharding) for k, v in host.items()}
     state = fn(state, {**chunk, 'mean': mean})
@@ -136,8 +138,8 @@ def test_streamed_config_rejects_what_does_not_apply(field, value, match):
   c = resnet50_imagenet.get_config()
   with c.unlocked():
     c.data[field] = value
-  with pytest.raises(config_checks.ConfigError, match=match):
-    config_checks.validate(c, num_devices=1)
+  with pytest.raises(configure.ConfigError, match=match):
+    configure.validate(c, num_devices=1)
 
 
 # ------------------------------------------------------------------------------------------------

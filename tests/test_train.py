@@ -12,6 +12,8 @@ import optax
 import pytest
 
 from configs import resnet56
+from superconv import step as step_lib
+from superconv import sharding
 from superconv import models
 from superconv import train
 
@@ -27,14 +29,14 @@ def _tiny_problem(n=64, seed=0):
 
 
 def _run(mesh_devices, virtual_batch_size, steps=2, batch=16):
-  mesh = train.make_mesh(mesh_devices)
+  mesh = sharding.make_mesh(mesh_devices)
   model = models.create_model('resnet8', num_classes=10, virtual_batch_size=virtual_batch_size,
                                bn_momentum=0.9)
   tx = optax.sgd(0.1, momentum=0.9)
-  spec = train.InputSpec(batch_size=batch, mirror=True, crop_padding=2, scale=1 / 64)
-  state = train.create_train_state(model, tx, jax.random.PRNGKey(0), (8, 8, 3), mesh)
-  fn = train.make_train_fn(model, tx, mesh, spec, steps)
-  state = fn(state, train.replicate(_tiny_problem(), mesh))
+  spec = step_lib.StepSpec(batch_size=batch, mirror=True, crop_padding=2, scale=1 / 64)
+  state = step_lib.create_train_state(model, tx, jax.random.PRNGKey(0), (8, 8, 3), mesh)
+  fn = step_lib.make_train_fn(model, tx, mesh, spec, steps)
+  state = fn(state, sharding.replicate(_tiny_problem(), mesh))
   return jax.device_get(state)
 
 
@@ -50,9 +52,9 @@ def test_one_and_four_devices_give_the_same_update():
     np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-6)
   np.testing.assert_allclose(four.sums['loss'], one.sums['loss'], rtol=1e-5)
   # And the update did something: parameters moved from their initial values.
-  init = jax.device_get(train.create_train_state(
+  init = jax.device_get(step_lib.create_train_state(
       models.create_model('resnet8', num_classes=10), optax.sgd(0.1), jax.random.PRNGKey(0),
-      (8, 8, 3), train.make_mesh(jax.devices()[:1])))
+      (8, 8, 3), sharding.make_mesh(jax.devices()[:1])))
   moved = [not np.allclose(a, b) for a, b in zip(jax.tree.leaves(init.params),
                                                  jax.tree.leaves(one.params))]
   assert any(moved)
@@ -66,17 +68,17 @@ def test_whole_batch_bn_differs_from_grouped_bn():
 
 
 def test_train_step_compiles_once_and_counts_steps():
-  mesh = train.make_mesh(jax.devices()[:2])
+  mesh = sharding.make_mesh(jax.devices()[:2])
   model = models.create_model('lenet', num_classes=10)
   tx = optax.inject_hyperparams(optax.sgd)(learning_rate=optax.linear_schedule(0.1, 0.0, 10),
                                            momentum=0.9)
-  spec = train.InputSpec(batch_size=8)
+  spec = step_lib.StepSpec(batch_size=8)
   data = _tiny_problem()
   data['images'] = np.zeros((64, 28, 28, 1), np.uint8) + data['images'][:, :1, :1, :1]
   data['mean'] = np.zeros((28, 28, 1), np.float32)
-  state = train.create_train_state(model, tx, jax.random.PRNGKey(1), (28, 28, 1), mesh)
-  fn = train.make_train_fn(model, tx, mesh, spec, 3)
-  data = train.replicate(data, mesh)
+  state = step_lib.create_train_state(model, tx, jax.random.PRNGKey(1), (28, 28, 1), mesh)
+  fn = step_lib.make_train_fn(model, tx, mesh, spec, 3)
+  data = sharding.replicate(data, mesh)
   for _ in range(3):
     state = fn(state, data)
   assert int(state.step) == 9
@@ -85,19 +87,19 @@ def test_train_step_compiles_once_and_counts_steps():
 
 
 def test_batch_not_divisible_by_devices_is_rejected():
-  mesh = train.make_mesh(jax.devices()[:4])
+  mesh = sharding.make_mesh(jax.devices()[:4])
   model = models.create_model('lenet', num_classes=10)
   with pytest.raises(ValueError, match='not divisible by the 4 devices'):
-    train.make_train_fn(model, optax.sgd(0.1), mesh, train.InputSpec(batch_size=10), 1)
+    step_lib.make_train_fn(model, optax.sgd(0.1), mesh, step_lib.StepSpec(batch_size=10), 1)
 
 
 def test_dispatch_size_lands_on_every_boundary():
   c = resnet56.get_config()
-  assert train.dispatch_size(c, backend='gpu') == 10
+  assert step_lib.dispatch_size(c, backend='gpu') == 10
   with c.unlocked():
     c.log_every_steps, c.steps_per_dispatch = 25, 20
-  assert train.dispatch_size(c, backend='gpu') == 5
-  assert train.dispatch_size(c, backend='cpu') == 1
+  assert step_lib.dispatch_size(c, backend='gpu') == 5
+  assert step_lib.dispatch_size(c, backend='cpu') == 1
 
 
 def _cli(workdir, *extra, config='configs/resnet56.py:tiny'):

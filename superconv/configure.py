@@ -1,11 +1,22 @@
-"""Validation of a whole config before anything is loaded or compiled.
+"""A config as the programs receive it: resolved once, before dispatch, and checked.
 
-Every check raises `ConfigError` with the name of the field at fault, so a typo costs a second,
-not a compile and a crash deep inside JAX.
+`resolve(config)` is called by `superconv.main` and `experiments.run` (through
+`superconv.programs`) and nowhere else; no program rewrites its config afterwards:
+
+  1. a training run named an LR range test result (`lr_range_result`): its suggestion sets the
+     schedule's LR bounds (`apply_suggestion`; the result is read as plain JSON);
+  2. a range test (`mode='lr_range'`): the run becomes the sweep of `config.lr_range`
+     (`range_form`);
+  3. `validate`: every field a run cannot use, and the cross-field rules (devices x batch, BN
+     groups x per-device batch, schedule length x num_steps, streamed-set limits), as one-line
+     `ConfigError`s naming the field. Cheap: no data is read and nothing is compiled.
 """
 
 from __future__ import annotations
 
+import json
+
+from absl import logging
 import jax
 import ml_collections
 
@@ -27,6 +38,8 @@ SOURCES = ('tfds', 'files', 'fake')
 DTYPES = ('float32', 'bfloat16', 'float16')
 
 
+
+
 class ConfigError(ValueError):
   """A config field holds a value superconv cannot run."""
 
@@ -34,6 +47,21 @@ class ConfigError(ValueError):
 def _require(ok: bool, field: str, message: str) -> None:
   if not ok:
     raise ConfigError(f'config.{field}: {message}')
+
+
+def resolve(config: ml_collections.ConfigDict, *,
+            num_devices: int | None = None) -> ml_collections.ConfigDict:
+  """The config a program runs: suggestion applied or range-test form set, then validated.
+
+  Returns a resolved copy (references followed); `config` itself is not changed.
+  """
+  _require(config.mode in MODES, 'mode', f'{config.mode!r} is not one of {MODES}.')
+  if config.mode == 'lr_range':
+    c = range_form(config)
+  else:
+    c = apply_suggestion(config.copy_and_resolve_references())
+  validate(c, num_devices=num_devices)
+  return c
 
 
 def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = None) -> None:
@@ -123,3 +151,73 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = Non
   _require(int(config.keep_checkpoints) >= 1, 'keep_checkpoints',
            f'must be >= 1 (the latest checkpoint is what a resumed run needs), got '
            f'{config.keep_checkpoints}.')
+
+
+def range_form(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """A copy of `config` set up as a range test: mode, schedule.name and num_steps from lr_range.
+
+  So `--config=configs/resnet56.py --config.mode=lr_range` sweeps the training run's model and
+  optimizer over config.lr_range. Checks the lr_range fields the sweep and its reading use.
+  """
+  c = config.copy_and_resolve_references()
+  c.mode = 'lr_range'
+  c.schedule.name = 'lr_range'
+  c.num_steps = int(c.lr_range.num_steps)
+  r = c.lr_range
+  checks = (
+      (int(r.eval_every_steps) > 0, 'eval_every_steps',
+       f'must be positive (the test reads the held-out accuracy), got {r.eval_every_steps}'),
+      (0.0 <= r.smoothing < 1.0, 'smoothing', f'must be in [0, 1), got {r.smoothing}'),
+      (r.diverge_factor == 0 or r.diverge_factor > 1, 'diverge_factor',
+       f'must be 0 (never stop) or > 1, got {r.diverge_factor}'),
+      (r.min_lr_div_clr >= 1, 'min_lr_div_clr', f'must be >= 1, got {r.min_lr_div_clr}'),
+      (r.min_lr_div_1cycle >= 1, 'min_lr_div_1cycle', f'must be >= 1, got {r.min_lr_div_1cycle}'),
+  )
+  for ok, field, message in checks:
+    if not ok:
+      raise ConfigError(f'config.lr_range.{field}: {message}.')
+  return c
+
+
+def apply_suggestion(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """`config` with its LR bounds from the range test in `config.lr_range_result` (if set).
+
+  'triangular' (CLR): max_lr = suggested max, base_lr = max / lr_range.min_lr_div_clr (as saved
+  in the result). 'one_cycle': max_lr, base_lr = the 1cycle min and div_factor = max / min, so
+  the run starts at the suggested min. 'caffe_one_cycle': max_lr and base_lr = the 1cycle min.
+  Returns a copy; `config` itself is not changed. An empty `lr_range_result` returns `config`.
+
+  Raises:
+    ConfigError: unreadable file, unreliable suggestion, or a schedule without
+      LR bounds to set.
+  """
+  path = config.get('lr_range_result', '')
+  if not path:
+    return config
+  try:
+    with open(path) as f:
+      s = json.load(f)['suggestion']
+    max_lr, clr_min, one_min = (float(s[k]) for k in ('max_lr', 'min_lr_clr', 'min_lr_1cycle'))
+  except (OSError, KeyError, TypeError, ValueError) as e:
+    raise ConfigError(
+        f'config.lr_range_result: cannot read a suggestion from {path!r} ({e}).') from None
+  if not s.get('reliable', True):
+    raise ConfigError(
+        f'config.lr_range_result: the range test in {path!r} gave no reliable reading '
+        f"({s.get('explanation', '')}); set the LRs by hand or rerun the test.")
+  c = config.copy_and_resolve_references()
+  name = c.schedule.name
+  if name == 'triangular':
+    c.schedule.max_lr, c.schedule.base_lr = max_lr, clr_min
+  elif name == 'one_cycle':
+    c.schedule.max_lr, c.schedule.base_lr = max_lr, one_min
+    c.schedule.div_factor = max_lr / one_min
+  elif name == 'caffe_one_cycle':
+    c.schedule.max_lr, c.schedule.base_lr = max_lr, one_min
+  else:
+    raise ConfigError(
+        f"config.lr_range_result: schedule.name={name!r} has no LR range to set; a range-test "
+        "suggestion applies to 'triangular', 'one_cycle' and 'caffe_one_cycle'.")
+  logging.info('LR bounds from %s: schedule.max_lr=%g, schedule.base_lr=%g (%s).', path,
+               c.schedule.max_lr, c.schedule.base_lr, s.get('method', ''))
+  return c

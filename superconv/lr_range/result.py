@@ -1,0 +1,157 @@
+"""The result of an LR range test: what was measured, its reading, its files and its plot."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import jax
+import numpy as np
+
+from superconv import metrics as metrics_lib
+from superconv.lr_range.reading import smooth_accuracy
+
+RESULT_FILE = 'lr_range.json'
+PLOT_FILE = 'lr_range.png'
+
+
+
+@dataclasses.dataclass
+class RangeTestResult:
+  """Everything a range test measured, its reading, and how to save and draw it."""
+  lrs: np.ndarray                 # [n] LR of update s
+  train_loss: np.ndarray          # [n] loss of batch s (before update s)
+  train_loss_smoothed: np.ndarray  # [n] bias-corrected EMA
+  eval_steps: np.ndarray          # [m] updates done at each evaluation (0 first)
+  eval_lrs: np.ndarray            # [m] schedule(step)
+  eval_accuracy: np.ndarray       # [m]
+  eval_loss: np.ndarray           # [m]
+  suggestion: dict
+  loss_suggestion: dict
+  diverged_at: int | None = None  # update whose smoothed loss triggered the stop
+  diverge_reason: str = ''
+  settings: dict = dataclasses.field(default_factory=dict)
+  wall_seconds: float = 0.0
+
+  @property
+  def max_lr(self) -> float:
+    return self.suggestion['max_lr']
+
+  def summary(self) -> str:
+    s = self.suggestion
+    line = (f"suggested LR range: {s['min_lr_clr']:.4g} .. {s['max_lr']:.4g} for CLR (1cycle: "
+            f"{s['min_lr_1cycle']:.4g} .. {s['max_lr']:.4g}), method {s['method']}: "
+            f"{s['explanation']}")
+    loss = self.loss_suggestion
+    if loss.get('steepest_lr') is not None:
+      line += (f" Loss-based: steepest {loss['steepest_lr']:.3g}, valley "
+               f"{loss['valley_lr']:.3g}, minimum {loss['min_loss_lr']:.3g}.")
+    if self.diverged_at is not None:
+      line += f' Stopped early: {self.diverge_reason}.'
+    return line
+
+  def to_dict(self) -> dict:
+    f = lambda a: [float(x) for x in a]
+    return {
+        'lr': f(self.lrs), 'train_loss': f(self.train_loss),
+        'train_loss_smoothed': f(self.train_loss_smoothed),
+        'eval': {'step': [int(x) for x in self.eval_steps], 'lr': f(self.eval_lrs),
+                 'accuracy': f(self.eval_accuracy), 'loss': f(self.eval_loss),
+                 'accuracy_smoothed': f(smooth_accuracy(self.eval_accuracy,
+                                                        self.suggestion.get('window', 5)))},
+        'suggestion': self.suggestion, 'loss_suggestion': self.loss_suggestion,
+        'diverged_at': self.diverged_at,
+        'diverged_lr': None if self.diverged_at is None else float(self.lrs[self.diverged_at]),
+        'diverge_reason': self.diverge_reason, 'settings': self.settings,
+        'wall_seconds': self.wall_seconds,
+    }
+
+  def rows(self) -> list[dict]:
+    """One metrics row per evaluation, in the trainer's format (plus the sweep's smoothed loss
+    at that point), so tables and plots read sweeps and training runs alike."""
+    rows = []
+    for st, lr, acc, loss in zip(self.eval_steps, self.eval_lrs, self.eval_accuracy,
+                                 self.eval_loss):
+      row = {'step': int(st), 'lr': float(lr), 'eval_accuracy': float(acc),
+             'eval_loss': float(loss)}
+      if 0 < st <= len(self.train_loss_smoothed):
+        row['train_loss'] = float(self.train_loss_smoothed[st - 1])
+      rows.append(row)
+    return rows
+
+  def summary_dict(self) -> dict:
+    """summary.json of a sweep: a training run's keys, its "final" accuracy the one at the top
+    of the sweep (or where it stopped), plus the suggestion."""
+    rows = self.rows()
+    accs = [r['eval_accuracy'] for r in rows]
+    best = max(range(len(accs)), key=lambda i: accs[i] if accs[i] == accs[i] else -1.0,
+               default=None)
+    return {
+        'final_eval_accuracy': accs[-1] if accs else None,
+        'best_eval_accuracy': accs[best] if best is not None else None,
+        'best_step': rows[best]['step'] if best is not None else None,
+        'best_lr': rows[best]['lr'] if best is not None else None,
+        'steps': len(self.lrs), 'diverged_at': self.diverged_at,
+        'suggestion': self.suggestion, 'wall_seconds': self.wall_seconds,
+        **metrics_lib.provenance(),
+    }
+
+  def save(self, workdir: str, *, plot: bool = True) -> str:
+    """Writes the files of a training run (metrics.jsonl, summary.json) and the sweep's own:
+    lr_range.json (everything measured, with provenance) and lr_range.png. Returns the json
+    path. Only process 0 writes."""
+    os.makedirs(workdir, exist_ok=True)
+    writer = metrics_lib.MetricWriter(os.path.join(workdir, 'metrics.jsonl'))  # starts it empty
+    for row in self.rows():
+      writer.write(row)
+    metrics_lib.write_json(os.path.join(workdir, 'summary.json'), self.summary_dict())
+    path = os.path.join(workdir, RESULT_FILE)
+    metrics_lib.write_json(path, {**self.to_dict(), 'provenance': metrics_lib.provenance()})
+    if plot and jax.process_index() == 0:
+      self.plot(os.path.join(workdir, PLOT_FILE))
+    return path
+
+  def plot(self, path: str) -> None:
+    """Accuracy and loss against LR, the suggestion marked (matplotlib, Agg; no pyplot state)."""
+    # pylint: disable=g-import-not-at-top
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    # pylint: enable=g-import-not-at-top
+    fig = Figure(figsize=(8, 7), layout='constrained')
+    FigureCanvasAgg(fig)
+    ax_acc, ax_loss = fig.subplots(2, 1, sharex=True)
+    s = self.suggestion
+    ax_acc.plot(self.eval_lrs, self.eval_accuracy, 'o', ms=3, alpha=0.5, label='test accuracy')
+    ax_acc.plot(self.eval_lrs, smooth_accuracy(self.eval_accuracy, s.get('window', 5)), '-',
+                label='smoothed (median)')
+    ax_loss.plot(self.lrs, self.train_loss, '-', lw=0.5, alpha=0.4, label='train loss')
+    ax_loss.plot(self.lrs, self.train_loss_smoothed, '-', label='train loss (EMA)')
+    ax_loss.plot(self.eval_lrs, self.eval_loss, 'o-', ms=3, label='test loss')
+    finite = self.train_loss_smoothed[np.isfinite(self.train_loss_smoothed)]
+    if len(finite):  # Diverging losses would squash the useful part of the plot.
+      every = np.concatenate([finite, self.eval_loss[np.isfinite(self.eval_loss)]])
+      ax_loss.set_ylim(max(0.0, every.min() * 0.9), min(every.max(), 4 * finite[0]) * 1.1)
+    for ax in (ax_acc, ax_loss):
+      ax.axvline(s['max_lr'], color='C3', label=f"max_lr {s['max_lr']:.3g}")
+      ax.axvline(s['min_lr_clr'], color='C3', ls='--', label=f"CLR min {s['min_lr_clr']:.3g}")
+      ax.axvline(s['min_lr_1cycle'], color='C3', ls=':',
+                 label=f"1cycle min {s['min_lr_1cycle']:.3g}")
+      if self.diverged_at is not None:
+        ax.axvline(self.lrs[self.diverged_at], color='k', ls='-.', label='stopped')
+      ax.grid(alpha=0.3)
+    for key, style in (('steepest_lr', (0, (1, 3))), ('valley_lr', (0, (5, 3)))):
+      if self.loss_suggestion.get(key) is not None:
+        ax_loss.axvline(self.loss_suggestion[key], color='C2', ls=style,
+                        label=f"{key[:-3]} {self.loss_suggestion[key]:.3g}")
+    if self.settings.get('mode') == 'exp':
+      ax_loss.set_xscale('log')
+    flat = ' (flat: accuracy never fell)' if s['flat'] else ''
+    ax_acc.set_title(f"LR range test {self.settings.get('model', '')}{flat}")
+    ax_acc.set_ylabel('test accuracy')
+    ax_loss.set_ylabel('loss')
+    ax_loss.set_xlabel('learning rate')
+    ax_acc.legend(fontsize=7)
+    ax_loss.legend(fontsize=7)
+    fig.savefig(path, dpi=120)
+
+

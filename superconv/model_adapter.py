@@ -1,0 +1,172 @@
+"""The one place that knows how a model is called: Flax Linen, Flax NNX, or a plain function.
+
+The train step, the evaluator and the range test see a model only through `Adapter`:
+
+  params, batch_stats = adapter.init(key, example_images)
+  logits, batch_stats = adapter.apply(params, batch_stats, images, train=True, dropout_key=k)
+  logits, _ = adapter.apply(params, batch_stats, images, train=False)
+
+`params` and `batch_stats` are plain pytrees (nested dicts of arrays), so the optimizer, the
+weight-decay mask, the checkpoints and the cross-device averaging treat every kind of model
+alike. `adapt(model)` picks the adapter:
+
+  * a `flax.linen.Module` (superconv's own models): `model.apply({'params', 'batch_stats'}, x,
+    train=..., mutable=['batch_stats'], rngs={'dropout': k})`;
+  * a `flax.nnx.Module` instance (its current weights are the start), or `NnxSpec(cls, kwargs)`
+    (built from the run's key, as superconv's registered NNX models are): split into `nnx.Param`
+    and `nnx.BatchStat` state; `.train()` / `.eval()` select BN and dropout behaviour; dropout
+    streams are reseeded from the step's key at every update, so the run stays a function of
+    (seed, step);
+  * `PlainModel(apply_fn, variables)`: `apply_fn(variables, x, train) -> logits` with
+    `variables = {'params': ..., 'batch_stats': ...}` (batch_stats left unchanged).
+
+Why Linen is superconv's default is written in docs/architecture.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Protocol
+
+import flax.linen as nn
+from flax import nnx
+import jax
+import jax.numpy as jnp
+
+
+class Adapter(Protocol):
+  name: str
+
+  def init(self, key: jax.Array, example: jax.Array) -> tuple[Any, Any]:
+    ...
+
+  def apply(self, params, batch_stats, x, *, train: bool,
+            dropout_key: jax.Array | None = None) -> tuple[jax.Array, Any]:
+    ...
+
+
+@dataclasses.dataclass(frozen=True)
+class LinenAdapter:
+  """A Linen module called with superconv's convention (`train=`, 'batch_stats', 'dropout')."""
+  module: nn.Module
+
+  @property
+  def name(self) -> str:
+    return type(self.module).__name__
+
+  def init(self, key, example):
+    variables = self.module.init({'params': key, 'dropout': key}, example, train=False)
+    return variables['params'], variables.get('batch_stats', {})
+
+  def apply(self, params, batch_stats, x, *, train, dropout_key=None):
+    variables = {'params': params, 'batch_stats': batch_stats}
+    if not train:
+      return self.module.apply(variables, x, train=False), batch_stats
+    rngs = {} if dropout_key is None else {'dropout': dropout_key}
+    logits, mutated = self.module.apply(variables, x, train=True, mutable=['batch_stats'],
+                                        rngs=rngs)
+    return logits, mutated.get('batch_stats', {})
+
+
+@dataclasses.dataclass(frozen=True)
+class NnxSpec:
+  """An NNX model not yet built: `cls(**kwargs, rngs=nnx.Rngs(key))` at `init`."""
+  cls: type
+  kwargs: tuple[tuple[str, Any], ...] = ()
+
+  def build(self, key) -> nnx.Module:
+    return self.cls(**dict(self.kwargs), rngs=nnx.Rngs(key))
+
+
+class NnxAdapter:
+  """An NNX module as (graph, Param state, BatchStat state); other state is kept as built."""
+
+  def __init__(self, model: nnx.Module | NnxSpec):
+    self._spec = model if isinstance(model, NnxSpec) else None
+    abstract = (nnx.eval_shape(lambda: model.build(jax.random.PRNGKey(0))) if self._spec
+                else model)
+    self._graph, self._params, self._stats, self._rest = nnx.split(
+        abstract, nnx.Param, nnx.BatchStat, ...)
+    is_var = lambda x: isinstance(x, nnx.Variable)
+    others = [type(v).__name__ for v in jax.tree.leaves(self._rest, is_leaf=is_var)
+              if not isinstance(v, (nnx.RngKey, nnx.RngCount))]
+    if others:
+      raise TypeError(f'superconv trains NNX models whose state is nnx.Param, nnx.BatchStat and '
+                      f'RNG streams; this one also holds {sorted(set(others))}')
+    self._module = None if self._spec else model
+    self.name = (self._spec.cls if self._spec else type(model)).__name__
+
+  def init(self, key, example):
+    del example  # NNX modules are built with their shapes
+    if self._spec is None:
+      _, params, stats, _ = nnx.split(self._module, nnx.Param, nnx.BatchStat, ...)
+    else:
+      _, params, stats, self_rest = nnx.split(self._spec.build(key), nnx.Param, nnx.BatchStat, ...)
+      del self_rest
+    return params.to_pure_dict(), stats.to_pure_dict()
+
+  def _merge(self, params, batch_stats, key) -> nnx.Module:
+    """The module with these weights and statistics, its RNG streams started from `key`."""
+    p, s = jax.tree.map(lambda x: x, self._params), jax.tree.map(lambda x: x, self._stats)
+    nnx.replace_by_pure_dict(p, params)
+    if batch_stats:
+      nnx.replace_by_pure_dict(s, batch_stats)
+    # The RNG streams are rebuilt in the current trace from the step's key rather than carried
+    # in the state: every random draw stays a function of (seed, step), as for Linen models.
+    typed = jax.random.wrap_key_data(jnp.zeros((2,), jnp.uint32) if key is None else key)
+
+    def fresh(v):
+      if isinstance(v, nnx.RngKey):
+        return v.replace(typed)
+      if isinstance(v, nnx.RngCount):
+        return v.replace(jnp.zeros((), jnp.uint32))
+      return v
+    rest = jax.tree.map(fresh, self._rest, is_leaf=lambda x: isinstance(x, nnx.Variable))
+    return nnx.merge(self._graph, p, s, rest)
+
+  def apply(self, params, batch_stats, x, *, train, dropout_key=None):
+    module = self._merge(params, batch_stats, dropout_key if train else None)
+    if train:
+      module.train()
+    else:
+      module.eval()
+    logits = module(x)
+    if not train:
+      return logits, batch_stats
+    return logits, nnx.state(module, nnx.BatchStat).to_pure_dict()
+
+
+@dataclasses.dataclass(frozen=True)
+class PlainModel:
+  """A model given as a function: `apply_fn(variables, x, train) -> logits`, and its variables.
+
+  `variables['batch_stats']` (optional) is passed through unchanged: a plain function has no
+  way to return updated statistics.
+  """
+  apply_fn: Callable[..., jax.Array]
+  variables: Any
+
+  @property
+  def name(self) -> str:
+    return getattr(self.apply_fn, '__name__', 'apply_fn')
+
+  def init(self, key, example):
+    del key, example
+    return self.variables['params'], self.variables.get('batch_stats', {})
+
+  def apply(self, params, batch_stats, x, *, train, dropout_key=None):
+    del dropout_key
+    return self.apply_fn({'params': params, 'batch_stats': batch_stats}, x, train), batch_stats
+
+
+def adapt(model: Any) -> Adapter:
+  """The adapter for `model` (an adapter is returned as it is)."""
+  if isinstance(model, (LinenAdapter, NnxAdapter, PlainModel)):
+    return model
+  if isinstance(model, nn.Module):
+    return LinenAdapter(model)
+  if isinstance(model, (nnx.Module, NnxSpec)):
+    return NnxAdapter(model)
+  raise TypeError(f'cannot train a {type(model).__name__}: pass a flax.linen.Module, a '
+                  'flax.nnx.Module, or PlainModel(apply_fn, variables) with apply_fn(variables, '
+                  'x, train) -> logits')

@@ -1,0 +1,113 @@
+"""The programs superconv runs, and how a config file reaches one.
+
+One table (`PROGRAMS`: `config.mode` -> program), one config loader and override parser
+(`load_config`: ml_collections' config_flags, exactly as `--config=FILE:ARG --config.a.b=V` on
+the command line), and one way to run: `run(config, workdir)` resolves the config once
+(`configure.resolve`) and calls the program. `superconv.main` and `experiments.run` both use it.
+
+Nothing here imports JAX at module level: a mistyped flag is reported before JAX starts.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Any, Sequence
+
+from absl import flags
+import ml_collections
+from ml_collections import config_flags
+
+# mode -> (module, function): each program is `fn(config, workdir)` on a resolved config.
+PROGRAMS = {
+    'train': ('superconv.train', 'train_and_evaluate'),
+    'lr_range': ('superconv.lr_range', 'run'),
+}
+
+
+def program(mode: str):
+  """The function that runs `mode` (imported on first use: the programs import JAX)."""
+  module, name = PROGRAMS[mode]
+  return getattr(importlib.import_module(module), name)
+
+
+def run(config: ml_collections.ConfigDict, workdir: str, **kwargs) -> Any:
+  """Resolves `config` (`configure.resolve`) and runs its program in `workdir`."""
+  from superconv import configure  # pylint: disable=g-import-not-at-top
+  config = configure.resolve(config)
+  return program(config.mode)(config, workdir, **kwargs)
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+  """The errors that are the user's to fix: reported in one line, never as a traceback."""
+  # pylint: disable=g-import-not-at-top
+  from superconv import checkpoint
+  from superconv import configure
+  from superconv import step
+  from superconv.data import sources
+  # pylint: enable=g-import-not-at-top
+  return (configure.ConfigError, sources.DataError, checkpoint.CheckpointError,
+          step.TrainingDiverged)
+
+
+def exit_code(error: BaseException) -> int:
+  """3 for a diverged run (a result, e.g. of a too large LR), 2 for every other user error."""
+  from superconv import step  # pylint: disable=g-import-not-at-top
+  return 3 if isinstance(error, step.TrainingDiverged) else 2
+
+
+def define_config_flag(flag_values=flags.FLAGS) -> None:
+  config_flags.DEFINE_config_file('config', None, 'A configs/*.py file, optionally :ARG.',
+                                  lock_config=True, flag_values=flag_values)
+
+
+def load_config(path: str, arg: str = '', overrides: Sequence[str] = ()
+                ) -> ml_collections.ConfigDict:
+  """`path`'s `get_config(arg)` with `overrides` ('a.b=value', as `--config.a.b=value`).
+
+  Parsed by ml_collections' own flag machinery, the same as the command line: values are
+  typed by the field they replace, and an unknown field is an error.
+  """
+  fv = flags.FlagValues()
+  define_config_flag(fv)
+  spec = f'{path}:{arg}' if arg else path
+  fv(['superconv', f'--config={spec}', *(f'--config.{o}' for o in overrides)])
+  return fv.config
+
+
+def _condense(message: str) -> str:
+  """A flag error in one or two lines: config_flags embeds a whole traceback in its message."""
+  lines = [l.strip() for l in message.splitlines() if l.strip()]
+  if any(l.startswith('Traceback') for l in lines):
+    lines = [lines[0], lines[-1]]  # 'flag --config=...: Error whilst parsing' and the exception
+  return ' '.join(lines)
+
+
+def flag_error_message(argv: Sequence[str], error: Exception) -> str:
+  """One line for a bad flag or a mistyped config field.
+
+  A mistyped field (`--config.schedule.max_lrr=2`) reaches us as ml_collections' KeyError
+  (wrapped in an AttributeError), not as a flags.Error, and would otherwise end in a traceback.
+  """
+  if isinstance(error, flags.Error):
+    return _condense(str(error))
+  e = error
+  while e.args and isinstance(e.args[0], BaseException):  # unwrap AttributeError(KeyError(..))
+    e = e.args[0]
+  text = str(e.args[0] if e.args else e)
+  key = text.split("'")[1] if text.count("'") >= 2 else ''
+  bad = [a.split('=', 1)[0] for a in argv[1:]
+         if a.startswith('--config.') and key and key in a.split('=', 1)[0].split('.')]
+  return (f'{", ".join(bad) or "a --config override"}: no such config field '
+          f'({" ".join(text.split())}).')
+
+
+def parse_flags(argv: list[str], flag_values=flags.FLAGS) -> list[str]:
+  """absl's flag parsing, with every config mistake reported like a ConfigError: one line, exit 2."""
+  try:
+    return flag_values(argv)
+  except (flags.Error, AttributeError, KeyError) as e:
+    message = flag_error_message(argv, e)
+  print(f'superconv: {message}\nPass --helpshort or --helpfull to see the flags; '
+        'configs/default.py lists every config field.', file=sys.stderr)
+  sys.exit(2)
