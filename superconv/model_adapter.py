@@ -12,8 +12,9 @@ alike. `adapt(model)` picks the adapter:
 
   * a `flax.linen.Module` (superconv's own models): `model.apply({'params', 'batch_stats'}, x,
     train=..., mutable=['batch_stats'], rngs={'dropout': k})`;
-  * a `flax.nnx.Module` instance (its current weights are the start), or `NnxSpec(cls, kwargs)`
-    (built from the run's key, as superconv's registered NNX models are): split into `nnx.Param`
+  * a `flax.nnx.Module` instance (its current weights are the start), or
+    `models.nnx_models.NnxSpec` (built from the run's key and the input shape, as superconv's
+    registered NNX models are, e.g. 'nnx_lenet'): split into `nnx.Param`
     and `nnx.BatchStat` state; `.train()` / `.eval()` select BN and dropout behaviour; dropout
     streams are reseeded from the step's key at every update, so the run stays a function of
     (seed, step);
@@ -32,6 +33,8 @@ import flax.linen as nn
 from flax import nnx
 import jax
 import jax.numpy as jnp
+
+from superconv.models.nnx_models import NnxSpec
 
 
 class Adapter(Protocol):
@@ -68,45 +71,45 @@ class LinenAdapter:
     return logits, mutated.get('batch_stats', {})
 
 
-@dataclasses.dataclass(frozen=True)
-class NnxSpec:
-  """An NNX model not yet built: `cls(**kwargs, rngs=nnx.Rngs(key))` at `init`."""
-  cls: type
-  kwargs: tuple[tuple[str, Any], ...] = ()
-
-  def build(self, key) -> nnx.Module:
-    return self.cls(**dict(self.kwargs), rngs=nnx.Rngs(key))
-
-
 class NnxAdapter:
-  """An NNX module as (graph, Param state, BatchStat state); other state is kept as built."""
+  """An NNX module as (graph, Param state, BatchStat state); RNG streams rebuilt per call.
+
+  From a built module the graph is known at once (its weights are the start); from an
+  `NnxSpec` it is known once `init` has built the module for the input shape, which every
+  program does first (`step.create_train_state`).
+  """
 
   def __init__(self, model: nnx.Module | NnxSpec):
     self._spec = model if isinstance(model, NnxSpec) else None
-    abstract = (nnx.eval_shape(lambda: model.build(jax.random.PRNGKey(0))) if self._spec
-                else model)
-    self._graph, self._params, self._stats, self._rest = nnx.split(
-        abstract, nnx.Param, nnx.BatchStat, ...)
+    self._module = None if self._spec else model
+    self._graph = None
+    if self._module is not None:
+      self._record(self._module)
+    self.name = (self._spec.cls if self._spec else type(model)).__name__
+
+  def _record(self, module: nnx.Module):
+    graph, params, stats, rest = nnx.split(module, nnx.Param, nnx.BatchStat, ...)
     is_var = lambda x: isinstance(x, nnx.Variable)
-    others = [type(v).__name__ for v in jax.tree.leaves(self._rest, is_leaf=is_var)
+    others = [type(v).__name__ for v in jax.tree.leaves(rest, is_leaf=is_var)
               if not isinstance(v, (nnx.RngKey, nnx.RngCount))]
     if others:
       raise TypeError(f'superconv trains NNX models whose state is nnx.Param, nnx.BatchStat and '
                       f'RNG streams; this one also holds {sorted(set(others))}')
-    self._module = None if self._spec else model
-    self.name = (self._spec.cls if self._spec else type(model)).__name__
+    # Templates (their values are replaced at every call) and the graph, a static object.
+    self._graph, self._params, self._stats, self._rest = graph, params, stats, rest
+    return params, stats
 
   def init(self, key, example):
-    del example  # NNX modules are built with their shapes
     if self._spec is None:
-      _, params, stats, _ = nnx.split(self._module, nnx.Param, nnx.BatchStat, ...)
+      params, stats = self._params, self._stats
     else:
-      _, params, stats, self_rest = nnx.split(self._spec.build(key), nnx.Param, nnx.BatchStat, ...)
-      del self_rest
+      params, stats = self._record(self._spec.build(key, tuple(example.shape[1:])))
     return params.to_pure_dict(), stats.to_pure_dict()
 
   def _merge(self, params, batch_stats, key) -> nnx.Module:
     """The module with these weights and statistics, its RNG streams started from `key`."""
+    if self._graph is None:
+      raise RuntimeError(f'{self.name}: call init (create_train_state) before applying it')
     p, s = jax.tree.map(lambda x: x, self._params), jax.tree.map(lambda x: x, self._stats)
     nnx.replace_by_pure_dict(p, params)
     if batch_stats:

@@ -1,7 +1,8 @@
 """Model registry: `create_model(name, num_classes=..., **kwargs)`.
 
-Every model is a Flax Linen module called as `model.apply(variables, x, train=bool, ...)` on
-NHWC float images and returns float32 logits [B, num_classes] (docs/architecture.md).
+Every model takes NHWC float images and returns float32 logits [B, num_classes]. The paper's
+networks are Flax Linen modules called as `model.apply(variables, x, train=bool, ...)`; NNX
+models (`NNX_MODELS`) are returned as an `NnxSpec` to build (docs/architecture.md).
 
 Names (see `MODELS`; depth patterns are parsed by `create_model`):
 
@@ -12,6 +13,7 @@ Names (see `MODELS`; depth patterns are parsed by `create_model`):
   resnext{9n+2}           ResNeXt-56 (ResNeXt56.prototxt: 3x3 convs with 32 groups)
   densenet{3n+4}          DenseNet-40, growth 12
   lenet                   Caffe MNIST LeNet
+  nnx_lenet               LeNet's layers in Flax NNX with BN and dropout (an NNX example)
   resnet50, inception_resnet_v2             ImageNet models
   resnet_imagenet_tiny, inception_resnet_tiny  smoke-test versions of those (32x32 inputs work)
 """
@@ -29,10 +31,11 @@ from superconv.models import densenet
 from superconv.models import imagenet
 from superconv.models import layers
 from superconv.models import lenet
+from superconv.models import nnx_models
 from superconv.models import resnet_cifar
 from superconv.models.layers import param_count
 
-__all__ = ['MODELS', 'create_model', 'param_count', 'layers']
+__all__ = ['MODELS', 'NNX_MODELS', 'create_model', 'param_count', 'layers']
 
 _RESNEXT = dict(mids=(32, 64, 128), outs=(64, 128, 256), groups=32)
 
@@ -82,6 +85,13 @@ MODELS.update({
 })
 
 
+# Flax NNX models: (class, the registry options it takes). Built by the trainer from the run's
+# key and the input shape (`superconv.model_adapter`).
+NNX_MODELS: dict[str, tuple[type, tuple[str, ...]]] = {
+    'nnx_lenet': (nnx_models.NnxLeNet, ('dropout_rate',)),
+}
+
+
 def _fields(ctor: Callable[..., nn.Module]) -> set[str]:
   cls = ctor.func if isinstance(ctor, functools.partial) else ctor
   return {f.name for f in dataclasses.fields(cls)}
@@ -99,7 +109,7 @@ def create_model(name: str, *, num_classes: int, **kwargs: Any) -> nn.Module:
       model does not have (e.g. BN settings for LeNet) are ignored.
 
   Returns:
-    The (unbound) Flax module.
+    The (unbound) Flax Linen module, or for an NNX model (`NNX_MODELS`) its `NnxSpec`.
 
   Raises:
     ValueError: unknown name (the message lists the valid ones) or a depth the family does not
@@ -110,10 +120,15 @@ def create_model(name: str, *, num_classes: int, **kwargs: Any) -> nn.Module:
     >>> type(model).__name__, model.depth, model.bn_momentum
     ('CaffeResNet', 20, 0.95)
   """
+  if name in NNX_MODELS:
+    cls, accepted = NNX_MODELS[name]
+    return nnx_models.NnxSpec(cls, (('num_classes', num_classes),) + tuple(
+        (k, v) for k, v in sorted(kwargs.items()) if k in accepted))
   ctor = MODELS.get(name) or _family(name)
   if ctor is None:
     patterns = ', '.join(p.replace(r'(\d+)', '{depth}') for p, _ in _FAMILIES)
-    raise ValueError(f'unknown model {name!r}; valid names: {", ".join(sorted(MODELS))} '
+    names = ', '.join(sorted([*MODELS, *NNX_MODELS]))
+    raise ValueError(f'unknown model {name!r}; valid names: {names} '
                      f'(and the depth patterns {patterns})')
   if 'dtype' in kwargs:
     kwargs['dtype'] = layers.as_dtype(kwargs['dtype'])
