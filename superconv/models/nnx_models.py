@@ -34,7 +34,7 @@ class NnxLeNet(nnx.Module):
   conv5x5(20) -> BN -> relu -> maxpool2 -> conv5x5(50) -> BN -> relu -> maxpool2 -> fc500 ->
   relu -> dropout -> fc(num_classes); 'VALID' convolutions as Caffe's. An example of an NNX
   model trained through superconv's step (its Param, BatchStat and RNG state), not a paper
-  network. For 28x28x1 inputs and 10 classes: 431,280 parameters (LeNet's 431,080 plus BN's
+  network. For 28x28x1 inputs and 10 classes: 431,220 parameters (LeNet's 431,080 plus BN's
   scale and bias, 2 x (20 + 50)).
   """
 
