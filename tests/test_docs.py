@@ -6,7 +6,10 @@ Commands are found in fenced code blocks, also inside `--command="..."` of gclou
 `DEFINE_config_file` with a locked config, as superconv/main.py), so a mistyped field fails as it
 would for a user; `python -m experiments.run` builds its config with the runner's own function
 (`--set` fields must exist); `python -m benchmarks.throughput` and `benchmarks.input_pipeline`
-are parsed by their argparse parsers. Nothing is run. ~2 s.
+are parsed by their argparse parsers. A command the extractor misses is an error, not a skip.
+Every `bash` block must pass `bash -n`, and every `gcloud` command may use only the subcommands
+and flags listed in GCLOUD (from the gcloud reference pages), so a mistyped flag in the TPU
+guide fails here. Nothing is run. ~2 s.
 """
 
 import argparse
@@ -14,6 +17,8 @@ import glob
 import os
 import re
 import shlex
+import shutil
+import subprocess
 
 import pytest
 
@@ -41,7 +46,9 @@ def commands_in(shell: str) -> list[tuple[str, list[str]]]:
     i = 0
     while i < len(tokens):
       tok = tokens[i]
-      if tok in ('python', 'python3') and i + 2 < len(tokens) + 1 and tokens[i + 1:i + 2] == ['-m']:
+      # `python`, or a virtual environment's, e.g. `~/venv/bin/python`.
+      if (os.path.basename(tok) in ('python', 'python3') and i + 2 < len(tokens) + 1
+          and tokens[i + 1:i + 2] == ['-m']):
         module, j = tokens[i + 2], i + 3
         while j < len(tokens) and tokens[j] not in SEPARATORS:
           j += 1
@@ -54,6 +61,12 @@ def commands_in(shell: str) -> list[tuple[str, list[str]]]:
       else:
         i += 1
   return found
+
+
+def shell_lines(shell: str) -> list[str]:
+  """The non-comment lines of a shell snippet, backslash-newline continuations joined."""
+  lines = [line.strip() for line in re.sub(r'\\\n', ' ', shell).splitlines()]
+  return [line for line in lines if line and not line.startswith('#')]
 
 
 def all_commands() -> list[tuple[str, str, list[str]]]:
@@ -84,6 +97,25 @@ def test_extraction():
   assert commands_in(snippet) == [
       ('superconv.main', ['--config=c.py:a=1', '--workdir=$HOME/w', '--config.seed=2']),
       ('benchmarks.throughput', ['--steps', '3', '>', 'out.txt'])]
+
+
+def test_extraction_of_a_venv_python_inside_a_shell_variable():
+  snippet = ('RUN="cd ~/s && ~/venv/bin/python -m superconv.main --config=c.py \\\n'
+             '  --workdir=$WORKDIR"\ngcloud x --command="$RUN"\n')
+  assert commands_in(snippet) == [('superconv.main', ['--config=c.py', '--workdir=$WORKDIR'])]
+
+
+def test_no_documented_command_is_missed_by_the_extractor():
+  """Each `python -m MODULE` written in a block is one extracted command: none goes unparsed."""
+  for path in DOCS:
+    with open(path) as f:
+      blocks = fenced_blocks(f.read())
+    for block in blocks:
+      for module in MODULES:
+        written = sum(len(re.findall(r'python3? -m ' + re.escape(module) + r'\b', line))
+                      for line in shell_lines(block))
+        found = sum(m == module for m, _ in commands_in(block))
+        assert written == found, (os.path.relpath(path, ROOT), module, block)
 
 
 def parse_main(argv: list[str]):
@@ -153,3 +185,92 @@ def test_command_parses(where, module, argv, monkeypatch):
     from benchmarks import throughput  # pylint: disable=g-import-not-at-top
     ns = parse_argparse(throughput.main, argv, monkeypatch)
     assert ns.steps > 0
+
+
+def bash_blocks() -> list[tuple[str, str]]:
+  """(file, code) of every fenced block marked bash or sh."""
+  out = []
+  for path in DOCS:
+    with open(path) as f:
+      text = f.read()
+    for lang, code in re.findall(r'^ *```(\w*)[^\n]*\n(.*?)^ *```', text, flags=re.S | re.M):
+      if lang in ('bash', 'sh', 'shell'):
+        out.append((os.path.relpath(path, ROOT), code))
+  return out
+
+
+@pytest.mark.skipif(shutil.which('bash') is None, reason='no bash')
+@pytest.mark.parametrize('where,code', bash_blocks(),
+                         ids=[f'{f}:{i}' for i, (f, _) in enumerate(bash_blocks())])
+def test_bash_block_parses(where, code):
+  """`bash -n`: quoting, loops, case arms and here-strings are well formed (nothing runs)."""
+  done = subprocess.run(['bash', '-n'], input=code, capture_output=True, text=True, check=False)
+  assert done.returncode == 0, f'{where}: {done.stderr}\n{code}'
+
+
+# The gcloud commands the docs may use, with their flags (gcloud reference pages for each:
+# `gcloud compute tpus queued-resources create` etc.), plus gcloud-wide flags.
+GCLOUD_WIDE = {'--project', '--quiet', '--format', '--verbosity'}
+GCLOUD = {
+    ('compute', 'tpus', 'queued-resources', 'create'): {
+        '--zone', '--node-id', '--node-count', '--node-prefix', '--accelerator-type',
+        '--runtime-version', '--spot', '--guaranteed', '--reserved', '--async',
+        '--valid-until-duration', '--valid-after-duration', '--metadata', '--labels',
+        '--network', '--subnetwork', '--service-account', '--scopes', '--internal-ips'},
+    ('compute', 'tpus', 'queued-resources', 'describe'): {'--zone'},
+    ('compute', 'tpus', 'queued-resources', 'list'): {'--zone', '--filter'},
+    ('compute', 'tpus', 'queued-resources', 'delete'): {'--zone', '--force', '--async'},
+    ('compute', 'tpus', 'tpu-vm', 'create'): {
+        '--zone', '--accelerator-type', '--version', '--spot', '--preemptible'},
+    ('compute', 'tpus', 'tpu-vm', 'delete'): {'--zone', '--async'},
+    ('compute', 'tpus', 'tpu-vm', 'ssh'): {'--zone', '--worker', '--command'},
+    ('compute', 'tpus', 'tpu-vm', 'scp'): {'--zone', '--worker', '--recurse'},
+    ('storage', 'ls'): set(),
+    ('storage', 'cp'): {'--recursive'},
+}
+
+
+def gcloud_commands(shell: str) -> list[tuple[tuple[str, ...], list[str]]]:
+  """(command path, flags) of every `gcloud ...` in a shell snippet (not inside strings)."""
+  found = []
+  for line in shell_lines(shell):
+    tokens = shlex.split(line, comments=True)
+    for i, tok in enumerate(tokens):
+      if tok != 'gcloud':
+        continue
+      words, flags = [], []
+      for t in tokens[i + 1:]:
+        if t in SEPARATORS or re.match(r'^\d*[<>]', t) or t.endswith(';'):
+          break
+        (flags if t.startswith('-') else words).append(t)
+      path = max((p for p in GCLOUD if tuple(words[:len(p)]) == p), key=len, default=None)
+      found.append((path or tuple(words), flags))
+  return found
+
+
+def test_gcloud_extraction():
+  snippet = ('until gcloud storage ls $W/summary.json >/dev/null 2>&1; do\n'
+             '  gcloud compute tpus queued-resources create $QR --zone=$Z \\\n'
+             '      --spot || sleep 60\n')
+  assert gcloud_commands(snippet) == [
+      (('storage', 'ls'), []),
+      (('compute', 'tpus', 'queued-resources', 'create'), ['--zone=$Z', '--spot'])]
+
+
+GCLOUD_USES = [(where, path, flags) for where, code in bash_blocks()
+               for path, flags in gcloud_commands(code)]
+
+
+def test_the_tpu_guide_uses_queued_resources_and_spot():
+  paths = {p for w, p, _ in GCLOUD_USES if w == 'docs/tpu.md'}
+  assert ('compute', 'tpus', 'queued-resources', 'create') in paths
+  assert any('--spot' in f for w, _, f in GCLOUD_USES if w == 'docs/tpu.md')
+
+
+@pytest.mark.parametrize('where,path,flags', GCLOUD_USES,
+                         ids=[f'{w}:{" ".join(p[2:] or p)}:{i}'
+                              for i, (w, p, _) in enumerate(GCLOUD_USES)])
+def test_gcloud_command_is_known(where, path, flags):
+  assert path in GCLOUD, f'{where}: gcloud {" ".join(path)} is not a command this test knows'
+  unknown = {f.split('=', 1)[0] for f in flags} - GCLOUD[path] - GCLOUD_WIDE
+  assert not unknown, f'{where}: gcloud {" ".join(path)} has no flag {sorted(unknown)}'

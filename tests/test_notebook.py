@@ -10,6 +10,7 @@ runs JAX on the CPU; the test takes ~40 s on 2 cores, nearly all of it XLA compi
 import base64
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -62,7 +63,22 @@ def test_notebook_has_no_outputs_and_every_injected_name_is_a_parameter():
   names = {line.split('=')[0].strip() for line in params.source.splitlines()
            if '=' in line and not line.lstrip().startswith('#')}
   assert {'MODEL', 'BATCH_SIZE', 'NUM_STEPS', 'RANGE_STEPS', 'DATA_PATH', 'OUT_DIR',
-          'TRAIN_SUBSET', 'EVAL_EVERY', 'RANGE_EVAL_EVERY', 'PROGRESS', 'CACHE_DIR'} <= names
+          'TRAIN_SUBSET', 'EVAL_EVERY', 'RANGE_EVAL_EVERY', 'PROGRESS', 'CACHE_DIR', 'DTYPE',
+          'BN_GROUPS', 'TENSORBOARD', 'INSTALL_FROM'} <= names
+
+
+def test_colab_badge_and_install_point_at_the_same_repository():
+  nb = nbformat.read(NOTEBOOK, as_version=4)
+  intro = nb.cells[0]
+  assert intro.cell_type == 'markdown'
+  badge = re.search(r'\(https://colab\.research\.google\.com/github/([^/]+/[^/]+)/blob/[^/]+/'
+                    r'(notebooks/[^)]+\.ipynb)\)', intro.source)
+  assert badge, 'the first cell needs an "Open in Colab" badge'
+  repo, path = badge.groups()
+  assert path == 'notebooks/' + os.path.basename(NOTEBOOK)
+  params = next(c for c in nb.cells if 'parameters' in c.metadata.get('tags', []))
+  install = re.search(r"INSTALL_FROM = '([^']*)'", params.source).group(1)
+  assert install == f'superconv @ git+https://github.com/{repo}', (install, repo)
 
 
 @pytest.mark.skipif(not os.path.exists(CIFAR10_ARCHIVE), reason='no local CIFAR-10 archive')
@@ -71,7 +87,8 @@ def test_notebook_runs_top_to_bottom(tmp_path, monkeypatch):
   data_path = small_cifar10(tmp_path / 'cifar10', {'train': 50, 'test': 20})
   values = dict(MODEL='resnet8', BATCH_SIZE=32, NUM_STEPS=16, RANGE_STEPS=12,
                 RANGE_EVAL_EVERY=4, EVAL_EVERY=8, TRAIN_SUBSET=0, DATA_PATH=data_path,
-                CACHE_DIR=str(tmp_path / 'cache'), OUT_DIR=str(out), PROGRESS=False)
+                CACHE_DIR=str(tmp_path / 'cache'), OUT_DIR=str(out), PROGRESS=False,
+                TENSORBOARD=False)
   nb = nbformat.read(NOTEBOOK, as_version=4)
   inject_parameters(nb, values)
   # The kernel inherits this process's environment: JAX on the CPU, one device, no GPU probing.
@@ -98,6 +115,8 @@ def test_notebook_runs_top_to_bottom(tmp_path, monkeypatch):
     summary = json.loads((out / name / 'summary.json').read_text())
     assert (config['schedule']['name'], config['model']['name'], summary['steps']) == (
         schedule, 'resnet8', 16)
+    # The CPU size's dtype (DTYPE was not injected) and BN_GROUPS=8 groups of the batch of 32.
+    assert (config['model']['dtype'], config['model']['virtual_batch_size']) == ('float32', 4)
     assert summary['final_eval_accuracy'] is not None
     evals = [r for r in map(json.loads, (out / name / 'metrics.jsonl').read_text().splitlines())
              if 'eval_accuracy' in r]
