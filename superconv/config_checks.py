@@ -59,7 +59,11 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = Non
              f'(batch_size {config.batch_size} / {num_devices} devices).')
 
   try:
-    models.create_model(config.model.name, num_classes=int(config.model.num_classes))
+    # The dry build checks the name; the class count is the dataset's (an unknown dataset is
+    # reported below, under data.name).
+    classes = sources.SPECS[config.data.name].num_classes if config.data.name in sources.SPECS \
+        else 1
+    models.create_model(config.model.name, num_classes=classes)
   except ValueError as e:
     raise ConfigError(f'config.model.name: {e}') from None
   _require(config.model.dtype in DTYPES, 'model.dtype', f'{config.model.dtype!r} not in {DTYPES}.')
