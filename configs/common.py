@@ -13,6 +13,7 @@ import ml_collections
 
 from configs import default
 from superconv import config_lib
+from superconv import schedule_registry
 
 # Words every config accepts: `smoke` (a newcomer's first run: generated data, 32 updates that
 # learn), `tiny` (the test suite's 8-update shape), `data=PATH` (local files), `seed=N`.
@@ -41,6 +42,17 @@ def apply_common(c: ml_collections.ConfigDict, args: dict) -> ml_collections.Con
     c.data.source, c.data.path = 'files', str(args['data'])
   if 'seed' in args:
     c.seed = int(args['seed'])
+  return c
+
+
+def set_schedule(c: ml_collections.ConfigDict, name: str, **fields: Any
+                 ) -> ml_collections.ConfigDict:
+  """`c.schedule` = schedule `name` with its registry defaults and `fields`, nothing else.
+
+  A field the schedule does not take is a ValueError naming the schedule and its fields (see
+  `superconv/schedule_registry.py`), e.g. `set_schedule(c, 'one_cycle', max_lr=3.0)`.
+  """
+  c.schedule = schedule_registry.schedule_config(name, **fields)
   return c
 
 
@@ -93,10 +105,7 @@ def set_bn_groups(c: ml_collections.ConfigDict, groups: int) -> ml_collections.C
 
 def pc_lr(c: ml_collections.ConfigDict, base_lr: float = 0.35) -> ml_collections.ConfigDict:
   """The paper's PC-LR baseline: base_lr x0.1 at 50k and 70k, 80,000 updates, BN MAF 0.999."""
-  c.schedule.name = 'multistep'
-  c.schedule.base_lr = base_lr
-  c.schedule.boundaries = (50_000, 70_000)
-  c.schedule.gamma = 0.1
+  set_schedule(c, 'multistep', base_lr=base_lr, boundaries=(50_000, 70_000), gamma=0.1)
   c.num_steps = 80_000
   c.model.bn_momentum = 0.999
   c.checkpoint_every_steps = 5000
@@ -106,9 +115,8 @@ def pc_lr(c: ml_collections.ConfigDict, base_lr: float = 0.35) -> ml_collections
 def clr(c: ml_collections.ConfigDict, base_lr: float = 0.1, max_lr: float = 3.0,
         step_size: int = 5000) -> ml_collections.ConfigDict:
   """One CLR `triangular` cycle base -> max -> base (2 x step_size updates), BN MAF 0.95."""
-  c.schedule.name = 'triangular'
-  c.schedule.base_lr, c.schedule.max_lr = base_lr, max_lr
-  c.schedule.step_size, c.schedule.num_cycles = step_size, 1
+  set_schedule(c, 'triangular', base_lr=base_lr, max_lr=max_lr, step_size=step_size,
+               num_cycles=1)
   c.num_steps = 2 * step_size
   c.model.bn_momentum = 0.95
   return c
@@ -123,7 +131,7 @@ def lr_range(c: ml_collections.ConfigDict, max_lr: float, num_steps: int, *,
   c.lr_range.num_steps, c.lr_range.mode = num_steps, 'linear'
   c.lr_range.eval_every_steps = 100
   c.lr_range.diverge_factor = 0.0  # the authors' sweeps ran to the end (digest §6.1)
-  c.schedule.name = 'lr_range'  # reads the lr_range section
+  set_schedule(c, 'lr_range')  # its arguments are the lr_range section
   # A reference: `--config.lr_range.num_steps=N` then also sets the run length.
   c.num_steps = c.lr_range.get_ref('num_steps')
   c.model.bn_momentum = 0.95
@@ -136,9 +144,8 @@ def smith2018_one_cycle(c: ml_collections.ConfigDict, base_lr: float, max_lr: fl
   """The authors' Caffe `1cycle` (digest §3.3: up base -> max over step_size, down toward 0,
   floor base/1000 after 2 x step_size) with cyclical momentum max -> min over the same step
   size (§3.4), and Nesterov as in every [HP1] solver (§7.5)."""
-  c.schedule.name = 'caffe_one_cycle'
-  c.schedule.base_lr, c.schedule.max_lr = base_lr, max_lr
-  c.schedule.step_size, c.schedule.floor_div = step_size, 1000.0
+  set_schedule(c, 'caffe_one_cycle', base_lr=base_lr, max_lr=max_lr, step_size=step_size,
+               floor_div=1000.0)
   c.momentum_schedule.name = 'cyclical'
   c.momentum_schedule.max_momentum = max_momentum
   c.momentum_schedule.min_momentum = min_momentum
@@ -181,11 +188,9 @@ def caffe_lenet_schedule(c: ml_collections.ConfigDict, policy: str) -> ml_collec
   """Caffe's LeNet LR policies over c.num_steps: `inv` (0.01, gamma 1e-4, power 0.75) or `step`
   (0.01, x0.1 every third of the run)."""
   if policy == 'inv':
-    c.schedule.name, c.schedule.base_lr = 'inv', 0.01
-    c.schedule.gamma, c.schedule.power = 1e-4, 0.75
+    set_schedule(c, 'inv', base_lr=0.01, gamma=1e-4, power=0.75)
   elif policy == 'step':
-    c.schedule.name, c.schedule.base_lr = 'step', 0.01
-    c.schedule.gamma, c.schedule.step_size = 0.1, c.num_steps // 3
+    set_schedule(c, 'step', base_lr=0.01, gamma=0.1, step_size=c.num_steps // 3)
   else:
     raise ValueError(f"Caffe's LeNet policies are 'inv' and 'step', got {policy!r}")
   return c
@@ -193,9 +198,9 @@ def caffe_lenet_schedule(c: ml_collections.ConfigDict, policy: str) -> ml_collec
 
 def smith2018_imagenet(c: ml_collections.ConfigDict, model: str, batch_size: int
                        ) -> ml_collections.ConfigDict:
-  """The 2018 ImageNet runs (digest §2.6): 1000 classes, BN MAF 0.9, per-channel mean, no
+  """The 2018 ImageNet runs (digest §2.6): BN MAF 0.9, per-channel mean, no
   pad-and-crop, Nesterov, a test every 10,000 updates (eval batch 500)."""
-  c.model.name, c.model.num_classes, c.model.bn_momentum = model, 1000, 0.9
+  c.model.name, c.model.bn_momentum = model, 0.9
   c.data.name, c.data.mean, c.data.crop_padding = 'imagenet2012', 'channel', 0
   c.data.eval_batch_size = 500
   c.batch_size = batch_size
@@ -208,8 +213,7 @@ def imagenet_step_policy(c: ml_collections.ConfigDict, num_steps: int) -> ml_col
   """The authors' ImageNet baseline solver `asolver1`: LR 0.1 x0.94 every 20,000 updates,
   momentum 0.9, weight decay 1e-4, for num_steps updates."""
   c.num_steps = num_steps
-  c.schedule.name, c.schedule.base_lr = 'step', 0.1
-  c.schedule.gamma, c.schedule.step_size = 0.94, 20_000
+  set_schedule(c, 'step', base_lr=0.1, gamma=0.94, step_size=20_000)
   c.momentum_schedule.value, c.optimizer.weight_decay = 0.9, 1e-4
   return c
 

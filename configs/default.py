@@ -11,6 +11,7 @@ Command:
 import ml_collections
 
 from superconv import config_lib
+from superconv import schedule_registry
 
 
 def get_config(arg: str = '') -> ml_collections.ConfigDict:
@@ -31,7 +32,6 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
 
   c.model = ml_collections.ConfigDict()
   c.model.name = 'resnet56'        # a key of superconv.models.MODELS (or a 'resnet{6n+2}' depth)
-  c.model.num_classes = 10         # output classes
   c.model.dropout_rate = 0.0       # dropout probability after each BN (paper's Resnet56Dropout: 0.2)
   c.model.bn_momentum = 0.95       # BN moving-average fraction (Caffe MAF): 0.95 short runs, 0.999 long
   c.model.bn_epsilon = 1e-5        # BN variance epsilon (Caffe default)
@@ -59,23 +59,10 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   c.data.num_threads = 16          # decoding threads per host
   c.data.prefetch = 4              # dispatches decoded ahead of the device, per host
 
-  c.schedule = ml_collections.ConfigDict()
-  c.schedule.name = 'triangular'   # triangular | one_cycle | caffe_one_cycle | multistep | step | inv | constant | lr_range | warmup_cosine
-  c.schedule.base_lr = 0.1         # lower LR (CLR base, Caffe base_lr, multistep/inv/constant start)
-  c.schedule.max_lr = 3.0          # upper LR (CLR max, 1cycle peak)
-  c.schedule.step_size = 5000      # updates per half cycle (CLR, Caffe 1cycle) or per decay (step)
-  c.schedule.mode = 'triangular'   # CLR: triangular | triangular2 | exp_range
-  c.schedule.gamma = 1.0           # CLR exp_range base; multistep/step factor; inv gamma
-  c.schedule.power = 0.75          # inv: lr = base * (1 + gamma * step) ** -power
-  c.schedule.num_cycles = 1        # CLR cycles in the run (length = 2 * step_size * num_cycles)
-  c.schedule.boundaries = (50_000, 70_000)  # multistep boundaries in updates
-  c.schedule.pct_start = 0.45      # 1cycle: fraction of the run spent rising (PyTorch OneCycleLR)
-  c.schedule.div_factor = 10.0     # 1cycle: initial LR = max_lr / div_factor
-  c.schedule.final_div_factor = 1000.0  # 1cycle: final LR = initial LR / final_div_factor
-  c.schedule.three_phase = True    # 1cycle: up, symmetric down, then annihilate (Smith 2018)
-  c.schedule.anneal = 'linear'     # 1cycle: 'linear' | 'cos'
-  c.schedule.floor_div = 1000.0    # Caffe 1cycle: floor = base_lr / floor_div
-  c.schedule.warmup_steps = 0      # warmup_cosine: linear warm-up updates (peak = max_lr, then cosine to 0)
+  # The LR schedule: `name` plus that schedule's own arguments only, so a field of another
+  # schedule is an error. superconv/schedule_registry.py lists every schedule's fields with their
+  # defaults and units; a config sets one with `schedule_config(name, **fields)`.
+  c.schedule = schedule_registry.schedule_config('triangular')  # CLR 0.1-3.0, step size 5,000
 
   c.momentum_schedule = ml_collections.ConfigDict()
   c.momentum_schedule.name = 'constant'  # constant | one_cycle | cyclical
@@ -83,6 +70,8 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   c.momentum_schedule.max_momentum = 0.95  # cyclical / 1cycle upper momentum
   c.momentum_schedule.min_momentum = 0.85  # cyclical / 1cycle lower momentum (at the LR peak)
   c.momentum_schedule.step_size = 0        # cyclical: updates per half cycle (0: schedule.step_size)
+  # 'one_cycle' mirrors the LR 1cycle's pct_start, three_phase and anneal (schedule_registry.
+  # MOMENTUM_FROM_LR), so its minimum falls exactly on the LR peak.
 
   c.optimizer = ml_collections.ConfigDict()
   c.optimizer.name = 'sgd'               # sgd | adam | adamw | adagrad | adadelta | rmsprop

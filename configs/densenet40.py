@@ -49,8 +49,8 @@ def get_config(arg: str = ''):
     epochs = common.choice(args, 'epochs', STEP_EPOCHS, 100)
   c.num_steps = n = common.epochs_to_steps(epochs, 50_000, 512)
   if policy == 'step':
-    c.schedule.name, c.schedule.base_lr, c.schedule.gamma = 'multistep', 0.1, 0.316
-    c.schedule.boundaries = (n // 2, n * 3 // 4, n * 7 // 8, n * 15 // 16, n * 15 // 16 + 1)
+    common.set_schedule(c, 'multistep', base_lr=0.1, gamma=0.316, boundaries=(
+        n // 2, n * 3 // 4, n * 7 // 8, n * 15 // 16, n * 15 // 16 + 1))
     c.momentum_schedule.value, c.optimizer.weight_decay = 0.9, 1e-4
     if config_lib.is_shrunk(args):  # 8 or 32 updates cannot hold 5 distinct boundaries
       c.schedule.boundaries = c.schedule.boundaries[:2]

@@ -61,8 +61,8 @@ def get_config(arg: str = ''):
       base, peak, ss = 0.01, 0.1, max(1, int(0.45 * n))
     common.smith2018_one_cycle(c, base, peak, ss, 0.95, 0.8)
   elif policy == 'cosine':
-    c.schedule.name, c.schedule.max_lr = 'warmup_cosine', float(args.get('peak', 0.1))
-    c.schedule.warmup_steps = int(float(args.get('warmup', 0.1)) * n)
+    common.set_schedule(c, 'warmup_cosine', max_lr=float(args.get('peak', 0.1)),
+                        warmup_steps=int(float(args.get('warmup', 0.1)) * n))
   else:
     common.lr_range(c, max_lr=0.2, num_steps=n)
   common.apply_common(c, args)

@@ -38,8 +38,7 @@ def get_config(arg: str = ''):
   common.paper_cifar_resnet(c, 'resnet56', bn_momentum=0.95)
   common.clr(c, 0.1, 3.0, step_size=5000)
   if policy == '1cycle':
-    c.schedule.name = 'one_cycle'
-    c.schedule.max_lr, c.schedule.div_factor = 3.0, 10.0
+    common.set_schedule(c, 'one_cycle', max_lr=3.0, div_factor=10.0)
     c.momentum_schedule.name = 'one_cycle'
     c.momentum_schedule.max_momentum, c.momentum_schedule.min_momentum = 0.95, 0.85
   common.bn_groups(c, args)

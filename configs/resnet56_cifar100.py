@@ -37,7 +37,7 @@ def get_config(arg: str = ''):
   policy = common.choice(args, 'policy', ('clr', 'pclr', 'lr_range', '1cycle'), 'clr')
   c = default.get_config()
   common.paper_cifar_resnet(c, 'resnet56', bn_momentum=0.95)
-  c.data.name, c.model.num_classes = 'cifar100', 100
+  c.data.name = 'cifar100'
   if policy == 'clr':
     common.clr(c, 0.1, 3.0, step_size=5000)
   elif policy == 'pclr':

@@ -50,7 +50,7 @@ def get_config(arg: str = ''):
     epochs = common.choice(args, 'epochs', STEP_EPOCHS, 100)
   c.num_steps = common.epochs_to_steps(epochs, 50_000, 512)
   if policy == 'step':
-    c.schedule.name, c.schedule.base_lr, c.schedule.gamma = 'multistep', 0.1, 0.1
-    c.schedule.boundaries = (c.num_steps // 2, c.num_steps * 3 // 4)
+    common.set_schedule(c, 'multistep', base_lr=0.1, gamma=0.1,
+                        boundaries=(c.num_steps // 2, c.num_steps * 3 // 4))
   common.apply_common(c, args)
   return config_lib.finalize(c, arg)

@@ -23,6 +23,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from superconv import schedule_registry
+
 # Config fields that change how a run is reported or scheduled, not what it computes: a
 # `--set` of these keeps the run in its group (and matched to the paper's numbers).
 PRESENTATION_KEYS = ('progress_bar', 'eval_every_steps', 'log_every_steps',
@@ -82,6 +84,14 @@ def experiment_view(config: dict) -> dict:
       node = node.get(part, {}) if isinstance(node, dict) else {}
     if isinstance(node, dict):
       node.pop(leaf, None)
+  # A schedule is compared on its own fields (its registry entry's): a record of the older flat
+  # layout, or one filled in from default.py's CLR by `with_defaults`, carries other schedules'.
+  sched = view.get('schedule')
+  if isinstance(sched, dict) and sched.get('name') in schedule_registry.SCHEDULES:
+    own = schedule_registry.SCHEDULES[sched['name']].fields
+    view['schedule'] = {k: v for k, v in sched.items() if k == 'name' or k in own}
+  if isinstance(view.get('model'), dict):
+    view['model'].pop('num_classes', None)  # older records: now the dataset's class count
   return view
 
 

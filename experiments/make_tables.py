@@ -23,6 +23,7 @@ import sys
 from typing import Sequence
 
 from experiments import collect
+from superconv import schedule_registry
 
 START, END = '<!-- results:start -->', '<!-- results:end -->'
 
@@ -174,26 +175,14 @@ def describe_schedule(config: dict) -> str:
   if not config:
     return '?'
   s, m, o = config['schedule'], config['momentum_schedule'], config['optimizer']
-  name = s['name']
-  if config.get('mode') == 'lr_range' or name == 'lr_range':
-    r = config['lr_range']
-    text = f"range {_g(r['min_lr'])}–{_g(r['max_lr'])} ({r['mode']})"
-  elif name == 'triangular':
-    text = f"CLR {_g(s['base_lr'])}–{_g(s['max_lr'])}, SS {s['step_size']}"
-  elif name == 'caffe_one_cycle':
-    text = f"1cycle {_g(s['base_lr'])}–{_g(s['max_lr'])}, SS {s['step_size']}"
-  elif name == 'one_cycle':
-    text = f"1cycle {_g(s['max_lr'] / s['div_factor'])}–{_g(s['max_lr'])}"
-  elif name == 'multistep':
-    text = f"{_g(s['base_lr'])} ×{_g(s['gamma'])} at {', '.join(map(str, s['boundaries']))}"
-  elif name == 'step':
-    text = f"{_g(s['base_lr'])} ×{_g(s['gamma'])} every {s['step_size']}"
-  elif name == 'inv':
-    text = f"inv {_g(s['base_lr'])}, γ {_g(s['gamma'])}, p {_g(s['power'])}"
-  elif name == 'warmup_cosine':
-    text = f"warm-up {s.get('warmup_steps', 0)} + cosine, peak {_g(s['max_lr'])}"
+  # The text of each LR schedule is its registry entry's (it reads the fields by name, so a
+  # results config.json of the older flat layout reads the same).
+  name = 'lr_range' if config.get('mode') == 'lr_range' else s['name']
+  kind = schedule_registry.SCHEDULES.get(name)
+  if kind is None:
+    text = name
   else:
-    text = f"{name} {_g(s['base_lr'])}"
+    text = kind.describe(config[kind.section])
   if m['name'] in ('cyclical', 'one_cycle'):
     text += f", CM {_g(m['max_momentum'])}–{_g(m['min_momentum'])}"
   optimizer = o['name'] if o['name'] != 'sgd' else ('Nesterov' if o.get('nesterov') else '')

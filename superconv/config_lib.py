@@ -10,19 +10,7 @@ import ast
 
 import ml_collections
 
-# Smallest member of each model family, used by the `smoke` variant.
-_SMOKE_MODELS = {
-    'resnet': 'resnet8',
-    'resnet_a': 'resnet8_a',
-    'bottleneck_resnet': 'bottleneck_resnet11',
-    'resnext': 'resnext11',
-    'wide_resnet': 'wide_resnet8',
-    'densenet': 'densenet10',
-    'lenet': 'lenet',
-    'resnet50': 'resnet_imagenet_tiny',
-    'inception_resnet_v2': 'inception_resnet_tiny',
-}
-
+from superconv import schedule_registry
 
 def parse_arg(arg: str | None) -> dict:
   """'smoke,stepsize=3000' -> {'smoke': True, 'stepsize': 3000}. Values are Python literals."""
@@ -39,18 +27,6 @@ def parse_arg(arg: str | None) -> dict:
   return out
 
 
-def smoke_model(name: str) -> str:
-  """The smallest model of `name`'s family (fast to compile and run on a 2-core CPU)."""
-  import re  # pylint: disable=g-import-not-at-top
-  if name.startswith('inception_resnet'):
-    return _SMOKE_MODELS['inception_resnet_v2']
-  if name.startswith('resnet50') or name.startswith('resnet_imagenet'):
-    return _SMOKE_MODELS['resnet50']
-  family = re.sub(r'\d+', '', name).rstrip('_') or name
-  family = family.replace('__', '_')
-  return _SMOKE_MODELS.get(family, name)
-
-
 # The two shrunk variants: `smoke` is the newcomer's first run (it must visibly learn), `tiny` the
 # shape the test suite drives (8 updates: every reliability, resume and multi-host test counts
 # on it, and it compiles and runs in seconds).
@@ -60,7 +36,6 @@ SMOKE_UPDATES, TINY_UPDATES = 32, 8
 # 0.06 -> 0.70-0.80 final eval accuracy (seeds 0-2). So the smoke caps the peak LR there and
 # scales every LR of the schedule by the same factor, keeping the shape.
 SMOKE_MAX_LR = 0.06
-_PEAK_AT_MAX_LR = ('triangular', 'one_cycle', 'caffe_one_cycle', 'warmup_cosine')
 
 
 def is_shrunk(args: dict) -> bool:
@@ -68,12 +43,9 @@ def is_shrunk(args: dict) -> bool:
   return bool(args.get('smoke') or args.get('tiny'))
 
 
-def _peak_lr(c: ml_collections.ConfigDict) -> float:
-  if c.schedule.name == 'lr_range' or c.mode == 'lr_range':
-    return float(c.lr_range.max_lr)
-  if c.schedule.name in _PEAK_AT_MAX_LR:
-    return float(c.schedule.max_lr)
-  return float(c.schedule.base_lr)
+def _scaled(value: int, factor: float, updates: int) -> int:
+  """A length in updates shrunk by `factor`, kept inside the shrunk run (0, 'off', stays 0)."""
+  return 0 if not value else max(1, min(updates - 1, round(value * factor)))
 
 
 def apply_smoke(c: ml_collections.ConfigDict, updates: int = TINY_UPDATES, *,
@@ -92,7 +64,10 @@ def apply_smoke(c: ml_collections.ConfigDict, updates: int = TINY_UPDATES, *,
   """
   factor = updates / max(c.num_steps, 1)
   half, quarter = max(1, updates // 2), max(1, updates // 4)
-  c.model.name = smoke_model(c.model.name)
+  # The model registry owns its families; imported here, not at the top, because it imports
+  # flax and jax, which the full-size configs (and flag errors) need not load.
+  from superconv import models  # pylint: disable=g-import-not-at-top
+  c.model.name = models.smallest(c.model.name)
   c.model.virtual_batch_size = 0
   c.data.source = 'fake'
   if c.data.name == 'imagenet2012':  # still streamed, from generated images, at 32 x 32
@@ -108,24 +83,25 @@ def apply_smoke(c: ml_collections.ConfigDict, updates: int = TINY_UPDATES, *,
   c.log_every_steps = quarter
   c.checkpoint_every_steps = half
   c.steps_per_dispatch = 2
-  s = c.schedule
-  s.step_size = max(1, round(s.step_size * factor))
-  s.warmup_steps = min(updates - 1, round(s.warmup_steps * factor))
-  s.boundaries = tuple(max(1, min(updates - 1, round(b * factor))) for b in s.boundaries)
+  sweep = c.mode == 'lr_range'
+  kind = schedule_registry.SCHEDULES['lr_range' if sweep else c.schedule.name]
+  s = c[kind.section]
+  for field in kind.durations:  # the registry's lengths in updates, all by the same factor
+    v = s[field]
+    s[field] = (tuple(_scaled(b, factor, updates) for b in v) if isinstance(v, (tuple, list))
+                else _scaled(v, factor, updates))
+  for field, fraction in kind.smoke_fractions.items():
+    s[field] = max(1, int(updates * fraction))
   if c.momentum_schedule.step_size:
     c.momentum_schedule.step_size = max(1, round(c.momentum_schedule.step_size * factor))
-  if s.name == 'triangular':
-    s.step_size = half // max(1, s.num_cycles) or 1
-    c.num_steps = 2 * s.step_size * s.num_cycles
-  if s.name == 'caffe_one_cycle':
-    s.step_size = max(1, 3 * updates // 8)
-  if max_lr is not None and _peak_lr(c) > max_lr:
-    scale = max_lr / _peak_lr(c)
-    if c.schedule.name == 'lr_range' or c.mode == 'lr_range':
-      c.lr_range.min_lr, c.lr_range.max_lr = c.lr_range.min_lr * scale, c.lr_range.max_lr * scale
-    else:
-      s.base_lr, s.max_lr = s.base_lr * scale, s.max_lr * scale
   c.lr_range.num_steps = updates
+  length = kind.length(s, updates)
+  if length is not None:  # a schedule whose own fields fix its length (CLR) sets the run's
+    c.num_steps = length
+  if max_lr is not None and s[kind.peak_field] > max_lr:
+    scale = max_lr / s[kind.peak_field]
+    for field in kind.lr_fields:
+      s[field] = s[field] * scale
   c.lr_range.eval_every_steps = half
   if c.mode == 'lr_range':
     c.num_steps = c.lr_range.num_steps
@@ -139,5 +115,8 @@ def finalize(c: ml_collections.ConfigDict, arg: str | None = '') -> ml_collectio
     c = apply_smoke(c, SMOKE_UPDATES, batch_size=32, max_lr=SMOKE_MAX_LR)
   elif args.get('tiny'):
     c = apply_smoke(c)
-  c.lock()
+  # A section replaced after an earlier lock (`c.schedule = schedule_config(...)` on the locked
+  # default) is a new, unlocked dict, and ConfigDict.lock() stops at an already locked parent:
+  # unlock first so that every level is locked (a foreign schedule field must fail).
+  c.unlock().lock()
   return c

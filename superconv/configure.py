@@ -87,7 +87,11 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = Non
              f'(batch_size {config.batch_size} / {num_devices} devices).')
 
   try:
-    models.create_model(config.model.name, num_classes=int(config.model.num_classes))
+    # The dry build checks the name; the class count is the dataset's (an unknown dataset is
+    # reported below, under data.name).
+    classes = sources.SPECS[config.data.name].num_classes if config.data.name in sources.SPECS \
+        else 1
+    models.create_model(config.model.name, num_classes=classes)
   except ValueError as e:
     raise ConfigError(f'config.model.name: {e}') from None
   _require(config.model.dtype in DTYPES, 'model.dtype', f'{config.model.dtype!r} not in {DTYPES}.')
@@ -154,14 +158,14 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = Non
 
 
 def range_form(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """A copy of `config` set up as a range test: mode, schedule.name and num_steps from lr_range.
+  """A copy of `config` set up as a range test: mode, the 'lr_range' schedule, num_steps.
 
   So `--config=configs/resnet56.py --config.mode=lr_range` sweeps the training run's model and
   optimizer over config.lr_range. Checks the lr_range fields the sweep and its reading use.
   """
   c = config.copy_and_resolve_references()
   c.mode = 'lr_range'
-  c.schedule.name = 'lr_range'
+  optim.sweep_schedule(c)
   c.num_steps = int(c.lr_range.num_steps)
   r = c.lr_range
   checks = (
@@ -182,9 +186,10 @@ def range_form(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 def apply_suggestion(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """`config` with its LR bounds from the range test in `config.lr_range_result` (if set).
 
-  'triangular' (CLR): max_lr = suggested max, base_lr = max / lr_range.min_lr_div_clr (as saved
-  in the result). 'one_cycle': max_lr, base_lr = the 1cycle min and div_factor = max / min, so
-  the run starts at the suggested min. 'caffe_one_cycle': max_lr and base_lr = the 1cycle min.
+  The schedule's registry entry says which fields (`optim.apply_lr_bounds`): 'triangular' (CLR):
+  max_lr = suggested max, base_lr = max / lr_range.min_lr_div_clr (as saved in the result).
+  'one_cycle': max_lr and div_factor = max / the 1cycle min, so the run starts at the suggested
+  min. 'caffe_one_cycle': max_lr and base_lr = the 1cycle min.
   Returns a copy; `config` itself is not changed. An empty `lr_range_result` returns `config`.
 
   Raises:
@@ -206,18 +211,12 @@ def apply_suggestion(config: ml_collections.ConfigDict) -> ml_collections.Config
         f'config.lr_range_result: the range test in {path!r} gave no reliable reading '
         f"({s.get('explanation', '')}); set the LRs by hand or rerun the test.")
   c = config.copy_and_resolve_references()
-  name = c.schedule.name
-  if name == 'triangular':
-    c.schedule.max_lr, c.schedule.base_lr = max_lr, clr_min
-  elif name == 'one_cycle':
-    c.schedule.max_lr, c.schedule.base_lr = max_lr, one_min
-    c.schedule.div_factor = max_lr / one_min
-  elif name == 'caffe_one_cycle':
-    c.schedule.max_lr, c.schedule.base_lr = max_lr, one_min
-  else:
-    raise ConfigError(
-        f"config.lr_range_result: schedule.name={name!r} has no LR range to set; a range-test "
-        "suggestion applies to 'triangular', 'one_cycle' and 'caffe_one_cycle'.")
-  logging.info('LR bounds from %s: schedule.max_lr=%g, schedule.base_lr=%g (%s).', path,
-               c.schedule.max_lr, c.schedule.base_lr, s.get('method', ''))
+  try:
+    set_fields = optim.apply_lr_bounds(c.schedule, max_lr=max_lr, min_lr_clr=clr_min,
+                                       min_lr_1cycle=one_min)
+  except ValueError as e:
+    raise ConfigError(f'config.lr_range_result: {e}') from None
+  logging.info('LR bounds from %s: %s (%s).', path,
+               ', '.join(f'schedule.{k}={v:g}' for k, v in set_fields.items()),
+               s.get('method', ''))
   return c

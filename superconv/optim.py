@@ -31,15 +31,20 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from superconv import schedule_registry
 from superconv import schedules
+# The registry and its config helpers are plain data (jax-free, for configs and config_lib);
+# this module adds the factories. Re-exported so programs need only `optim`.
+from superconv.schedule_registry import (SCHEDULES, apply_lr_bounds, schedule_config,
+                                         sweep_schedule)
 
 __all__ = [
-    'CaffeSgdState', 'build_schedules', 'caffe_sgd', 'check_schedule', 'create_optimizer',
-    'current_hyperparams', 'decay_mask', 'schedule_length',
+    'CaffeSgdState', 'SCHEDULES', 'apply_lr_bounds', 'build_schedules', 'caffe_sgd',
+    'check_schedule', 'create_optimizer', 'current_hyperparams', 'decay_mask', 'schedule_config',
+    'schedule_length', 'sweep_schedule',
 ]
 
-LR_SCHEDULES = ('triangular', 'one_cycle', 'caffe_one_cycle', 'multistep', 'step', 'inv',
-                'constant', 'lr_range', 'warmup_cosine')
+LR_SCHEDULES = tuple(SCHEDULES)
 MOMENTUM_SCHEDULES = ('constant', 'one_cycle', 'cyclical')
 OPTIMIZERS = ('sgd', 'adam', 'adamw', 'adagrad', 'adadelta', 'rmsprop')
 # Optimizers without a heavy-ball term: their 'momentum' hyperparameter is held at 0.
@@ -47,64 +52,51 @@ _NO_MOMENTUM = ('adagrad', 'adadelta', 'rmsprop')
 
 
 # ---------------------------------------------------------------------------------------------
-# Schedules from the config.
+# Schedules from the config: every per-schedule fact is in `schedule_registry.SCHEDULES`.
 
 
 def _lr_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
-  s = config.schedule
-  if s.name == 'triangular':
-    return schedules.triangular(s.base_lr, s.max_lr, s.step_size, mode=s.mode, gamma=s.gamma)
-  if s.name == 'one_cycle':
-    return schedules.one_cycle(
-        config.num_steps, s.max_lr, pct_start=s.pct_start, div_factor=s.div_factor,
-        final_div_factor=s.final_div_factor, three_phase=s.three_phase, anneal=s.anneal)
-  if s.name == 'caffe_one_cycle':
-    return schedules.caffe_one_cycle(s.base_lr, s.max_lr, s.step_size, floor_div=s.floor_div)
-  if s.name == 'multistep':
-    return schedules.multistep(s.base_lr, tuple(s.boundaries), s.gamma)
-  if s.name == 'step':
-    return schedules.step_decay(s.base_lr, s.step_size, s.gamma)
-  if s.name == 'inv':
-    return schedules.inv(s.base_lr, s.gamma, s.power)
-  if s.name == 'constant':
-    return schedules.constant(s.base_lr)
-  if s.name == 'lr_range':
-    r = config.lr_range
-    return schedules.lr_range(r.min_lr, r.max_lr, r.num_steps, mode=r.mode)
-  if s.name == 'warmup_cosine':
-    return schedules.warmup_cosine(config.num_steps, s.max_lr, s.warmup_steps)
-  raise ValueError(f'schedule.name must be one of {LR_SCHEDULES}, got {s.name!r}')
+  k = schedule_registry.kind(config.schedule.name)
+  args = config[k.section]
+  missing = [f for f in k.factory_args.values() if f not in args]
+  if missing:  # e.g. --config.schedule.name=inv on a CLR config: the dict lacks power
+    raise ValueError(f"schedule {config.schedule.name!r} needs config.{k.section}."
+                     f"{', '.join(missing)}, which this config's schedule lacks; start from "
+                     f'schedule_registry.schedule_config({config.schedule.name!r})')
+  kwargs = {kw: args[field] for kw, field in k.factory_args.items()}
+  if isinstance(kwargs.get('boundaries'), list):
+    kwargs['boundaries'] = tuple(kwargs['boundaries'])
+  if k.total_steps_arg:
+    kwargs[k.total_steps_arg] = config.num_steps
+  return getattr(schedules, k.factory)(**kwargs)
 
 
 def _momentum_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
-  m, s = config.momentum_schedule, config.schedule
+  m = config.momentum_schedule
   if m.name == 'constant':
     return schedules.constant(m.value)
+  if m.name not in MOMENTUM_SCHEDULES:
+    raise ValueError(
+        f'momentum_schedule.name must be one of {MOMENTUM_SCHEDULES}, got {m.name!r}')
+  lr = schedule_registry.momentum_lr_args(config)  # what it mirrors of the LR schedule
   if m.name == 'one_cycle':
-    # Reuses the LR's phase fields so the momentum is at its minimum exactly at the LR peak.
     return schedules.one_cycle_momentum(
-        config.num_steps, base_momentum=m.min_momentum, max_momentum=m.max_momentum,
-        pct_start=s.pct_start, three_phase=s.three_phase, anneal=s.anneal)
-  if m.name == 'cyclical':
-    return schedules.cyclical_momentum(m.max_momentum, m.min_momentum,
-                                       m.step_size or s.step_size)
-  raise ValueError(f'momentum_schedule.name must be one of {MOMENTUM_SCHEDULES}, got {m.name!r}')
+        config.num_steps, base_momentum=m.min_momentum, max_momentum=m.max_momentum, **lr)
+  return schedules.cyclical_momentum(m.max_momentum, m.min_momentum, lr['step_size'])
 
 
 def build_schedules(config: ml_collections.ConfigDict
                     ) -> tuple[optax.Schedule, optax.Schedule]:
   """`(lr_fn, momentum_fn)` from `config.schedule`, `config.momentum_schedule`, `config.num_steps`.
 
-  LR (`schedule.name`): 'triangular' (base_lr, max_lr, step_size, mode, gamma), 'one_cycle'
-  (num_steps, max_lr, pct_start, div_factor, final_div_factor, three_phase, anneal; base_lr is
-  not read: the start is max_lr / div_factor), 'caffe_one_cycle' (base_lr, max_lr, step_size,
-  floor_div), 'multistep' (base_lr, boundaries, gamma), 'step' (base_lr, step_size, gamma),
-  'inv' (base_lr, gamma, power), 'constant' (base_lr), 'lr_range' (`config.lr_range.min_lr`,
-  `max_lr`, `num_steps`, `mode`), 'warmup_cosine' (num_steps, max_lr as the peak, warmup_steps).
+  LR: `SCHEDULES[schedule.name]` names the factory of `superconv.schedules` and the fields it
+  is called with (`schedule_registry.py` lists each schedule's fields; 'lr_range' reads
+  `config.lr_range`; 'one_cycle' and 'warmup_cosine' also take num_steps).
 
-  Momentum (`momentum_schedule.name`): 'constant' (value), 'one_cycle' (min/max_momentum with
-  the LR's num_steps, pct_start, three_phase and anneal), 'cyclical' (max/min_momentum,
-  step_size, 0 meaning schedule.step_size).
+  Momentum (`momentum_schedule.name`): 'constant' (value), 'one_cycle' (min/max_momentum over
+  num_steps, mirroring the LR 1cycle's pct_start, three_phase and anneal), 'cyclical'
+  (max/min_momentum, step_size, 0 meaning schedule.step_size); see
+  `schedule_registry.MOMENTUM_FROM_LR`.
 
   Raises:
     ValueError: unknown name or invalid values; the message names the config section.
@@ -112,7 +104,8 @@ def build_schedules(config: ml_collections.ConfigDict
   try:
     lr_fn = _lr_schedule(config)
   except ValueError as e:
-    section = 'lr_range' if config.schedule.name == 'lr_range' else 'schedule'
+    section = SCHEDULES[config.schedule.name].section if config.schedule.name in SCHEDULES \
+        else 'schedule'
     raise ValueError(f'config.{section} (schedule.name={config.schedule.name!r}): {e}') from e
   try:
     momentum_fn = _momentum_schedule(config)
@@ -125,59 +118,29 @@ def build_schedules(config: ml_collections.ConfigDict
 def schedule_length(config: ml_collections.ConfigDict) -> int | None:
   """Updates the LR schedule is designed for, or None when it has no natural length.
 
-  'triangular': 2 * step_size * num_cycles; 'one_cycle', 'warmup_cosine' and 'caffe_one_cycle': num_steps (the
-  Caffe 1cycle needs 2 * step_size <= num_steps, see `check_schedule`); 'lr_range':
-  lr_range.num_steps; 'multistep', 'step', 'inv', 'constant': None.
+  The registry's length rule: 'triangular': 2 * step_size * num_cycles; 'one_cycle',
+  'warmup_cosine' and 'caffe_one_cycle': num_steps (the Caffe 1cycle's floor fills the rest);
+  'lr_range': lr_range.num_steps; 'multistep', 'step', 'inv', 'constant': None.
   """
-  s = config.schedule
-  if s.name == 'triangular':
-    return 2 * int(s.step_size) * int(s.num_cycles)
-  if s.name in ('one_cycle', 'caffe_one_cycle', 'warmup_cosine'):
-    return int(config.num_steps)
-  if s.name == 'lr_range':
-    return int(config.lr_range.num_steps)
-  if s.name in ('multistep', 'step', 'inv', 'constant'):
-    return None
-  raise ValueError(f'schedule.name must be one of {LR_SCHEDULES}, got {s.name!r}')
+  k = schedule_registry.kind(config.schedule.name)
+  length = k.length(config[k.section], config.num_steps)
+  return None if length is None else int(length)
 
 
 def check_schedule(config: ml_collections.ConfigDict) -> None:
   """Raises ValueError, before any compilation, if the schedules do not fit `config.num_steps`.
 
-  Builds both schedules (validating every value through the factories), then checks that the
-  LR schedule's length (`schedule_length`) equals num_steps, that the Caffe 1cycle's two halves
-  fit in the run, and that every multistep boundary falls inside it. Messages name the fields
-  and the numbers.
+  Builds both schedules (validating every value through the factories), then applies the
+  schedule's registry rule (`ScheduleKind.check`): a CLR's or a sweep's length equals
+  num_steps, a Caffe 1cycle's two halves fit in the run, every multistep boundary falls inside
+  it. Messages name the fields and the numbers.
   """
   n = config.num_steps
   if isinstance(n, bool) or not isinstance(n, int) or n < 1:
     raise ValueError(f'num_steps must be a positive integer, got {n!r}')
   build_schedules(config)
-  s = config.schedule
-  if s.name == 'triangular' and (not isinstance(s.num_cycles, int) or s.num_cycles < 1):
-    raise ValueError(f'schedule.num_cycles must be a positive integer, got {s.num_cycles!r}')
-  length = schedule_length(config)
-  if s.name == 'triangular' and length != n:
-    hint = (f'; e.g. schedule.step_size={n // (2 * s.num_cycles)}'
-            if n % (2 * s.num_cycles) == 0 else '')
-    raise ValueError(
-        f'schedule.step_size={s.step_size} with schedule.num_cycles={s.num_cycles} makes a '
-        f'{length}-update CLR schedule (2 * step_size * num_cycles) but num_steps={n}: set '
-        f'num_steps={length} or change the step size{hint}')
-  if s.name == 'lr_range' and length != n:
-    raise ValueError(
-        f'lr_range.num_steps={length} is the length of the LR range sweep but num_steps={n}: '
-        f'they must be equal')
-  if s.name == 'caffe_one_cycle' and 2 * s.step_size > n:
-    raise ValueError(
-        f'schedule.step_size={s.step_size} makes the Caffe 1cycle up-and-down '
-        f'{2 * s.step_size} updates long (2 * step_size) but num_steps={n}: need '
-        f'2 * schedule.step_size <= num_steps (the remaining updates sit on the floor)')
-  if s.name == 'multistep':
-    late = [b for b in s.boundaries if b >= n]
-    if late:
-      raise ValueError(f'schedule.boundaries={tuple(s.boundaries)} has {late} >= num_steps={n}: '
-                       f'those LR drops would never happen')
+  k = schedule_registry.kind(config.schedule.name)
+  k.check(config[k.section], n)
 
 
 # ---------------------------------------------------------------------------------------------

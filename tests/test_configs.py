@@ -13,6 +13,8 @@ import functools
 import glob
 import importlib.util
 import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -66,9 +68,8 @@ def _abstract_init(model, model_key: str, shape: tuple[int, ...], batch: int):
   if key not in _SHAPES:
     rng = jax.random.PRNGKey(0)
     x = jax.ShapeDtypeStruct((batch, *shape), jnp.float32)
-    variables = jax.eval_shape(
-        lambda x: model.init({'params': rng, 'dropout': rng}, x, train=False), x)
-    logits = jax.eval_shape(lambda v, x: model.apply(v, x, train=False), variables, x)
+    variables = jax.eval_shape(lambda x: model.init(rng, x), x)
+    logits = jax.eval_shape(lambda v, x: model.apply(*v, x, train=False)[0], variables, x)
     _SHAPES[key] = variables, logits
   return _SHAPES[key]
 
@@ -119,16 +120,19 @@ def test_config_validates_builds_and_fits(stem, arg):
     assert config.data.source == 'fake'
     assert config.num_steps <= (32 if 'smoke' in arg else 8) and config.batch_size <= 32
 
+  assert 'num_classes' not in config.model  # the class count is the dataset's
   num_classes = sources.num_classes(config.data.name)
-  assert config.model.num_classes == num_classes
+  assert set(config.schedule) == {'name', *optim.SCHEDULES[config.schedule.name].fields}
   shape = tuple(_image_shape(config))
   batch = config.model.virtual_batch_size or 2
   model = step_lib.build_model(config, num_classes)
-  variables, logits = _abstract_init(model, config.model.to_json(), shape, batch)
+  # The class count is part of the network (it is no longer a model field).
+  variables, logits = _abstract_init(model, f'{config.model.to_json()}/{num_classes}', shape,
+                                     batch)
   assert logits.shape == (batch, num_classes) and logits.dtype == jnp.float32
 
   tx = optim.create_optimizer(config)
-  jax.eval_shape(tx.init, variables['params'])
+  jax.eval_shape(tx.init, variables[0])
   optim.check_schedule(config)
   _check_schedule_fits(config)
 
@@ -193,7 +197,7 @@ PAPER_SETTINGS = [
     # §2.3: ResNet-110 at TBS 800.
     ('resnet110', 'policy=clr', {'batch_size': 800, 'model.name': 'resnet110'}),
     ('resnet20', 'policy=pclr', {'model.name': 'resnet20', 'model.bn_momentum': 0.999}),
-    ('resnet56_cifar100', 'policy=clr', {'data.name': 'cifar100', 'model.num_classes': 100}),
+    ('resnet56_cifar100', 'policy=clr', {'data.name': 'cifar100'}),
     # §2.4 optimizers (Caffe: Adam b1 = momentum 0.9; AdaDelta rho = 0).
     ('resnet56_optimizers', 'opt=adam', {'optimizer.name': 'adam', 'schedule.base_lr': 0.0035,
                                          'momentum_schedule.value': 0.9}),
@@ -243,3 +247,32 @@ def test_paper_settings(stem, arg, expected):
       got = got[part]
     got = tuple(got) if isinstance(got, (list, tuple)) else got
     assert got == pytest.approx(value) if isinstance(value, float) else got == value, field
+
+
+# ---------------------------------------------------------------------------------------------
+# A schedule's dict holds only its own fields: a foreign one is a one-line CLI error.
+
+
+@pytest.mark.parametrize('config,flag,needles', [
+    # gamma is a CLR / step / inv field, not a 1cycle one.
+    ('configs/resnet56.py:policy=1cycle', '--config.schedule.gamma=0.5',
+     ('--config.schedule.gamma', 'no such config field')),
+    # base_lr: the 1cycle starts at max_lr / div_factor and has no base.
+    ('configs/resnet56.py:policy=1cycle', '--config.schedule.base_lr=0.1',
+     ('--config.schedule.base_lr', 'no such config field')),
+    # A range test's schedule is only its name; its arguments are config.lr_range.
+    ('configs/resnet56_lr_range.py', '--config.schedule.max_lr=2',
+     ('--config.schedule.max_lr', 'no such config field')),
+])
+def test_cli_rejects_a_field_of_another_schedule(tmp_path, config, flag, needles):
+  env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=ROOT)
+  result = subprocess.run(
+      [sys.executable, '-m', 'superconv.main', f'--config={config}',
+       f'--workdir={tmp_path / "run"}', flag], cwd=ROOT, env=env, capture_output=True,
+      text=True, timeout=120)
+  assert result.returncode == 2, result.stderr[-3000:]
+  assert 'Traceback' not in result.stderr, result.stderr[-3000:]
+  line = next(l for l in result.stderr.splitlines() if l.startswith('superconv: '))
+  for needle in needles:
+    assert needle in line, (needle, line)
+  assert not os.path.exists(tmp_path / 'run' / 'config.json')

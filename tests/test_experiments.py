@@ -193,10 +193,12 @@ def test_canonical_args_and_slug():
 def test_build_config_seed_data_and_sets():
   path = os.path.join(CONFIGS, 'resnet56_subset.py')
   c = run_lib.build_config(path, 'policy=clr,samples=10000', 3,
-                           ['num_steps=200', 'schedule.step_size=100',
-                            'schedule.boundaries=(10, 20)'], data='/data/cifar')
+                           ['num_steps=200', 'schedule.step_size=100'], data='/data/cifar')
   assert (c.seed, c.data.source, c.data.path) == (3, 'files', '/data/cifar')
-  assert (c.num_steps, c.schedule.step_size, tuple(c.schedule.boundaries)) == (200, 100, (10, 20))
+  assert (c.num_steps, c.schedule.step_size) == (200, 100)
+  c = run_lib.build_config(path, 'policy=pclr,samples=10000', 3,
+                           ['num_steps=200', 'schedule.boundaries=(10, 20)'])
+  assert (c.num_steps, tuple(c.schedule.boundaries)) == (200, (10, 20))
   with pytest.raises(KeyError, match='no field'):
     run_lib.build_config(path, '', 0, ['schedule.not_a_field=1'])
   assert run_lib.run_dir('/r', 'configs/resnet56_subset.py', 'samples=10000,policy=clr', 2) == (

@@ -14,6 +14,7 @@ from configs import default
 from superconv import step as step_lib
 from superconv import configure
 from superconv import lr_range
+from superconv import optim
 from superconv import train
 
 LRS = np.linspace(0.0, 3.0, 61)                             # evaluations every 0.05
@@ -218,7 +219,7 @@ def test_range_test_rejects_an_optimizer_with_its_own_schedule():
 def _smoke_config(**lr_range_overrides):
   c = default.get_config('tiny')
   c.mode = 'lr_range'
-  c.schedule.name = 'lr_range'
+  c.schedule = optim.schedule_config('lr_range')
   c.model.name = 'lenet'   # the smallest registered model: fast to compile on 2 CPU cores
   c.progress_bar = False
   c.data.scale = 1 / 255
@@ -262,7 +263,15 @@ def test_run_stops_on_divergence(tmp_path):
 def test_range_config_turns_a_training_config_into_a_sweep():
   c = configure.range_form(default.get_config())   # the CLR 0.1-3 training config
   assert (c.mode, c.schedule.name, c.num_steps) == ('lr_range', 'lr_range', 5000)
+  assert set(c.schedule) == {'name'}  # the sweep's arguments are config.lr_range
   configure.validate(c, num_devices=1)
+  # A cyclical momentum that took the LR's step size keeps it in the sweep.
+  caffe = default.get_config()
+  caffe.schedule = optim.schedule_config('caffe_one_cycle', step_size=4000)
+  caffe.momentum_schedule.name = 'cyclical'
+  swept = configure.range_form(caffe)
+  assert (swept.schedule.name, swept.momentum_schedule.step_size) == ('lr_range', 4000)
+  assert caffe.momentum_schedule.step_size == 0   # the input is not modified
   bad = default.get_config()
   bad.lr_range.eval_every_steps = 0
   with pytest.raises(configure.ConfigError, match='lr_range.eval_every_steps'):
@@ -288,16 +297,16 @@ def test_apply_suggestion(tmp_path):
   clr = configure.apply_suggestion(c)
   assert (clr.schedule.max_lr, clr.schedule.base_lr) == (2.0, 0.5)
   assert (c.schedule.max_lr, c.schedule.base_lr) == (3.0, 0.1)   # the input is not modified
-  c.schedule.name = 'one_cycle'
+  c.schedule = optim.schedule_config('one_cycle')
   one = configure.apply_suggestion(c)
-  assert (one.schedule.max_lr, one.schedule.base_lr) == (2.0, 0.2)
+  assert one.schedule.max_lr == 2.0 and 'base_lr' not in one.schedule
   assert one.schedule.max_lr / one.schedule.div_factor == pytest.approx(0.2)  # starts at min
-  c.schedule.name = 'caffe_one_cycle'
+  c.schedule = optim.schedule_config('caffe_one_cycle')
   assert configure.apply_suggestion(c).schedule.base_lr == 0.2
-  c.schedule.name = 'multistep'
+  c.schedule = optim.schedule_config('multistep')
   with pytest.raises(configure.ConfigError, match='multistep'):
     configure.apply_suggestion(c)
-  c.schedule.name = 'triangular'
+  c.schedule = optim.schedule_config('triangular')
   c.lr_range_result = _result_file(tmp_path, reliable=False, explanation='never rose')
   with pytest.raises(configure.ConfigError, match='no reliable reading'):
     configure.apply_suggestion(c)

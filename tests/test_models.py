@@ -397,3 +397,17 @@ def test_densenet_widths():
   assert p['conv_transition2']['kernel'].shape == (1, 1, 304, 304)
   assert p['fc']['kernel'].shape == (448, 10)
   assert 'bias' not in p['conv_block1_layer1']
+
+
+@pytest.mark.parametrize('name,small', [
+    ('resnet56', 'resnet8'), ('resnet110', 'resnet8'), ('resnet8', 'resnet8'),
+    ('resnet56_a', 'resnet8_a'), ('wide_resnet32', 'wide_resnet8'),
+    ('bottleneck_resnet56', 'bottleneck_resnet11'), ('resnext56', 'resnext11'),
+    ('densenet40', 'densenet10'), ('lenet', 'lenet'), ('resnet50', 'resnet_imagenet_tiny'),
+    ('inception_resnet_v2', 'inception_resnet_tiny'),
+    ('resnet_imagenet_tiny', 'resnet_imagenet_tiny'), ('not_a_model', 'not_a_model'),
+])
+def test_smallest_is_the_smallest_registered_member_of_the_family(name, small):
+  assert models.smallest(name) == small
+  if name != 'not_a_model':
+    assert small in models.MODELS  # what the smoke variants build is registered

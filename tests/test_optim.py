@@ -12,8 +12,17 @@ from superconv import optim
 
 
 def cfg(**overrides):
-  """The default config with dotted overrides, e.g. cfg(**{'schedule.name': 'inv'})."""
+  """The default config with dotted overrides, e.g. cfg(**{'schedule.name': 'inv'}).
+
+  A known 'schedule.name' replaces the schedule with that one's registry defaults first (then
+  the other 'schedule.*' overrides must be its fields); an unknown name is set as is.
+  """
   c = default.get_config()
+  name = overrides.pop('schedule.name', None)
+  if name in optim.SCHEDULES:
+    c.schedule = optim.schedule_config(name)
+  elif name is not None:
+    c.schedule.name = name
   for key, value in overrides.items():
     node = c
     *parents, leaf = key.split('.')
@@ -115,6 +124,142 @@ def test_check_schedule_messages(overrides, fragments):
   for fragment in fragments:
     assert fragment in str(info.value), (fragment, str(info.value))
 
+
+# ---------------------------------------------------------------------------------------------
+# The schedule registry.
+
+
+def _with_schedule(name: str, num_steps: int, **fields):
+  """The default config running schedule `name` (registry defaults + fields) for num_steps."""
+  c = default.get_config()
+  c.schedule = optim.schedule_config(name, **fields)
+  c.num_steps = num_steps
+  c.lr_range.num_steps = num_steps
+  return c
+
+
+# A run length that every entry's defaults fit (a multistep boundary at 70k needs a longer run).
+_FITS = {'triangular': 10_000, 'lr_range': 5000}
+
+
+@pytest.mark.parametrize('name', list(optim.SCHEDULES))
+def test_every_registry_entry_builds_and_its_length_rule_agrees_with_check_schedule(name):
+  kind = optim.SCHEDULES[name]
+  n = _FITS.get(name, 80_000)
+  c = _with_schedule(name, n)
+  assert set(c.schedule) == {'name', *kind.fields}
+  optim.check_schedule(c)                       # builds both schedules and checks the fit
+  lr_fn, _ = optim.build_schedules(c)
+  values = np.asarray([lr_fn(k) for k in (0, n // 2, n)])
+  assert np.isfinite(values).all() and (values >= 0).all() and values.dtype == np.float32
+  length = optim.schedule_length(c)
+  assert length in (None, n)
+  if length is not None and kind.length(c[kind.section], n + 2) == length:
+    # The length is fixed by the schedule's own fields: a run of another length is rejected.
+    with pytest.raises(ValueError, match=f'num_steps={n + 2}'):
+      optim.check_schedule(_with_schedule(name, n + 2) if name != 'lr_range' else
+                           _set(_with_schedule(name, n), num_steps=n + 2))
+  # The registry's facts name real fields of the schedule (or of its section).
+  section_fields = set(kind.fields) if kind.section == 'schedule' else set(c.lr_range)
+  assert set(kind.factory_args.values()) <= section_fields
+  assert set(kind.durations) | set(kind.smoke_fractions) <= set(kind.fields)
+  assert set(kind.lr_fields) <= section_fields and kind.peak_field in kind.lr_fields
+  assert isinstance(kind.describe(c[kind.section]), str)
+
+
+def _set(c, **fields):
+  for k, v in fields.items():
+    c[k] = v
+  return c
+
+
+def test_schedule_config_rejects_an_unknown_field_or_name():
+  with pytest.raises(ValueError, match=r"schedule 'one_cycle' has no field 'gamma'; its fields: "
+                                       r'max_lr, pct_start'):
+    optim.schedule_config('one_cycle', gamma=0.5)
+  with pytest.raises(ValueError, match=r"'lr_range' has no field 'max_lr'.*config\.lr_range"):
+    optim.schedule_config('lr_range', max_lr=1.0)
+  with pytest.raises(ValueError, match=r"schedule.name must be one of .*'cosine'"):
+    optim.schedule_config('cosine')
+  s = optim.schedule_config('triangular', max_lr=2, step_size=100)
+  assert (s.name, s.base_lr, s.max_lr, s.step_size, type(s.max_lr)) == (
+      'triangular', 0.1, 2.0, 100, float)   # an int LR is typed by the default: a float
+
+
+def test_a_foreign_field_is_an_error_on_a_locked_config():
+  from configs import resnet56  # pylint: disable=g-import-not-at-top
+  c = resnet56.get_config('policy=1cycle')
+  with pytest.raises((AttributeError, KeyError)):
+    c.schedule.gamma = 0.5
+  assert c.schedule.to_dict() == {'name': 'one_cycle', 'max_lr': 3.0, 'pct_start': 0.45,
+                                  'div_factor': 10.0, 'final_div_factor': 1000.0,
+                                  'three_phase': True, 'anneal': 'linear'}
+
+
+def test_a_renamed_schedule_without_its_fields_names_them():
+  c = cfg()                       # CLR fields
+  c.schedule.name = 'inv'         # as --config.schedule.name=inv would: no gamma/power... power
+  with pytest.raises(ValueError, match=r"schedule 'inv' needs config\.schedule\.power"):
+    optim.build_schedules(c)
+  c.schedule.name = 'constant'    # constant reads base_lr only, which the CLR dict has
+  assert optim.build_schedules(c)[0](7) == np.float32(0.1)
+
+
+@pytest.mark.parametrize('name,expected', [
+    ('triangular', {'max_lr': 2.0, 'base_lr': 0.5}),
+    ('one_cycle', {'max_lr': 2.0, 'div_factor': 10.0}),
+    ('caffe_one_cycle', {'max_lr': 2.0, 'base_lr': 0.2}),
+])
+def test_apply_lr_bounds(name, expected):
+  s = optim.schedule_config(name)
+  assert optim.apply_lr_bounds(s, max_lr=2.0, min_lr_clr=0.5, min_lr_1cycle=0.2) == expected
+  assert {k: s[k] for k in expected} == expected
+
+
+@pytest.mark.parametrize('name', [n for n, k in optim.SCHEDULES.items() if k.bounds is None])
+def test_apply_lr_bounds_refuses_a_schedule_without_bounds(name):
+  with pytest.raises(ValueError, match=f"schedule.name='{name}' has no LR range to set"):
+    optim.apply_lr_bounds(optim.schedule_config(name), max_lr=2.0, min_lr_clr=0.5,
+                          min_lr_1cycle=0.2)
+
+
+def test_momentum_one_cycle_mirrors_the_lr_phases_and_cyclical_its_step_size():
+  c = _with_schedule('one_cycle', 100, pct_start=0.3)
+  c.momentum_schedule.name = 'one_cycle'
+  lr_fn, m_fn = optim.build_schedules(c)
+  # PyTorch OneCycleLR: the peak is at update pct_start * total - 1 = 29.
+  assert float(lr_fn(29)) == pytest.approx(3.0) and float(m_fn(29)) == pytest.approx(0.85)
+  c = _with_schedule('caffe_one_cycle', 100, step_size=40)
+  c.momentum_schedule.name = 'cyclical'
+  assert float(optim.build_schedules(c)[1](40)) == pytest.approx(0.85)   # 0: the LR's 40
+  c = _with_schedule('multistep', 100, boundaries=(50,))
+  c.momentum_schedule.name = 'cyclical'
+  with pytest.raises(ValueError, match="momentum_schedule.step_size is 0.*'multistep'"):
+    optim.build_schedules(c)
+
+
+@pytest.mark.parametrize('stem_arg,fields', [
+    # Each schedule's durations scale by updates / num_steps; the Caffe 1cycle's half is 3/8 of
+    # the shrunk run (so its floor phase stays); a CLR's length sets the run's.
+    ('resnet56:tiny', {'num_steps': 8, 'schedule.step_size': 4}),
+    ('resnet56_baseline:tiny', {'num_steps': 8, 'schedule.boundaries': (5, 7)}),
+    ('lenet_mnist:policy=1cycle,epochs=12,tiny', {'num_steps': 8, 'schedule.step_size': 3}),
+    ('lenet_mnist:policy=1cycle,epochs=12,smoke', {'num_steps': 32, 'schedule.step_size': 12}),
+    ('lenet_fashion_mnist:policy=cosine,smoke', {'num_steps': 32, 'schedule.warmup_steps': 3}),
+    ('resnet56_lr_range:smoke', {'num_steps': 32, 'lr_range.max_lr': 0.06}),
+    ('resnet56:smoke', {'schedule.max_lr': 0.06, 'schedule.base_lr': 0.002}),
+])
+def test_smoke_scales_the_registry_durations(stem_arg, fields):
+  import importlib  # pylint: disable=g-import-not-at-top
+  stem, arg = stem_arg.split(':')
+  c = importlib.import_module(f'configs.{stem}').get_config(arg)
+  for field, value in fields.items():
+    got = c
+    for part in field.split('.'):
+      got = got[part]
+    got = tuple(got) if isinstance(got, (list, tuple)) else got
+    assert got == (pytest.approx(value) if isinstance(value, float) else value), field
+  optim.check_schedule(c)
 
 # ---------------------------------------------------------------------------------------------
 # Caffe SGD vs optax SGD.

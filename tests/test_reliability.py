@@ -303,6 +303,8 @@ def test_lr_range_divergence_ends_the_sweep_and_is_reported(tmp_path):
 def _smoke(**overrides):
   c = resnet56.get_config('tiny')
   with c.unlocked():
+    if 'schedule__name' in overrides:  # another schedule: its own fields, from the registry
+      c.schedule = optim.schedule_config(overrides.pop('schedule__name'))
     for dotted, value in overrides.items():
       *parents, leaf = dotted.split('__')
       node = c

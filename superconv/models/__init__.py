@@ -35,29 +35,52 @@ from superconv.models import nnx_models
 from superconv.models import resnet_cifar
 from superconv.models.layers import param_count
 
-__all__ = ['MODELS', 'NNX_MODELS', 'create_model', 'param_count', 'layers']
+__all__ = ['MODELS', 'NNX_MODELS', 'create_model', 'param_count', 'layers', 'smallest']
 
 _RESNEXT = dict(mids=(32, 64, 128), outs=(64, 128, 256), groups=32)
 
-# Depth-parameterised families: regex on the name -> constructor of the depth.
-_FAMILIES: tuple[tuple[str, Callable[[int], Callable[..., nn.Module]]], ...] = (
-    (r'resnet(\d+)', lambda d: functools.partial(resnet_cifar.CaffeResNet, depth=d)),
-    (r'resnet(\d+)_a', lambda d: functools.partial(resnet_cifar.ResNetA, depth=d)),
-    (r'wide_resnet(\d+)', lambda d: functools.partial(resnet_cifar.WideResNet, depth=d)),
+# Depth-parameterised families: regex on the name -> constructor of the depth, and the family's
+# smallest member (what the `smoke` and `tiny` config variants build, see `smallest`).
+_FAMILIES: tuple[tuple[str, Callable[[int], Callable[..., nn.Module]], str], ...] = (
+    (r'resnet(\d+)', lambda d: functools.partial(resnet_cifar.CaffeResNet, depth=d), 'resnet8'),
+    (r'resnet(\d+)_a', lambda d: functools.partial(resnet_cifar.ResNetA, depth=d), 'resnet8_a'),
+    (r'wide_resnet(\d+)', lambda d: functools.partial(resnet_cifar.WideResNet, depth=d),
+     'wide_resnet8'),
     (r'bottleneck_resnet(\d+)',
-     lambda d: functools.partial(resnet_cifar.BottleneckResNet, depth=d)),
+     lambda d: functools.partial(resnet_cifar.BottleneckResNet, depth=d), 'bottleneck_resnet11'),
     (r'resnext(\d+)', lambda d: functools.partial(resnet_cifar.BottleneckResNet, depth=d,
-                                                  **_RESNEXT)),
-    (r'densenet(\d+)', lambda d: functools.partial(densenet.DenseNet, depth=d)),
+                                                  **_RESNEXT), 'resnext11'),
+    (r'densenet(\d+)', lambda d: functools.partial(densenet.DenseNet, depth=d), 'densenet10'),
 )
+# The small stand-in of each named ImageNet model (same structure, 32x32 inputs work).
+_SMALLEST_NAMED = {'resnet50': 'resnet_imagenet_tiny',
+                   'inception_resnet_v2': 'inception_resnet_tiny'}
 
 
 def _family(name: str) -> Callable[..., nn.Module] | None:
-  for pattern, make in _FAMILIES:
+  for pattern, make, _ in _FAMILIES:
     match = re.fullmatch(pattern, name)
     if match:
       return make(int(match.group(1)))
   return None
+
+
+def smallest(name: str) -> str:
+  """The smallest model of `name`'s family: fast to compile and run on a 2-core CPU.
+
+  A name of no family (e.g. 'lenet', or an unknown one that `create_model` will report) is
+  returned unchanged.
+
+  Examples:
+    >>> smallest('resnet110'), smallest('resnext56'), smallest('resnet50'), smallest('lenet')
+    ('resnet8', 'resnext11', 'resnet_imagenet_tiny', 'lenet')
+  """
+  if name in _SMALLEST_NAMED:
+    return _SMALLEST_NAMED[name]
+  for pattern, _, small in _FAMILIES:
+    if re.fullmatch(pattern, name):
+      return small
+  return name
 
 
 # Named models: the paper's networks plus the smallest member of each family (smoke tests).
@@ -126,7 +149,7 @@ def create_model(name: str, *, num_classes: int, **kwargs: Any) -> nn.Module:
         (k, v) for k, v in sorted(kwargs.items()) if k in accepted))
   ctor = MODELS.get(name) or _family(name)
   if ctor is None:
-    patterns = ', '.join(p.replace(r'(\d+)', '{depth}') for p, _ in _FAMILIES)
+    patterns = ', '.join(p.replace(r'(\d+)', '{depth}') for p, _, _ in _FAMILIES)
     names = ', '.join(sorted([*MODELS, *NNX_MODELS]))
     raise ValueError(f'unknown model {name!r}; valid names: {names} '
                      f'(and the depth patterns {patterns})')
