@@ -15,10 +15,11 @@ TensorBoard (on by default, `config.logging.tensorboard = True`)
 
   Only process 0 writes. Each row is flushed as it is written, so a crash loses at most the row
   being written. Every start and every resume opens a new event file (a run that was resumed
-  twice has three). The first record of each file marks a restart from the restored update. When
-  TensorBoard reads that record, it drops the points that the interrupted run logged after that
-  update, which are the rows `metrics.jsonl` drops too. So a resumed run shows one unbroken curve,
-  the same as a run that was never stopped. Only the wall-clock axis shows the gap.
+  twice has three). The first record of each file marks a restart from the restored update, and
+  TensorBoard then drops the points that the interrupted run logged after that update, which are
+  the rows `metrics.jsonl` drops too. So a resumed run shows one unbroken curve, the same as a run
+  that was never stopped; only the wall-clock axis shows the gap. (Checked with TensorBoard
+  2.21's Python loader, which tbparse and `--load_fast=false` use, and its default fast loader.)
 
 Weights & Biases (optional: `pip install "superconv[wandb]"`)
   config.logging.wandb.enabled = True       # off by default
