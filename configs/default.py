@@ -111,4 +111,15 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   c.distributed.num_processes = 0        # processes in the job (0: from the environment)
   c.distributed.process_id = -1          # this process (-1: from the environment)
 
+  c.logging = ml_collections.ConfigDict()
+  c.logging.tensorboard = True     # also write every metrics.jsonl row as TensorBoard scalars to
+                                   # workdir/tensorboard (process 0; no TensorFlow needed)
+  c.logging.wandb = ml_collections.ConfigDict()
+  c.logging.wandb.enabled = False  # also log every row to Weights & Biases (pip install "superconv[wandb]")
+  c.logging.wandb.project = 'superconv'  # W&B project
+  c.logging.wandb.entity = ''      # W&B user or team ('' = the logged-in user's default)
+  c.logging.wandb.name = ''        # run display name ('' = one W&B makes up); the run id is kept
+                                   # in workdir/wandb_run_id so a resume continues the same run
+  c.logging.wandb.mode = 'online'  # 'online' | 'offline' (files in workdir/wandb; `wandb sync` later) | 'disabled'
+
   return config_lib.finalize(c, arg)

@@ -22,6 +22,7 @@ import ml_collections
 
 from superconv import models
 from superconv import optim
+from superconv import summary_writers
 from superconv.data import sources
 
 # Examples per split of the datasets superconv knows (TFDS sizes).
@@ -155,6 +156,10 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = Non
   _require(int(config.keep_checkpoints) >= 1, 'keep_checkpoints',
            f'must be >= 1 (the latest checkpoint is what a resumed run needs), got '
            f'{config.keep_checkpoints}.')
+  try:
+    summary_writers.check_config(config)  # e.g. W&B on but not installed: say so before any data
+  except summary_writers.LoggingConfigError as e:
+    raise ConfigError(str(e)) from None
 
 
 def range_form(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

@@ -50,6 +50,15 @@ class MetricWriter:
         f.write(json.dumps(_clean(row)) + '\n')
 
 
+def open_writers(config, workdir: str, *, resume_step: int | None = None):
+  """metrics.jsonl plus TensorBoard and (if `config.logging.wandb.enabled`) W&B, as one writer.
+
+  Returns an object with `write(row)`, `rows` and `close()`; see `superconv.summary_writers`.
+  """
+  from superconv import summary_writers  # pylint: disable=g-import-not-at-top  (it imports us)
+  return summary_writers.open_writers(config, workdir, resume_step=resume_step)
+
+
 def read_jsonl(path: str) -> Iterable[dict]:
   with open(path) as f:
     for line in f:

@@ -70,8 +70,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, devices=
     state, start_step = init(), 0
   else:
     logging.info('Resumed from the checkpoint at update %d.', start_step)
-  writer = metrics_lib.MetricWriter(os.path.join(workdir, 'metrics.jsonl'),
-                                    resume_step=start_step)
+  # metrics.jsonl, TensorBoard event files and (if configured) W&B, from one call.
+  writer = metrics_lib.open_writers(config, workdir, resume_step=start_step)
 
   feed, evaluator = inputs.feed(mesh, start_step, k), inputs.evaluator(model, mesh, spec)
   t = time.perf_counter()
@@ -164,6 +164,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, devices=
   if bar is not None:
     bar.close()
   checkpointer.close()
+  writer.close()
 
   if preempted:
     msg = (f'Received {preempted}: saved a checkpoint at update {step} of {num_steps} in '
