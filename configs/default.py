@@ -99,6 +99,15 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   c.lr_range.diverge_factor = 4.0  # stop when smoothed loss > factor x best (0: never stop)
   c.lr_range.min_lr_div_clr = 4.0  # suggested min = max / this for CLR (paper: 3-4)
   c.lr_range.min_lr_div_1cycle = 10.0  # suggested min = max / this for 1cycle (Smith 2018: ~10)
+  c.lr_range.eval_split = 'validation'  # read the curve on 'validation' (held out of the training
+                                   # set) | 'test' (the paper's reading of the test accuracy)
+  c.lr_range.eval_examples = 4000  # validation examples held out (or test examples drawn; 0 = the
+                                   # whole test split): standard error <= 0.8 points of accuracy
+  c.lr_range.eval_seed = 0         # seed of that draw (the same split for every run seed)
+  c.lr_range.repeats = 1           # sweeps with different data orders; the median reading is used
+  c.lr_range.run_steps = 0         # updates of the run the suggestion is for, for the cost report
+                                   # (0: this config's num_steps before it became a sweep)
+  c.lr_range.accept_mismatch = False  # feed a result whose settings differ from this run's
 
   c.lr_estimate = ml_collections.ConfigDict()
   c.lr_estimate.enabled = False    # log the paper's Hessian-free optimal-LR estimate (§4)

@@ -64,6 +64,6 @@ def get_config(arg: str = ''):
     common.set_schedule(c, 'warmup_cosine', max_lr=float(args.get('peak', 0.1)),
                         warmup_steps=int(float(args.get('warmup', 0.1)) * n))
   else:
-    common.lr_range(c, max_lr=0.2, num_steps=n)
+    common.lr_range(c, max_lr=0.2, num_steps=n, paper=False)  # ours: read on validation
   common.apply_common(c, args)
   return config_lib.finalize(c, arg)

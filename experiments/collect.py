@@ -24,6 +24,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from superconv import schedule_registry
+from superconv.data import sources
 
 # Config fields that change how a run is reported or scheduled, not what it computes: a
 # `--set` of these keeps the run in its group (and matched to the paper's numbers).
@@ -266,8 +267,8 @@ def epochs_per_step(group: Group) -> float | None:
   if not c:
     return None
   data = c.get('data', {})
-  n = data.get('train_subset') or {'cifar10': 50_000, 'cifar100': 50_000, 'mnist': 60_000,
-                                   'fashion_mnist': 60_000}.get(data.get('name'))
+  spec = sources.SPECS.get(data.get('name'))
+  n = data.get('train_subset') or (spec.train_size if spec else None) or None
   return c['batch_size'] / n if n else None
 
 

@@ -95,6 +95,8 @@ def apply_smoke(c: ml_collections.ConfigDict, updates: int = TINY_UPDATES, *,
   if c.momentum_schedule.step_size:
     c.momentum_schedule.step_size = max(1, round(c.momentum_schedule.step_size * factor))
   c.lr_range.num_steps = updates
+  if c.lr_range.eval_examples:  # a validation split (or test draw) the generated set can hold
+    c.lr_range.eval_examples = min(int(c.lr_range.eval_examples), 40)
   length = kind.length(s, updates)
   if length is not None:  # a schedule whose own fields fix its length (CLR) sets the run's
     c.num_steps = length

@@ -21,22 +21,14 @@ import jax
 import ml_collections
 
 from superconv import models
+from superconv.models import layers
 from superconv import optim
 from superconv import summary_writers
 from superconv.data import sources
 
-# Examples per split of the datasets superconv knows (TFDS sizes).
-SPLIT_SIZES = {
-    'cifar10': {'train': 50_000, 'test': 10_000},
-    'cifar100': {'train': 50_000, 'test': 10_000},
-    'mnist': {'train': 60_000, 'test': 10_000},
-    'fashion_mnist': {'train': 60_000, 'test': 10_000},
-    'imagenet2012': {'train': 1_281_167, 'test': 50_000},
-    'fake': None,
-}
 MODES = ('train', 'lr_range')
+EVAL_SPLITS = ('validation', 'test')
 SOURCES = ('tfds', 'files', 'fake')
-DTYPES = ('float32', 'bfloat16', 'float16')
 
 
 
@@ -95,15 +87,16 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = Non
     models.create_model(config.model.name, num_classes=classes)
   except ValueError as e:
     raise ConfigError(f'config.model.name: {e}') from None
-  _require(config.model.dtype in DTYPES, 'model.dtype', f'{config.model.dtype!r} not in {DTYPES}.')
+  _require(config.model.dtype in layers.DTYPES, 'model.dtype',
+           f'{config.model.dtype!r} not in {layers.DTYPES}.')
   _require(0.0 <= config.model.bn_momentum < 1.0, 'model.bn_momentum',
            f'the moving-average fraction must be in [0, 1), got {config.model.bn_momentum}.')
   _require(0.0 <= config.model.dropout_rate < 1.0, 'model.dropout_rate',
            f'must be in [0, 1), got {config.model.dropout_rate}.')
 
   d = config.data
-  _require(d.name in SPLIT_SIZES, 'data.name',
-           f'unknown dataset {d.name!r}; known: {", ".join(SPLIT_SIZES)}.')
+  _require(d.name in sources.SPECS, 'data.name',
+           f'unknown dataset {d.name!r}; known: {", ".join(sources.SPECS)}.')
   _require(d.source in SOURCES, 'data.source', f'{d.source!r} not in {SOURCES}.')
   _require(d.source != 'files' or bool(d.path), 'data.path',
            "is empty but data.source='files' needs a file or folder.")
@@ -112,10 +105,11 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = Non
   _require(d.crop_padding >= 0, 'data.crop_padding', f'must be >= 0, got {d.crop_padding}.')
   _require(d.eval_batch_size > 0, 'data.eval_batch_size', 'must be positive.')
   _require(d.train_subset >= 0, 'data.train_subset', f'must be >= 0, got {d.train_subset}.')
-  sizes = SPLIT_SIZES[d.name] if d.source != 'fake' else {'train': d.fake_num_train}
-  if d.train_subset and sizes:
-    _require(d.train_subset <= sizes['train'], 'data.train_subset',
-             f'{d.train_subset} is larger than the {sizes["train"]} training examples of '
+  spec = sources.SPECS[d.name]
+  train_size = spec.train_size if d.source != 'fake' and spec.train_size else d.fake_num_train
+  if d.train_subset:
+    _require(d.train_subset <= train_size, 'data.train_subset',
+             f'{d.train_subset} is larger than the {train_size} training examples of '
              f'{d.name}.')
 
   if sources.streamed(d.name):
@@ -169,11 +163,29 @@ def range_form(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   optimizer over config.lr_range. Checks the lr_range fields the sweep and its reading use.
   """
   c = config.copy_and_resolve_references()
+  # The run the sweep configures: this config's own, unless it is a range-test file.
+  if not c.lr_range.run_steps and config.schedule.name != 'lr_range':
+    c.lr_range.run_steps = int(config.num_steps)
   c.mode = 'lr_range'
   optim.sweep_schedule(c)
   c.num_steps = int(c.lr_range.num_steps)
+  # A cyclical momentum is swept at the value it starts at: the run's LR rises while the
+  # momentum is at its largest, so that is the effective step lr / (1 - m) the run first takes;
+  # `apply_suggestion` checks the rest of the cycle against what was tested.
+  m = c.momentum_schedule
+  if m.name != 'constant':
+    m.name, m.value = 'constant', float(m.max_momentum)
   r = c.lr_range
+  streamed = sources.streamed(c.data.name)
   checks = (
+      (r.eval_split in EVAL_SPLITS, 'eval_split', f'{r.eval_split!r} is not one of {EVAL_SPLITS}'),
+      (int(r.eval_examples) > 0 or (r.eval_split == 'test' and int(r.eval_examples) == 0),
+       'eval_examples', f'must be > 0 for a validation split (>= 0 for the test split), got '
+       f'{r.eval_examples}'),
+      (int(r.repeats) >= 1, 'repeats', f'must be >= 1, got {r.repeats}'),
+      (not streamed or (r.eval_split == 'test' and not r.eval_examples and r.repeats == 1),
+       'eval_split', f'{c.data.name} is streamed: a range test reads its whole test split once '
+       "(eval_split='test', eval_examples=0, repeats=1)"),
       (int(r.eval_every_steps) > 0, 'eval_every_steps',
        f'must be positive (the test reads the held-out accuracy), got {r.eval_every_steps}'),
       (0.0 <= r.smoothing < 1.0, 'smoothing', f'must be in [0, 1), got {r.smoothing}'),
@@ -188,6 +200,48 @@ def range_form(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   return c
 
 
+# The settings a range test shares with the run it feeds: a suggestion read at other settings
+# is not a reading for this run (the momentum is compared at its start, see `range_form`).
+MATCHED_FIELDS = ('optimizer.name', 'optimizer.nesterov', 'optimizer.momentum_form',
+                  'optimizer.weight_decay', 'optimizer.decoupled_weight_decay', 'batch_size',
+                  'model.name', 'model.virtual_batch_size', 'model.dtype', 'data.name',
+                  'data.train_subset')
+
+
+def _get(tree: dict, dotted: str):
+  for part in dotted.split('.'):
+    tree = tree.get(part) if isinstance(tree, dict) else None
+  return tree
+
+
+def _start_momentum(m) -> float:
+  return float(m['value'] if m['name'] == 'constant' else m['max_momentum'])
+
+
+def setting_differences(tested: dict, run: ml_collections.ConfigDict) -> list[str]:
+  """What differs between a range test's resolved config (`tested`, as saved in lr_range.json)
+  and the run it would feed: `MATCHED_FIELDS` and the momentum the run starts at."""
+  out = []
+  mine = run.to_dict()
+  for field in MATCHED_FIELDS:
+    a, b = _get(tested, field), _get(mine, field)
+    if a is not None and a != b:
+      out.append(f'{field}: tested {a!r}, this run {b!r}')
+  if 'momentum_schedule' in tested:
+    a, b = _start_momentum(tested['momentum_schedule']), _start_momentum(mine['momentum_schedule'])
+    if abs(a - b) > 1e-9:
+      out.append(f'momentum: tested {a:g}, this run starts at {b:g}')
+  return out
+
+
+def max_effective_step(config: ml_collections.ConfigDict) -> float:
+  """max over the run's updates t of lr(t) / (1 - momentum(t)), SGD's steady-state step size."""
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  lr_fn, m_fn = optim.build_schedules(config)
+  t = jnp.arange(int(config.num_steps))
+  return float(jnp.max(jax.vmap(lr_fn)(t) / (1.0 - jax.vmap(m_fn)(t))))
+
+
 def apply_suggestion(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """`config` with its LR bounds from the range test in `config.lr_range_result` (if set).
 
@@ -195,18 +249,25 @@ def apply_suggestion(config: ml_collections.ConfigDict) -> ml_collections.Config
   max_lr = suggested max, base_lr = max / lr_range.min_lr_div_clr (as saved in the result).
   'one_cycle': max_lr and div_factor = max / the 1cycle min, so the run starts at the suggested
   min. 'caffe_one_cycle': max_lr and base_lr = the 1cycle min.
+
+  The test must have run at this run's settings (`setting_differences`; a ConfigError names
+  each difference unless `lr_range.accept_mismatch`). For SGD, the suggestion is then held to
+  what was tested: if the run's largest effective step max_t lr(t) / (1 - m(t)) exceeds the
+  tested max_lr / (1 - m_tested), every LR bound is scaled down by their ratio.
+
   Returns a copy; `config` itself is not changed. An empty `lr_range_result` returns `config`.
 
   Raises:
-    ConfigError: unreadable file, unreliable suggestion, or a schedule without
-      LR bounds to set.
+    ConfigError: unreadable file, unreliable suggestion, settings that differ, or a schedule
+      without LR bounds to set.
   """
   path = config.get('lr_range_result', '')
   if not path:
     return config
   try:
     with open(path) as f:
-      s = json.load(f)['suggestion']
+      result = json.load(f)
+    s = result['suggestion']
     max_lr, clr_min, one_min = (float(s[k]) for k in ('max_lr', 'min_lr_clr', 'min_lr_1cycle'))
   except (OSError, KeyError, TypeError, ValueError) as e:
     raise ConfigError(
@@ -216,11 +277,37 @@ def apply_suggestion(config: ml_collections.ConfigDict) -> ml_collections.Config
         f'config.lr_range_result: the range test in {path!r} gave no reliable reading '
         f"({s.get('explanation', '')}); set the LRs by hand or rerun the test.")
   c = config.copy_and_resolve_references()
-  try:
-    set_fields = optim.apply_lr_bounds(c.schedule, max_lr=max_lr, min_lr_clr=clr_min,
-                                       min_lr_1cycle=one_min)
-  except ValueError as e:
-    raise ConfigError(f'config.lr_range_result: {e}') from None
+  tested = result.get('settings', {}).get('config')
+  if tested:
+    differences = setting_differences(tested, c)
+    if differences and not c.lr_range.accept_mismatch:
+      raise ConfigError(
+          f'config.lr_range_result: the range test in {path!r} ran with other settings than '
+          f'this run ({"; ".join(differences)}). Rerun the test with this run\'s settings, or '
+          'pass --config.lr_range.accept_mismatch=True to use it anyway.')
+    if differences:
+      logging.warning('Using the range test in %s although its settings differ: %s.', path,
+                      '; '.join(differences))
+  else:
+    logging.warning('The range test in %s records no config; its settings cannot be compared '
+                    'with this run\'s.', path)
+
+  def set_bounds(scale: float) -> dict:
+    try:
+      return optim.apply_lr_bounds(c.schedule, max_lr=max_lr * scale, min_lr_clr=clr_min * scale,
+                                   min_lr_1cycle=one_min * scale)
+    except ValueError as e:
+      raise ConfigError(f'config.lr_range_result: {e}') from None
+
+  set_fields = set_bounds(1.0)
+  if tested and c.optimizer.name == 'sgd':
+    limit = max_lr / (1.0 - _start_momentum(tested['momentum_schedule']))
+    peak = max_effective_step(c)
+    if peak > limit * (1 + 1e-6):
+      scale = limit / peak
+      set_fields = set_bounds(scale)
+      logging.warning('The run\'s largest effective step lr/(1-m) = %.4g exceeds the tested %.4g: '
+                      'LR bounds scaled by %.3f.', peak, limit, scale)
   logging.info('LR bounds from %s: %s (%s).', path,
                ', '.join(f'schedule.{k}={v:g}' for k, v in set_fields.items()),
                s.get('method', ''))

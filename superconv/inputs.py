@@ -59,6 +59,7 @@ class Evaluator(_Evaluator):
 
   def __init__(self, model, mesh, spec: step_lib.StepSpec, images, labels, mean, batch_size: int):
     super().__init__(model, mesh, spec, mean)
+    self.num_examples = int(len(labels))
     imgs, lbls, mask = pipeline.eval_batches(images, labels, batch_size, mesh.devices.size)
     self._on_device = [shard_leading((imgs[i], lbls[i], mask[i]), mesh) for i in range(len(imgs))]
 
@@ -81,6 +82,7 @@ class StreamEvaluator(_Evaluator):
     super().__init__(model, mesh, spec, streaming.mean_rgb(config.data))
     self._config = config
     self._source = source if source is not None else streaming.open_source(config.data, 'test')
+    self.num_examples = sources.SPECS[config.data.name].test_size
     self._sharding = NamedSharding(mesh, P(AXIS))
     self._num_devices = mesh.devices.size
 
@@ -153,11 +155,15 @@ class StreamFeed:
 
 
 class MemoryInputs:
-  """An in-memory data set, loaded (and so checked) before anything is compiled or written."""
+  """An in-memory data set, loaded (and so checked) before anything is compiled or written.
 
-  def __init__(self, config: ml_collections.ConfigDict):
+  `eval_split`, `eval_examples`, `eval_seed`: what the evaluator reads (`pipeline.load`): the
+  test split (default), a fixed draw of it, or a validation split held out of training.
+  """
+
+  def __init__(self, config: ml_collections.ConfigDict, **eval_kw):
     self.config = config
-    self.data = pipeline.load(config)
+    self.data = pipeline.load(config, **eval_kw)
     self.num_classes = self.data.num_classes
     self.image_shape = tuple(self.data.train_images.shape[1:])
 
@@ -189,11 +195,16 @@ class StreamInputs:
     return StreamEvaluator(model, mesh, spec, self.config, source=self.test_source)
 
 
-def open_inputs(config: ml_collections.ConfigDict) -> MemoryInputs | StreamInputs:
+def open_inputs(config: ml_collections.ConfigDict, **eval_kw) -> MemoryInputs | StreamInputs:
   """The data of `config`: held on the device, or streamed for sets too large (ImageNet).
 
   Each gives `num_classes`, `image_shape` (what the model sees), `feed(mesh, start_step, k)`
   (the train step's input, from update `start_step` on, k updates per call) and
-  `evaluator(model, mesh, spec)`.
+  `evaluator(model, mesh, spec)`. `eval_kw` (in-memory sets only): `MemoryInputs`.
   """
-  return StreamInputs(config) if sources.streamed(config.data.name) else MemoryInputs(config)
+  if sources.streamed(config.data.name):
+    if eval_kw.get('eval_split', 'test') != 'test' or eval_kw.get('eval_examples'):
+      raise sources.DataError(f'{config.data.name} is streamed: it evaluates on its whole test '
+                              'split (no held-out validation split or evaluation subset)')
+    return StreamInputs(config)
+  return MemoryInputs(config, **eval_kw)

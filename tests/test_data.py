@@ -370,7 +370,7 @@ def test_subset_indices():
   assert not np.array_equal(a, pipeline.subset_indices(labels, 40, seed=1, num_classes=10))
   b = pipeline.subset_indices(labels, 37, seed=0, num_classes=10)  # not a multiple: uniform
   assert len(set(b.tolist())) == 37 and b.max() < 100
-  with pytest.raises(DataError, match='train_subset=101 exceeds the 100 training examples'):
+  with pytest.raises(DataError, match='train_subset=101 exceeds the 100 examples'):
     pipeline.subset_indices(labels, 101, seed=0, num_classes=10)
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from configs import default
-from superconv import config_checks
+from superconv import configure
 from superconv import metrics
 from superconv import summary_writers
 
@@ -260,9 +260,9 @@ def test_missing_wandb_is_one_line_naming_the_extra(tmp_path, monkeypatch):
   assert 'pip install "superconv[wandb]"' in message and '\n' not in message
   assert os.listdir(tmp_path) == []   # raised before anything was written
   # The run's config check reports it the way main.py reports config mistakes (one line, exit 2).
-  with pytest.raises(config_checks.ConfigError, match=r'superconv\[wandb\]'):
-    config_checks.validate(config)
-  config_checks.validate(_config())   # W&B off: no package needed
+  with pytest.raises(configure.ConfigError, match=r'superconv\[wandb\]'):
+    configure.validate(config)
+  configure.validate(_config())   # W&B off: no package needed
 
 
 def test_a_bad_wandb_mode_is_refused(tmp_path):

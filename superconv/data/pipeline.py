@@ -42,20 +42,46 @@ class InMemoryData:
   name: str
 
 
-def load(config: Any) -> InMemoryData:
+def load(config: Any, *, eval_split: str = 'test', eval_examples: int = 0,
+         eval_seed: int = 0) -> InMemoryData:
   """Loads `config.data` into memory: mean of the full train split, then the train subset.
 
   As in the paper's reduced-data runs (digest §2.2), the mean is computed on the full training
   set even when `data.train_subset` keeps fewer examples.
+
+  The evaluation split (what `test_images` holds) is the test split (`eval_split='test'`; with
+  `eval_examples` > 0 a fixed class-balanced draw of that many), or, for `'validation'`,
+  `eval_examples` training examples held out (a class-balanced draw with `eval_seed`, the same
+  for every run seed) and removed from training. With `data.train_subset` they are held out from
+  the training examples the subset leaves out, so the subset trained on is the run's own.
   """
+  if eval_split not in ('test', 'validation'):
+    raise ValueError(f"eval_split must be 'test' or 'validation', got {eval_split!r}")
   d = config.data
   train_x, train_y = sources.load_split(d, 'train')
-  test_x, test_y = sources.load_split(d, 'test')
   k = sources.num_classes(d.name)
   mean = compute_mean(train_x, d.mean)
+  keep = np.arange(len(train_y))
   if d.train_subset:
-    idx = subset_indices(train_y, d.train_subset, seed=d.subset_seed, num_classes=k)
-    train_x, train_y = train_x[idx], train_y[idx]
+    keep = subset_indices(train_y, d.train_subset, seed=d.subset_seed, num_classes=k)
+  if eval_split == 'validation':
+    if eval_examples < 1:
+      raise DataError('a validation split held out of the training set needs its size '
+                      f'(lr_range.eval_examples), got {eval_examples}')
+    pool = np.setdiff1d(np.arange(len(train_y)), keep) if d.train_subset else keep
+    pick = pool[subset_indices(train_y[pool], eval_examples, seed=eval_seed, num_classes=k,
+                               field='lr_range.eval_examples')]
+    test_x, test_y = train_x[pick], train_y[pick]
+    if not d.train_subset:
+      keep = np.setdiff1d(keep, pick)
+  else:
+    test_x, test_y = sources.load_split(d, 'test')
+    if eval_examples and eval_examples < len(test_y):
+      pick = subset_indices(test_y, eval_examples, seed=eval_seed, num_classes=k,
+                            field='lr_range.eval_examples')
+      test_x, test_y = test_x[pick], test_y[pick]
+  if len(keep) < len(train_y):
+    train_x, train_y = train_x[keep], train_y[keep]
   return InMemoryData(train_x, train_y, test_x, test_y, mean, k, d.name)
 
 
@@ -81,7 +107,8 @@ def compute_mean(images: np.ndarray, kind: str) -> np.ndarray:
   return np.ascontiguousarray(mean, np.float32)
 
 
-def subset_indices(labels: np.ndarray, n: int, *, seed: int, num_classes: int) -> np.ndarray:
+def subset_indices(labels: np.ndarray, n: int, *, seed: int, num_classes: int,
+                   field: str = 'data.train_subset') -> np.ndarray:
   """A fixed draw of `n` training examples (sorted indices), the same for every run with `seed`.
 
   Class-balanced (n / num_classes of each class, without replacement) when `num_classes` divides
@@ -89,7 +116,7 @@ def subset_indices(labels: np.ndarray, n: int, *, seed: int, num_classes: int) -
   §2.2); balanced draws make the 10k..40k rows comparable across seeds.
   """
   if n > len(labels):
-    raise DataError(f'data.train_subset={n} exceeds the {len(labels)} training examples')
+    raise DataError(f'{field}={n} exceeds the {len(labels)} examples it draws from')
   rng = np.random.default_rng(seed)
   if n % num_classes:
     return np.sort(rng.choice(len(labels), n, replace=False))
@@ -98,8 +125,8 @@ def subset_indices(labels: np.ndarray, n: int, *, seed: int, num_classes: int) -
   for k in range(num_classes):
     members = np.flatnonzero(labels == k)
     if len(members) < per_class:
-      raise DataError(f'data.train_subset={n} needs {per_class} examples of class {k}, the '
-                      f'training split has {len(members)}')
+      raise DataError(f'{field}={n} needs {per_class} examples of class {k}, the '
+                      f'examples it draws from have {len(members)}')
     chosen.append(rng.choice(members, per_class, replace=False))
   return np.sort(np.concatenate(chosen))
 

@@ -55,14 +55,18 @@ class DatasetSpec:
   image_shape: tuple[int, int, int]   # H, W, C of the stored images (ImageNet: the training crop)
   fake_shape: tuple[int, int, int]    # H, W, C of the generated 'fake' images
   in_memory: bool = True              # False: too big to hold, use superconv.data.streaming
+  train_size: int = 0                 # examples per split (TFDS sizes; 0: set by the config, fake)
+  test_size: int = 0
 
 
 SPECS: dict[str, DatasetSpec] = {
-    'cifar10': DatasetSpec(10, (32, 32, 3), (32, 32, 3)),
-    'cifar100': DatasetSpec(100, (32, 32, 3), (32, 32, 3)),
-    'mnist': DatasetSpec(10, (28, 28, 1), (28, 28, 1)),
-    'fashion_mnist': DatasetSpec(10, (28, 28, 1), (28, 28, 1)),
-    'imagenet2012': DatasetSpec(1000, (224, 224, 3), (64, 64, 3), in_memory=False),
+    'cifar10': DatasetSpec(10, (32, 32, 3), (32, 32, 3), train_size=50_000, test_size=10_000),
+    'cifar100': DatasetSpec(100, (32, 32, 3), (32, 32, 3), train_size=50_000, test_size=10_000),
+    'mnist': DatasetSpec(10, (28, 28, 1), (28, 28, 1), train_size=60_000, test_size=10_000),
+    'fashion_mnist': DatasetSpec(10, (28, 28, 1), (28, 28, 1), train_size=60_000,
+                                 test_size=10_000),
+    'imagenet2012': DatasetSpec(1000, (224, 224, 3), (64, 64, 3), in_memory=False,
+                                train_size=1_281_167, test_size=50_000),
     'fake': DatasetSpec(10, (32, 32, 3), (32, 32, 3)),
 }
 

@@ -83,11 +83,15 @@ from superconv.lr_range.reading import smooth_accuracy
 from superconv.lr_range.reading import smooth_loss
 from superconv.lr_range.reading import suggest
 from superconv.lr_range.reading import suggest_from_loss
+from superconv.lr_range.reading import suggest_from_valley
+from superconv.lr_range.result import combine
 from superconv.lr_range.result import PLOT_FILE
 from superconv.lr_range.result import RESULT_FILE
 from superconv.lr_range.result import RangeTestResult
+from superconv.lr_range.sweep import PRESETS
 from superconv.lr_range.sweep import range_test
 from superconv.lr_range.sweep import run
 
-__all__ = ['PLOT_FILE', 'RESULT_FILE', 'RangeTestResult', 'divergence_step', 'range_test', 'run',
-           'smooth_accuracy', 'smooth_loss', 'suggest', 'suggest_from_loss']
+__all__ = ['PLOT_FILE', 'PRESETS', 'RESULT_FILE', 'RangeTestResult', 'combine', 'divergence_step',
+           'range_test', 'run', 'smooth_accuracy', 'smooth_loss', 'suggest', 'suggest_from_loss',
+           'suggest_from_valley']

@@ -259,3 +259,28 @@ def suggest_from_loss(lrs: Sequence[float], smoothed_loss: Sequence[float],
           'min_loss_lr': float(lr[lo]), 'method': method}
 
 
+
+
+def suggest_from_valley(loss_reading: dict[str, Any], min_lr_div_clr: float = 4.0,
+                        min_lr_div_1cycle: float = 10.0) -> dict[str, Any]:
+  """The 'fastai' preset's suggestion: max_lr = the loss valley (`suggest_from_loss`).
+
+  Same keys as `suggest`, so a loss reading feeds a CLR or 1cycle config like an accuracy one;
+  unreliable when the curve had too few usable points for a valley.
+
+  Examples:
+    >>> s = suggest_from_valley({'valley_lr': 0.02, 'steepest_lr': 0.01, 'min_loss_lr': 0.3})
+    >>> s['max_lr'], s['min_lr_1cycle'], s['method'], s['reliable']
+    (0.02, 0.002, 'valley', True)
+  """
+  valley = loss_reading.get('valley_lr')
+  reliable = valley is not None and valley > 0
+  max_lr = float(valley) if reliable else 0.0
+  explanation = ('max_lr = the middle of the longest descent of the smoothed training loss '
+                 '(fastai\'s "valley")' if reliable else
+                 'the smoothed training loss had too few usable points for a valley')
+  return {'max_lr': max_lr, 'min_lr_clr': max_lr / min_lr_div_clr,
+          'min_lr_1cycle': max_lr / min_lr_div_1cycle, 'method': 'valley' if reliable
+          else 'unreliable', 'explanation': explanation, 'flat': False, 'reliable': reliable,
+          'peak_lr': None, 'peak_accuracy': None, 'fall_lr': None, 'tolerance': None,
+          'window': 5}

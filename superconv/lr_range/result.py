@@ -32,6 +32,11 @@ class RangeTestResult:
   diverge_reason: str = ''
   settings: dict = dataclasses.field(default_factory=dict)
   wall_seconds: float = 0.0
+  # With repeats: every sweep (this result's curves are the median one's), and the spread of
+  # their readings (`combine`).
+  runs: list = dataclasses.field(default_factory=list)
+  spread: dict = dataclasses.field(default_factory=dict)
+  cost: dict = dataclasses.field(default_factory=dict)  # the sweep's compute against its run's
 
   @property
   def max_lr(self) -> float:
@@ -48,6 +53,16 @@ class RangeTestResult:
                f"{loss['valley_lr']:.3g}, minimum {loss['min_loss_lr']:.3g}.")
     if self.diverged_at is not None:
       line += f' Stopped early: {self.diverge_reason}.'
+    if self.spread:
+      p = self.spread
+      line += (f" Median of {p['repeats']} sweeps (different data orders): max_lr "
+               f"{p['max_lr_min']:.4g} .. {p['max_lr_max']:.4g}, {p['flat']} flat, "
+               f"{p['unreliable']} unreliable.")
+    if self.cost.get('fraction') is not None:
+      line += (f" Cost: {self.cost['fraction']:.1%} of the run it configures "
+               f"({self.cost['run_steps']} updates).")
+    if self.settings.get('eval_split'):
+      line += f" Read on the {self.settings['eval_split']} split."
     return line
 
   def to_dict(self) -> dict:
@@ -64,6 +79,10 @@ class RangeTestResult:
         'diverged_lr': None if self.diverged_at is None else float(self.lrs[self.diverged_at]),
         'diverge_reason': self.diverge_reason, 'settings': self.settings,
         'wall_seconds': self.wall_seconds,
+        'spread': self.spread, 'cost': self.cost,
+        'repeats': [{k: v for k, v in r.to_dict().items() if k not in ('spread', 'repeats',
+                                                                       'cost')}
+                    for r in self.runs] if len(self.runs) > 1 else [],
     }
 
   def rows(self) -> list[dict]:
@@ -121,7 +140,14 @@ class RangeTestResult:
     FigureCanvasAgg(fig)
     ax_acc, ax_loss = fig.subplots(2, 1, sharex=True)
     s = self.suggestion
-    ax_acc.plot(self.eval_lrs, self.eval_accuracy, 'o', ms=3, alpha=0.5, label='test accuracy')
+    split = self.settings.get('eval_split', 'test')
+    others = [r for r in self.runs if r.eval_accuracy is not self.eval_accuracy]
+    for i, run in enumerate(others):  # the other repeats, faint
+      ax_acc.plot(run.eval_lrs, smooth_accuracy(run.eval_accuracy, s.get('window', 5)), '-',
+                  color='0.6', lw=1, label='other repeats' if i == 0 else None)
+      ax_loss.plot(run.lrs, run.train_loss_smoothed, '-', color='0.6', lw=1)
+    ax_acc.plot(self.eval_lrs, self.eval_accuracy, 'o', ms=3, alpha=0.5,
+                label=f'{split} accuracy')
     ax_acc.plot(self.eval_lrs, smooth_accuracy(self.eval_accuracy, s.get('window', 5)), '-',
                 label='smoothed (median)')
     ax_loss.plot(self.lrs, self.train_loss, '-', lw=0.5, alpha=0.4, label='train loss')
@@ -147,7 +173,7 @@ class RangeTestResult:
       ax_loss.set_xscale('log')
     flat = ' (flat: accuracy never fell)' if s['flat'] else ''
     ax_acc.set_title(f"LR range test {self.settings.get('model', '')}{flat}")
-    ax_acc.set_ylabel('test accuracy')
+    ax_acc.set_ylabel(f'{split} accuracy')
     ax_loss.set_ylabel('loss')
     ax_loss.set_xlabel('learning rate')
     ax_acc.legend(fontsize=7)
@@ -155,3 +181,31 @@ class RangeTestResult:
     fig.savefig(path, dpi=120)
 
 
+def combine(results: list[RangeTestResult]) -> RangeTestResult:
+  """One result from repeated sweeps: the median reading, and the spread of all of them.
+
+  The suggestion is that of the sweep whose max_lr is the median of the reliable readings (for
+  an even count the lower of the middle two: the cautious side), with its curves; `spread`
+  holds every max_lr, their min and max, and how many readings were flat or unreliable. No
+  reliable reading: the first sweep's (unreliable) suggestion.
+
+  Examples:
+    >>> mk = lambda lr, ok=True: RangeTestResult(*[np.zeros(1)] * 7, suggestion={
+    ...     'max_lr': lr, 'reliable': ok, 'flat': False}, loss_suggestion={})
+    >>> r = combine([mk(0.3), mk(0.1), mk(0.2), mk(9.0, False)])
+    >>> r.max_lr, r.spread['max_lr_min'], r.spread['max_lr_max'], r.spread['unreliable']
+    (0.2, 0.1, 0.3, 1)
+  """
+  if len(results) == 1:
+    return results[0]
+  reliable = sorted((r for r in results if r.suggestion.get('reliable', True)),
+                    key=lambda r: r.suggestion['max_lr'])
+  chosen = reliable[(len(reliable) - 1) // 2] if reliable else results[0]
+  lrs = [r.suggestion['max_lr'] for r in reliable] or [results[0].suggestion['max_lr']]
+  spread = {'repeats': len(results), 'max_lr': [r.suggestion['max_lr'] for r in results],
+            'max_lr_min': float(min(lrs)), 'max_lr_max': float(max(lrs)),
+            'max_lr_median': float(chosen.suggestion['max_lr']),
+            'flat': sum(bool(r.suggestion.get('flat')) for r in results),
+            'unreliable': len(results) - len(reliable)}
+  return dataclasses.replace(chosen, runs=list(results), spread=spread,
+                             wall_seconds=sum(r.wall_seconds for r in results))

@@ -30,8 +30,10 @@ from superconv import optim
 from superconv import schedules
 from superconv import sharding
 from superconv import step as step_lib
-from superconv.lr_range.reading import _LossWatch, suggest, suggest_from_loss
+from superconv.data import sources
+from superconv.lr_range.reading import _LossWatch, suggest, suggest_from_loss, suggest_from_valley
 from superconv.lr_range.result import RangeTestResult
+from superconv.lr_range.result import combine
 
 
 def _sweep(state: step_lib.TrainState, train_fn, pop_loss, feed, evaluator,
@@ -122,43 +124,98 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> RangeTestResult:
   """The LR range test of a resolved config (`configure.resolve`, mode 'lr_range').
 
   The training run's pieces on the same ('data',) mesh: its data (`inputs.open_inputs`, in
-  memory or streamed), model, optimizer and state (`step`), the schedule 'lr_range'. Writes the
-  workdir's files (`RangeTestResult.save`) and prints the one-line summary. No checkpoints: a
-  sweep is short, rerun it.
+  memory or streamed), model, optimizer and state (`step`), the schedule 'lr_range'. Evaluates
+  on the split `lr_range.eval_split` names ('validation': `lr_range.eval_examples` training
+  examples held out, the same for every seed; 'test': the paper's reading). With
+  `lr_range.repeats` = k > 1, k sweeps from the same initial weights with different data
+  orders; the median reading is the suggestion (`result.combine`). Writes the workdir's files
+  (`RangeTestResult.save`) and prints the one-line summary. No checkpoints: a sweep is short,
+  rerun it.
   """
   os.makedirs(workdir, exist_ok=True)
   metrics_lib.write_json(os.path.join(workdir, 'config.json'), config.to_dict())
   r = config.lr_range
   mesh = sharding.make_mesh()
-  inputs = inputs_lib.open_inputs(config)
+  inputs = inputs_lib.open_inputs(config, eval_split=r.eval_split,
+                                  eval_examples=int(r.eval_examples),
+                                  eval_seed=int(r.eval_seed))
   model = step_lib.build_model(config, inputs.num_classes)
   tx = optim.create_optimizer(config)
   lr_fn, _ = optim.build_schedules(config)
   spec = step_lib.StepSpec.from_config(config)
-  state = step_lib.create_train_state(model, tx, jax.random.PRNGKey(config.seed),
-                                      inputs.image_shape, mesh)
   feed, evaluator = inputs.feed(mesh), inputs.evaluator(model, mesh, spec)
-  logging.info('LR range test: %s, LR %g -> %g (%s) over %d updates, batch %d, %d devices.',
-               config.model.name, r.min_lr, r.max_lr, r.mode, r.num_steps, config.batch_size,
-               mesh.devices.size)
+  train_fn = step_lib.make_train_fn(model, tx, mesh, spec, 1)
+  pop_loss = step_lib.make_pop_loss(mesh)
+  logging.info('LR range test: %s, LR %g -> %g (%s) over %d updates, batch %d, %d devices, '
+               '%d repeat(s), read on the %s split.', config.model.name, r.min_lr, r.max_lr,
+               r.mode, r.num_steps, config.batch_size, mesh.devices.size, r.repeats,
+               r.eval_split)
   settings = _settings(
       min_lr=r.min_lr, max_lr=r.max_lr, num_steps=r.num_steps, mode=r.mode,
       eval_every=r.eval_every_steps, smoothing=r.smoothing, diverge_factor=r.diverge_factor,
       batch_size=config.batch_size, model=config.model.name, dataset=config.data.name,
       optimizer=config.optimizer.name, momentum=config.momentum_schedule.to_dict(),
-      weight_decay=float(config.optimizer.weight_decay), seed=int(config.seed))
+      weight_decay=float(config.optimizer.weight_decay), seed=int(config.seed),
+      eval_split=r.eval_split, eval_examples=int(evaluator.num_examples),
+      repeats=int(r.repeats), config=config.to_dict())
+  results = []
   with contextlib.closing(feed):
-    result = _sweep(state, step_lib.make_train_fn(model, tx, mesh, spec, 1),
-                    step_lib.make_pop_loss(mesh), feed, evaluator, lr_fn,
-                    num_steps=int(r.num_steps), eval_every=int(r.eval_every_steps),
-                    smoothing=float(r.smoothing), diverge_factor=float(r.diverge_factor),
-                    settings=settings, suggest_kw=_suggest_kw(r.min_lr_div_clr,
-                                                              r.min_lr_div_1cycle),
-                    progress=jax.process_index() == 0 and config.progress_bar)
+    for i in range(int(r.repeats)):
+      state = step_lib.create_train_state(model, tx, jax.random.PRNGKey(config.seed),
+                                          inputs.image_shape, mesh)
+      if i:  # same initial weights, another data order (and augmentation, dropout)
+        state = state.replace(key=jax.random.fold_in(state.key, i))
+      results.append(_sweep(
+          state, train_fn, pop_loss, feed, evaluator, lr_fn, num_steps=int(r.num_steps),
+          eval_every=int(r.eval_every_steps), smoothing=float(r.smoothing),
+          diverge_factor=float(r.diverge_factor), settings={**settings, 'repeat': i},
+          suggest_kw=_suggest_kw(r.min_lr_div_clr, r.min_lr_div_1cycle),
+          progress=jax.process_index() == 0 and config.progress_bar))
+  result = combine(results)
+  result.settings = settings
+  if r.run_steps:  # the run it configures is known (a training config swept)
+    spec = sources.SPECS[config.data.name]
+    test_size = config.data.fake_num_test if config.data.source == 'fake' else spec.test_size
+    result.cost = sweep_cost(results, batch_size=config.batch_size,
+                             eval_examples=evaluator.num_examples, run_steps=int(r.run_steps),
+                             run_eval_every=int(config.eval_every_steps),
+                             run_eval_examples=int(test_size))
   result.save(workdir)
   if jax.process_index() == 0:
     print(result.summary(), flush=True)
   return result
+
+
+# A forward pass costs about a third of a training update (forward + backward ~ 3 forwards).
+EVAL_COST = 1 / 3
+
+
+def sweep_cost(results: Sequence[RangeTestResult], *, batch_size: int, eval_examples: int,
+               run_steps: int, run_eval_every: int, run_eval_examples: int) -> dict:
+  r"""The sweeps' compute as a fraction of the training run they configure.
+
+  In training-image equivalents (an evaluated image counts `EVAL_COST` = 1/3 of a trained one):
+
+    sweeps = sum_i (updates_i * batch + evaluations_i * eval_examples / 3)
+    run    = run_steps * batch + (run_steps // run_eval_every + 1) * run_eval_examples / 3
+
+  (`run_eval_every` 0: one evaluation at the end.)
+
+  Examples:
+    >>> mk = lambda n, m: RangeTestResult(np.zeros(n), *[np.zeros(1)] * 2, np.zeros(m),
+    ...                                   *[np.zeros(1)] * 3, suggestion={}, loss_suggestion={})
+    >>> c = sweep_cost([mk(100, 11)] * 3, batch_size=100, eval_examples=3000, run_steps=10_000,
+    ...                run_eval_every=1000, run_eval_examples=9000)
+    >>> c['sweep_images'], c['run_images'], round(c['fraction'], 4)
+    (63000.0, 1033000.0, 0.061)
+  """
+  sweeps = sum(len(r.lrs) * batch_size + len(r.eval_steps) * eval_examples * EVAL_COST
+               for r in results)
+  evals = (run_steps // run_eval_every + 1) if run_eval_every else 1
+  run = run_steps * batch_size + evals * run_eval_examples * EVAL_COST
+  return {'sweep_images': float(sweeps), 'run_images': float(run),
+          'fraction': float(sweeps / run) if run else None, 'run_steps': int(run_steps),
+          'counted': 'training-image equivalents; an evaluated image = 1/3 of a trained one'}
 
 
 class _SweptState(NamedTuple):
@@ -192,20 +249,57 @@ def _private_copy(tree: Any) -> Any:
   return jax.tree.map(lambda x: np.array(x, copy=True), tree)
 
 
+# The two readings a Python user can ask for (`range_test(preset=...)`): the sweep's defaults
+# and which reading becomes the suggestion.
+PRESETS = {
+    # Smith (2017), the paper's test: a linear sweep over a range the user chooses, read on the
+    # held-out accuracy (`reading.suggest`), giving CLR and 1cycle (min, max).
+    'smith': {'mode': 'linear', 'reading': 'accuracy'},
+    # fastai's `lr_find`: an exponential sweep 1e-7 -> 10 over 100 updates, read on the training
+    # loss (the middle of its longest descent, "valley"); no held-out data needed.
+    'fastai': {'mode': 'exp', 'min_lr': 1e-7, 'max_lr': 10.0, 'num_steps': 100,
+               'reading': 'loss'},
+}
+
+
 def range_test(model, optimizer: optax.GradientTransformation | Callable[[Any], Any],
-               variables: dict | None, train_data: tuple[Any, Any], eval_data: tuple[Any, Any], *,
-               min_lr: float, max_lr: float, num_steps: int, batch_size: int,
-               mode: str = 'linear', eval_every_steps: int | None = None,
+               variables: dict | None, train_data: tuple[Any, Any],
+               eval_data: tuple[Any, Any] | None = None, *, batch_size: int,
+               preset: str = 'smith', min_lr: float | None = None,
+               max_lr: float | None = None, num_steps: int | None = None,
+               mode: str | None = None, repeats: int = 1, eval_every_steps: int | None = None,
                eval_batch_size: int = 1000, key: jax.Array | None = None, opt_state: Any = None,
                mean: Any = None, scale: float = 1.0, mirror: bool = False,
                crop_padding: int = 0, smoothing: float = 0.98, diverge_factor: float = 4.0,
                min_lr_div_clr: float = 4.0, min_lr_div_1cycle: float = 10.0,
                devices: Sequence[Any] | None = None, progress: bool = False,
                **suggest_kw) -> RangeTestResult:
-  r"""LR range test of a user's Flax model, optax optimizer and in-memory data.
+  r"""LR range test of a user's model (Linen, NNX or a function), optax optimizer and data.
 
   The caller's state is left untouched: weights, BN statistics, optimizer state and key are
   copied to private device buffers before the sweep, and only those are donated.
+
+  Presets (`PRESETS`). 'smith' (default): a linear sweep over the (min_lr, max_lr) you give,
+  read on the held-out accuracy by the paper's rule; use it to set a CLR or 1cycle's bounds
+  when held-out data is at hand and a few hundred updates are affordable. 'fastai': an
+  exponential sweep 1e-7 -> 10 over 100 updates read on the training loss (valley); use it for
+  a quick first value of a 1cycle's max_lr, knowing that a loss reading is noisier and, with
+  BN, often points early (see the package docstring).
+
+  Example (a plain function; any Linen or NNX model works the same way):
+
+    >>> import numpy as np, optax
+    >>> from superconv import lr_range, model_adapter
+    >>> rng = np.random.default_rng(0)
+    >>> y = rng.integers(0, 2, 64).astype(np.int32)
+    >>> x = (rng.normal(size=(64, 1, 1, 2)) + 2.0 * y[:, None, None, None]).astype(np.float32)
+    >>> model = model_adapter.PlainModel(
+    ...     lambda v, x, train: x.reshape(len(x), -1) @ v['params']['w'],
+    ...     {'params': {'w': np.zeros((2, 2), np.float32)}})
+    >>> r = lr_range.range_test(model, optax.sgd, None, (x, y), (x, y), batch_size=16,
+    ...                         min_lr=0.0, max_lr=1.0, num_steps=20, eval_every_steps=2)
+    >>> r.suggestion['method'] in ('peak', 'fall', 'flat-largest'), len(r.eval_accuracy)
+    (True, 11)
 
   Args:
     model: a Flax Linen module (called as `model.apply({'params', 'batch_stats'}, x,
@@ -221,8 +315,13 @@ def range_test(model, optimizer: optax.GradientTransformation | Callable[[Any], 
       module or a PlainModel, which carry their own.
     train_data: (images [N, H, W, C], labels int [N]); uint8 or float (already preprocessed:
       leave mean None, scale 1, mirror False).
-    eval_data: (images, labels) held out, evaluated every `eval_every_steps` updates.
-    min_lr, max_lr, num_steps, mode: the sweep (`schedules.lr_range`).
+    eval_data: (images, labels) held out, evaluated every `eval_every_steps` updates (the
+      'fastai' preset may omit it: it then evaluates `train_data`, at the start and the end).
+    preset: 'smith' | 'fastai', see above.
+    min_lr, max_lr, num_steps, mode: the sweep (`schedules.lr_range`); None: the preset's
+      ('smith' needs the first three).
+    repeats: sweeps from the same start with different data orders (keys folded from `key`);
+      the median reading is the suggestion and `.spread` their spread (`result.combine`).
     batch_size: global batch (divisible by the number of devices).
     eval_every_steps: default num_steps // 20 (at least 1).
     key: run key for batch order, augmentation and dropout (default PRNGKey(0)); not consumed.
@@ -239,6 +338,21 @@ def range_test(model, optimizer: optax.GradientTransformation | Callable[[Any], 
   Returns:
     A `RangeTestResult`; `.suggestion['max_lr']`, `.summary()`, `.save(workdir)`.
   """
+  if preset not in PRESETS:
+    raise ValueError(f'preset must be one of {tuple(PRESETS)}, got {preset!r}')
+  p = PRESETS[preset]
+  min_lr = p.get('min_lr') if min_lr is None else min_lr
+  max_lr = p.get('max_lr') if max_lr is None else max_lr
+  num_steps = p.get('num_steps') if num_steps is None else num_steps
+  mode = mode or p['mode']
+  if None in (min_lr, max_lr, num_steps):
+    raise ValueError(f"preset {preset!r} needs min_lr, max_lr and num_steps (the sweep's range "
+                     'and length)')
+  if eval_data is None:
+    if p['reading'] != 'loss':
+      raise ValueError(f'preset {preset!r} reads the held-out accuracy: pass eval_data')
+    eval_data = train_data
+    eval_every_steps = eval_every_steps or num_steps
   mesh = sharding.make_mesh(devices)
   adapter = model_adapter.adapt(model)
   lr_fn = schedules.lr_range(min_lr, max_lr, num_steps, mode=mode)
@@ -298,10 +412,25 @@ def range_test(model, optimizer: optax.GradientTransformation | Callable[[Any], 
                               eval_batch_size)
   settings = _settings(min_lr=min_lr, max_lr=max_lr, num_steps=num_steps, mode=mode,
                        eval_every=eval_every, smoothing=smoothing, diverge_factor=diverge_factor,
-                       batch_size=batch_size, model=adapter.name)
-  return _sweep(state, step_lib.make_train_fn(adapter, tx, mesh, spec, 1),
-                step_lib.make_pop_loss(mesh), itertools.repeat(data), evaluator, lr_fn,
-                num_steps=int(num_steps), eval_every=eval_every, smoothing=smoothing,
-                diverge_factor=diverge_factor, settings=settings,
-                suggest_kw={**_suggest_kw(min_lr_div_clr, min_lr_div_1cycle), **suggest_kw},
-                progress=progress)
+                       batch_size=batch_size, model=adapter.name, preset=preset,
+                       repeats=int(repeats))
+  train_fn = step_lib.make_train_fn(adapter, tx, mesh, spec, 1)
+  pop_loss = step_lib.make_pop_loss(mesh)
+  results = []
+  for i in range(int(repeats)):
+    # A fresh private copy per sweep (each one consumes its state), another data order each.
+    run_state = jax.jit(lambda t: jax.tree.map(jnp.copy, t), out_shardings=replicated)(state)
+    if i:
+      run_state = run_state.replace(key=jax.random.fold_in(run_state.key, i))
+    result = _sweep(run_state, train_fn, pop_loss, itertools.repeat(data), evaluator, lr_fn,
+                    num_steps=int(num_steps), eval_every=eval_every, smoothing=smoothing,
+                    diverge_factor=diverge_factor, settings={**settings, 'repeat': i},
+                    suggest_kw={**_suggest_kw(min_lr_div_clr, min_lr_div_1cycle),
+                                **suggest_kw}, progress=progress)
+    if p['reading'] == 'loss':
+      result.suggestion = suggest_from_valley(result.loss_suggestion, min_lr_div_clr,
+                                              min_lr_div_1cycle)
+    results.append(result)
+  result = combine(results)
+  result.settings = settings
+  return result

@@ -27,11 +27,15 @@ msra_init = nn.initializers.variance_scaling(2.0, 'fan_in', 'normal')
 xavier_init = nn.initializers.variance_scaling(1.0, 'fan_in', 'uniform')
 
 
+# The compute dtypes a model takes by name (parameters and BN statistics stay float32).
+DTYPES = ('float32', 'bfloat16', 'float16')
+
+
 def as_dtype(dtype: str | Dtype) -> Dtype:
-  """'float32' | 'bfloat16' | a jnp dtype -> the jnp dtype (ValueError on anything else)."""
+  """'float32' | 'bfloat16' | 'float16' | a jnp dtype -> the jnp dtype (ValueError otherwise)."""
   if isinstance(dtype, str):
-    if dtype not in ('float32', 'bfloat16', 'float16'):
-      raise ValueError(f"dtype must be 'float32', 'bfloat16' or 'float16', got {dtype!r}")
+    if dtype not in DTYPES:
+      raise ValueError(f'dtype must be one of {DTYPES}, got {dtype!r}')
     return jnp.dtype(dtype)
   return jnp.dtype(dtype)
 
