@@ -25,6 +25,7 @@ import shutil
 import sys
 from typing import Sequence
 
+from absl import flags
 import ml_collections
 
 from experiments import collect
@@ -48,7 +49,11 @@ def build_config(config_path: str, args: str, seed: int, sets: Sequence[str] = (
     if '=' not in item:
       raise ValueError(f'--set {item!r}: expected key=value')
     overrides.append(item.strip())
-  return programs.load_config(config_path, args, overrides)
+  try:
+    return programs.load_config(config_path, args, overrides)
+  except (AttributeError, KeyError, flags.Error) as e:  # a mistyped --set, in one line
+    argv = ['', *(f'--config.{o}' for o in overrides)]
+    raise ValueError(f'--set: {programs.flag_error_message(argv, e)}') from None
 
 
 def run_dir(root: str, config_path: str, args: str, seed: int, sets: Sequence[str] = ()) -> str:

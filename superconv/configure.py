@@ -272,10 +272,6 @@ def apply_suggestion(config: ml_collections.ConfigDict) -> ml_collections.Config
   except (OSError, KeyError, TypeError, ValueError) as e:
     raise ConfigError(
         f'config.lr_range_result: cannot read a suggestion from {path!r} ({e}).') from None
-  if not s.get('reliable', True):
-    raise ConfigError(
-        f'config.lr_range_result: the range test in {path!r} gave no reliable reading '
-        f"({s.get('explanation', '')}); set the LRs by hand or rerun the test.")
   c = config.copy_and_resolve_references()
   tested = result.get('settings', {}).get('config')
   if tested:
@@ -291,6 +287,11 @@ def apply_suggestion(config: ml_collections.ConfigDict) -> ml_collections.Config
   else:
     logging.warning('The range test in %s records no config; its settings cannot be compared '
                     'with this run\'s.', path)
+
+  if not s.get('reliable', True):
+    raise ConfigError(
+        f'config.lr_range_result: the range test in {path!r} gave no reliable reading '
+        f"({s.get('explanation', '')}); set the LRs by hand or rerun the test.")
 
   def set_bounds(scale: float) -> dict:
     try:

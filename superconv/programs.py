@@ -56,9 +56,12 @@ def exit_code(error: BaseException) -> int:
   return 3 if isinstance(error, step.TrainingDiverged) else 2
 
 
-def define_config_flag(flag_values=flags.FLAGS) -> None:
+def define_config_flag(flag_values=flags.FLAGS, sys_argv: Sequence[str] | None = None) -> None:
+  """`--config=FILE[:ARG]`; its `--config.a.b=V` overrides are read from `sys_argv` (default:
+  sys.argv, as config_flags does)."""
   config_flags.DEFINE_config_file('config', None, 'A configs/*.py file, optionally :ARG.',
-                                  lock_config=True, flag_values=flag_values)
+                                  lock_config=True, flag_values=flag_values,
+                                  sys_argv=None if sys_argv is None else list(sys_argv))
 
 
 def load_config(path: str, arg: str = '', overrides: Sequence[str] = ()
@@ -68,10 +71,11 @@ def load_config(path: str, arg: str = '', overrides: Sequence[str] = ()
   Parsed by ml_collections' own flag machinery, the same as the command line: values are
   typed by the field they replace, and an unknown field is an error.
   """
-  fv = flags.FlagValues()
-  define_config_flag(fv)
   spec = f'{path}:{arg}' if arg else path
-  fv(['superconv', f'--config={spec}', *(f'--config.{o}' for o in overrides)])
+  argv = ['superconv', f'--config={spec}', *(f'--config.{o}' for o in overrides)]
+  fv = flags.FlagValues()
+  define_config_flag(fv, sys_argv=argv)
+  fv(argv)
   return fv.config
 
 

@@ -199,7 +199,7 @@ def test_build_config_seed_data_and_sets():
   c = run_lib.build_config(path, 'policy=pclr,samples=10000', 3,
                            ['num_steps=200', 'schedule.boundaries=(10, 20)'])
   assert (c.num_steps, tuple(c.schedule.boundaries)) == (200, (10, 20))
-  with pytest.raises(KeyError, match='no field'):
+  with pytest.raises(ValueError, match='no such config field'):
     run_lib.build_config(path, '', 0, ['schedule.not_a_field=1'])
   assert run_lib.run_dir('/r', 'configs/resnet56_subset.py', 'samples=10000,policy=clr', 2) == (
       '/r/resnet56_subset/policy-clr_samples-10000/seed2')

@@ -86,7 +86,7 @@ def test_notebook_runs_top_to_bottom(tmp_path, monkeypatch):
   out = tmp_path / 'runs'
   data_path = small_cifar10(tmp_path / 'cifar10', {'train': 50, 'test': 20})
   values = dict(MODEL='resnet8', BATCH_SIZE=32, NUM_STEPS=16, RANGE_STEPS=12,
-                RANGE_EVAL_EVERY=4, EVAL_EVERY=8, TRAIN_SUBSET=0, DATA_PATH=data_path,
+                RANGE_EVAL_EVERY=4, RANGE_EVAL_EXAMPLES=10, EVAL_EVERY=8, TRAIN_SUBSET=0, DATA_PATH=data_path,
                 CACHE_DIR=str(tmp_path / 'cache'), OUT_DIR=str(out), PROGRESS=False,
                 TENSORBOARD=False)
   nb = nbformat.read(NOTEBOOK, as_version=4)

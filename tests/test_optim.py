@@ -507,10 +507,9 @@ def test_paper_decay_mask_of_caffe_resnet56_parameter_by_parameter():
   import math  # pylint: disable=g-import-not-at-top
   import flax  # pylint: disable=g-import-not-at-top
   from configs import resnet56  # pylint: disable=g-import-not-at-top
-  from superconv import train  # pylint: disable=g-import-not-at-top
   config = resnet56.get_config()
   model = step_lib.build_model(config, 10)
-  params = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False),
+  params = jax.eval_shape(lambda x: {'params': model.init(jax.random.key(0), x)[0]},
                           jax.ShapeDtypeStruct((2, 32, 32, 3), jnp.float32))['params']
   o = config.optimizer
   mask = flax.traverse_util.flatten_dict(

@@ -73,10 +73,10 @@ def test_streamed_step_matches_the_in_memory_step(num_devices, steps_per_call):
   model, tx, state = _state(mesh, vbs=0 if num_devices == 4 else 4)
   fn = step_lib.make_train_fn(model, tx, mesh, dataclasses.replace(spec, streamed=True),
                            steps_per_call)
-  sharding = NamedSharding(mesh, P(None, 'data'))
+  batches = NamedSharding(mesh, P(None, 'data'))
   mean = sharding.replicate(data['mean'], mesh)
   for s in range(0, steps, steps_per_call):
-    chunk = {k: jax.device_put(v[s:s + steps_per_call], sharding) for k, v in host.items()}
+    chunk = {k: jax.device_put(v[s:s + steps_per_call], batches) for k, v in host.items()}
     state = fn(state, {**chunk, 'mean': mean})
   got = jax.device_get(state)
   assert int(got.step) == steps

@@ -61,11 +61,18 @@ def _sweep(state: step_lib.TrainState, train_fn, pop_loss, feed, evaluator,
 
   evaluate(0)
   step = 0
+  # XLA:CPU runs every device's share of a program on one shared thread pool: with many
+  # programs in flight, an all-reduce can wait on a device thread busy with a later one until
+  # its rendezvous aborts the process (seen: 4 CPU devices on 2 cores, 100 updates queued).
+  # Waiting on every 16th loss bounds what is in flight; accelerators are not throttled.
+  throttle = 16 if jax.default_backend() == 'cpu' and jax.local_device_count() > 1 else 0
   while step < num_steps:
     state = train_fn(state, next(feed))
     loss, state = pop_loss(state)
     pending.append(loss)
     step += 1
+    if throttle and step % throttle == 0:
+      loss.block_until_ready()
     if step % eval_every and step < num_steps:
       continue
     for x in jax.device_get(pending):

@@ -1,0 +1,214 @@
+"""A range test people can trust: held-out validation, repeats and their spread, the cost,
+settings matched with the run it feeds, and the two presets."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import pytest
+
+from configs import default
+from superconv import configure
+from superconv import lr_range
+from superconv import model_adapter
+from superconv.data import pipeline
+from superconv.data import sources
+
+from conftest import ROOT
+
+
+def _fake(**data) -> ml_collections.ConfigDict:
+  c = default.get_config()
+  c.data.source, c.data.fake_num_train, c.data.fake_num_test = 'fake', 200, 50
+  for k, v in data.items():
+    c.data[k] = v
+  return c
+
+
+def _keys(images) -> set:
+  return {x.tobytes() for x in images}
+
+
+def test_validation_is_held_out_of_training_balanced_and_seed_independent():
+  c = _fake()
+  full = pipeline.load(c)
+  held = pipeline.load(c, eval_split='validation', eval_examples=40, eval_seed=3)
+  assert len(held.test_labels) == 40 and len(held.train_labels) == 160
+  assert np.bincount(held.test_labels, minlength=10).tolist() == [4] * 10
+  assert not _keys(held.test_images) & _keys(held.train_images)          # disjoint
+  assert _keys(held.test_images) | _keys(held.train_images) == _keys(full.train_images)
+  c.seed = 7  # the run's seed does not move the split
+  again = pipeline.load(c, eval_split='validation', eval_examples=40, eval_seed=3)
+  np.testing.assert_array_equal(again.test_images, held.test_images)
+  other = pipeline.load(c, eval_split='validation', eval_examples=40, eval_seed=4)
+  assert _keys(other.test_images) != _keys(held.test_images)
+  np.testing.assert_array_equal(held.mean, full.mean)  # the full training set's mean, as before
+
+
+def test_with_a_training_subset_the_validation_comes_from_the_rest():
+  c = _fake(train_subset=100)
+  subset = pipeline.load(c)
+  held = pipeline.load(c, eval_split='validation', eval_examples=50)
+  np.testing.assert_array_equal(held.train_images, subset.train_images)  # the run's own subset
+  assert not _keys(held.test_images) & _keys(subset.train_images)
+  with pytest.raises(sources.DataError, match='lr_range.eval_examples=200'):
+    pipeline.load(c, eval_split='validation', eval_examples=200)
+
+
+def test_a_test_subset_is_a_fixed_balanced_draw():
+  c = _fake()
+  a = pipeline.load(c, eval_split='test', eval_examples=20)
+  b = pipeline.load(c, eval_split='test', eval_examples=20)
+  assert len(a.test_labels) == 20 and np.bincount(a.test_labels, minlength=10).max() == 2
+  np.testing.assert_array_equal(a.test_images, b.test_images)
+
+
+def test_range_form_checks_the_new_fields_and_sweeps_momentum_at_its_start():
+  c = default.get_config()
+  c.momentum_schedule.name = 'one_cycle'  # 0.95 -> 0.85
+  swept = configure.range_form(c)
+  assert (swept.momentum_schedule.name, swept.momentum_schedule.value) == ('constant', 0.95)
+  assert swept.lr_range.run_steps == 10_000  # the training run it configures
+  for field, value, match in (('eval_split', 'train', 'eval_split'),
+                              ('eval_examples', 0, 'eval_examples'),
+                              ('repeats', 0, 'repeats')):
+    bad = default.get_config()
+    bad.lr_range[field] = value
+    with pytest.raises(configure.ConfigError, match=f'lr_range.{match}'):
+      configure.range_form(bad)
+
+
+def _cli(*args, timeout=600):
+  return subprocess.run([sys.executable, '-m', 'superconv.main', *args,
+                         '--config.progress_bar=False'], cwd=ROOT, capture_output=True, text=True,
+                        timeout=timeout)
+
+
+@pytest.fixture(scope='module')
+def swept(tmp_path_factory):
+  """A tiny ResNet-56-config range test read on validation, 2 repeats, through the CLI."""
+  workdir = str(tmp_path_factory.mktemp('range'))
+  done = _cli('--config=configs/resnet56.py:tiny', '--config.mode=lr_range',
+              '--config.lr_range.repeats=2', '--config.lr_range.max_lr=0.1',
+              f'--workdir={workdir}')
+  assert done.returncode == 0, done.stderr[-3000:]
+  return workdir, done.stdout
+
+
+def test_cli_range_test_names_its_split_spread_and_cost(swept):
+  workdir, stdout = swept
+  record = json.load(open(os.path.join(workdir, 'lr_range.json')))
+  assert record['settings']['eval_split'] == 'validation'
+  assert record['settings']['eval_examples'] == 40
+  assert record['spread']['repeats'] == 2 and len(record['spread']['max_lr']) == 2
+  assert len(record['repeats']) == 2
+  # The two sweeps saw different data orders: their loss curves differ.
+  assert record['repeats'][0]['train_loss'] != record['repeats'][1]['train_loss']
+  # 2 sweeps of 8 updates at batch 16 plus 3 x 40 validation images each, against 8 updates
+  # and 3 evaluations of the 100 test images.
+  assert record['cost']['sweep_images'] == pytest.approx(2 * (8 * 16 + 3 * 40 / 3))
+  assert record['cost']['run_images'] == pytest.approx(8 * 16 + 3 * 100 / 3)
+  assert 'Median of 2 sweeps' in stdout and 'validation split' in stdout
+  for name in ('metrics.jsonl', 'summary.json', 'lr_range.png'):  # a training run's files too
+    assert os.path.exists(os.path.join(workdir, name))
+
+
+def _reliable_copy(workdir: str, tmp_path) -> str:
+  """The CLI's result with its suggestion marked reliable (8 updates give no real reading)."""
+  record = json.load(open(os.path.join(workdir, 'lr_range.json')))
+  record['suggestion'].update(reliable=True, max_lr=0.08, min_lr_clr=0.02, min_lr_1cycle=0.008)
+  path = tmp_path / 'lr_range.json'
+  path.write_text(json.dumps(record))
+  return str(path)
+
+
+def test_a_run_with_other_momentum_is_stopped_before_compiling(swept, tmp_path):
+  path = _reliable_copy(swept[0], tmp_path)
+  workdir = tmp_path / 'run'
+  done = _cli('--config=configs/resnet56.py:tiny', f'--config.lr_range_result={path}',
+              '--config.momentum_schedule.value=0.95', f'--workdir={workdir}')
+  assert done.returncode == 2, done.stderr[-2000:]
+  assert 'momentum: tested 0.9, this run starts at 0.95' in done.stderr
+  assert 'accept_mismatch' in done.stderr
+  assert not os.path.exists(workdir / 'checkpoints')  # nothing was compiled or trained
+
+
+def test_matching_settings_take_the_suggestion(swept, tmp_path):
+  c = default.get_config('tiny')
+  c.lr_range_result = _reliable_copy(swept[0], tmp_path)
+  run = configure.resolve(c, num_devices=1)
+  assert (run.schedule.max_lr, run.schedule.base_lr) == (0.08, 0.02)  # CLR bounds, unscaled
+
+
+def test_accepted_mismatch_holds_the_effective_step_to_what_was_tested(swept, tmp_path):
+  c = default.get_config('tiny')
+  c.lr_range_result = _reliable_copy(swept[0], tmp_path)
+  c.momentum_schedule.value = 0.95
+  c.lr_range.accept_mismatch = True
+  run = configure.apply_suggestion(c)
+  # Tested: 0.08 / (1 - 0.9); this run at 0.95 would take 0.08 / 0.05, twice that: halved.
+  assert run.schedule.max_lr == pytest.approx(0.04)
+  assert run.schedule.base_lr == pytest.approx(0.01)
+  assert configure.max_effective_step(run) == pytest.approx(0.08 / 0.1, rel=1e-5)
+
+
+def test_other_settings_are_named():
+  tested = default.get_config().to_dict()
+  run = default.get_config()
+  run.batch_size, run.optimizer.nesterov = 500, True
+  diffs = configure.setting_differences(tested, run)
+  assert diffs == ['optimizer.nesterov: tested False, this run True',
+                   'batch_size: tested 1000, this run 500']
+
+
+def _problem(n=64, seed=0):
+  rng = np.random.default_rng(seed)
+  y = rng.integers(0, 2, n).astype(np.int32)
+  x = (rng.normal(size=(n, 1, 1, 2)) + 2.0 * y[:, None, None, None]).astype(np.float32)
+  return x, y
+
+
+def _linear():
+  return model_adapter.PlainModel(lambda v, x, train: x.reshape(len(x), -1) @ v['params']['w'],
+                                  {'params': {'w': jnp.zeros((2, 2))}})
+
+
+def test_fastai_preset_sweeps_exponentially_and_reads_the_valley():
+  x, y = _problem()
+  result = lr_range.range_test(_linear(), optax.sgd, None, (x, y), batch_size=16,
+                               preset='fastai')
+  assert result.settings['mode'] == 'exp' and len(result.lrs) == 100
+  assert result.lrs[0] == pytest.approx(1e-7) and result.lrs[-1] < 10.0
+  assert result.suggestion['method'] in ('valley', 'unreliable')
+  if result.suggestion['reliable']:
+    assert result.suggestion['max_lr'] == result.loss_suggestion['valley_lr']
+
+
+def test_smith_preset_needs_its_range_and_held_out_data():
+  x, y = _problem()
+  with pytest.raises(ValueError, match='needs min_lr, max_lr and num_steps'):
+    lr_range.range_test(_linear(), optax.sgd, None, (x, y), (x, y), batch_size=16)
+  with pytest.raises(ValueError, match='pass eval_data'):
+    lr_range.range_test(_linear(), optax.sgd, None, (x, y), batch_size=16, min_lr=0.0,
+                        max_lr=1.0, num_steps=10)
+
+
+def test_api_repeats_report_the_median_and_spread():
+  x, y = _problem()
+  result = lr_range.range_test(_linear(), optax.sgd, None, (x, y), (x, y), batch_size=16,
+                               min_lr=0.0, max_lr=2.0, num_steps=20, eval_every_steps=2,
+                               repeats=3)
+  spread = result.spread
+  assert spread['repeats'] == 3 and len(result.runs) == 3
+  reliable = sorted(r.suggestion['max_lr'] for r in result.runs if r.suggestion['reliable'])
+  if reliable:
+    assert result.max_lr == reliable[(len(reliable) - 1) // 2]
+    assert (spread['max_lr_min'], spread['max_lr_max']) == (reliable[0], reliable[-1])
+  assert spread['unreliable'] == 3 - len(reliable)
