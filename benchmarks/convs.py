@@ -533,7 +533,7 @@ def scan_unroll(a, command):
   return out
 
 
-def main(argv=None):
+def main(argv=None, command=None):
   p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   p.add_argument('--breakdown', action='store_true', help='per-op profile of a ResNet-20 update')
   p.add_argument('--scan', action='store_true', help='lax.scan / unroll against 1 update per call')
@@ -569,7 +569,8 @@ def main(argv=None):
       r = scan_child(a.model, a.batch, a.k, a.scan_reps if not a.toy else 1, a.slow_s)
     print(json.dumps(r))
     return r
-  command = 'python -m benchmarks.convs ' + ' '.join(argv if argv is not None else sys.argv[1:])
+  command = command or 'python -m benchmarks.convs ' + ' '.join(
+      argv if argv is not None else sys.argv[1:])
   if a.breakdown:
     return breakdown(a, command)
   if a.scan:

@@ -197,7 +197,7 @@ def main(argv=None):
   a = p.parse_args(argv)
   if a.convs:
     from benchmarks import convs  # pylint: disable=g-import-not-at-top
-    return convs.main([])
+    return convs.main([], command='python -m benchmarks.throughput --convs')
   if a.flops_only:
     flops = step_flops(a.model, a.batch, a.dtype)
     print(f'{a.model} batch {a.batch}: {flops / 1e9:.1f} GFLOP per update '

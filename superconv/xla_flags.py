@@ -4,8 +4,11 @@
     xla_flags.apply_cpu_defaults()   # first line of a program, before `import jax`
 
 XLA:CPU (jaxlib 0.10.x) runs convolutions through YNNPACK ("individual_convolution" YNN fusions);
-on the CIFAR and MNIST shapes superconv trains, XLA's own convolution kernels are faster
-(ResNet-20 update 1.4x, LeNet 1.35x; `python -m benchmarks.throughput --convs`). The flag
+with it off, superconv's update is faster on the CPU (ResNet-20 128.8 -> 184.2 img/s, LeNet 1,415 ->
+1,906 img/s on an idle 2-core EPYC; 1.13x for ResNet-20 on a loaded one, `benchmarks/results/
+breakdown_cpu.json`), mostly because the YNN convolution fusions cost extra elementwise and layout
+work around them, not because XLA's kernels are faster one by one
+(`python -m benchmarks.throughput --convs`). The flag
 `--xla_cpu_experimental_ynn_fusion_type=-individual_convolution` removes that fusion type from
 XLA's default list. It is added to the user's `XLA_FLAGS` only when
 
