@@ -194,7 +194,12 @@ def main(argv=None):
   p.add_argument('--out', default='', help='append the results as one JSON object to this file')
   p.add_argument('--flops-only', action='store_true',
                  help='print the FLOPs of one update (from the unoptimised program) and exit')
+  p.add_argument('--convs', action='store_true',
+                 help='the per-convolution CPU table instead (python -m benchmarks.convs)')
   a = p.parse_args(argv)
+  if a.convs:
+    from benchmarks import convs  # pylint: disable=g-import-not-at-top
+    return convs.main([], command='python -m benchmarks.throughput --convs')
   if a.flops_only:
     flops = step_flops(a.model, a.batch, a.dtype)
     print(f'{a.model} batch {a.batch}: {flops / 1e9:.1f} GFLOP per update '
