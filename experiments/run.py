@@ -30,6 +30,7 @@ import ml_collections
 
 from experiments import collect
 from superconv import programs
+from superconv import xla_flags
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, 'results')
@@ -124,6 +125,7 @@ def run_seed(config_path: str, args: str, seed: int, *, sets: Sequence[str] = ()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+  xla_flags.apply_cpu_defaults()  # before JAX starts its backends, as superconv.main does
   parser = argparse.ArgumentParser(prog='python -m experiments.run', description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('--config', required=True, help='a configs/*.py file')

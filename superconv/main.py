@@ -18,6 +18,7 @@ from absl import flags
 from absl import logging
 
 from superconv import programs
+from superconv import xla_flags
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Folder for checkpoints, metrics and summaries.')
@@ -37,7 +38,9 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   logging.get_absl_handler().addFilter(_QuietLibraries())
   config = FLAGS.config
-  # JAX is imported only now, after the flags parsed: a mistyped flag costs no JAX start-up.
+  # JAX is imported only now, after the flags parsed: a mistyped flag costs no JAX start-up;
+  # XLA reads its flags when JAX starts, so the CPU defaults go in first.
+  xla_flags.apply_cpu_defaults()
   import jax  # pylint: disable=g-import-not-at-top
   from superconv import sharding  # pylint: disable=g-import-not-at-top
   sharding.initialize_distributed(config.distributed)
