@@ -212,3 +212,37 @@ def test_api_repeats_report_the_median_and_spread():
     assert result.max_lr == reliable[(len(reliable) - 1) // 2]
     assert (spread['max_lr_min'], spread['max_lr_max']) == (reliable[0], reliable[-1])
   assert spread['unreliable'] == 3 - len(reliable)
+
+
+def test_the_report_pairs_the_suggestion_with_the_grid(tmp_path):
+  from experiments import range_trust  # pylint: disable=g-import-not-at-top
+  root = tmp_path / 'results'
+
+  def seed(name, sets, summary, extra=None):
+    d = root / 'lenet_fashion_mnist' / name / 'seed0'
+    d.mkdir(parents=True)
+    (d / 'run.json').write_text(json.dumps({'args': range_trust.ARGS, 'sets': sets}))
+    (d / 'summary.json').write_text(json.dumps({**summary, 'host_cpu': 'test CPU'}))
+    for file, obj in (extra or {}).items():
+      (d / file).write_text(json.dumps(obj))
+
+  sweep = {'suggestion': {'max_lr': 0.08, 'min_lr_1cycle': 0.008, 'method': 'peak',
+                          'reliable': True},
+           'spread': {'max_lr': [0.06, 0.08, 0.1], 'max_lr_min': 0.06, 'max_lr_max': 0.1,
+                      'unreliable': 0, 'repeats': 3},
+           'cost': {'fraction': 0.2}, 'wall_seconds': 1.0,
+           'settings': {'eval_split': 'validation', 'eval_examples': 2000, 'num_steps': 40,
+                        'min_lr': 0.0, 'max_lr': 0.3}}
+  seed('range', ['mode=lr_range'], {}, {'lr_range.json': sweep})
+  seed('suggested', ['lr_range_result=x/range_trust_lr_range.json'],
+       {'final_eval_accuracy': 0.88})
+  seed('old', ['lr_range_result=x/other.json'], {'final_eval_accuracy': 0.5})  # not this one
+  seed('g1', ['schedule.max_lr=0.05', 'schedule.base_lr=0.005'], {'final_eval_accuracy': 0.89})
+  seed('g2', ['schedule.max_lr=0.3', 'schedule.base_lr=0.03'], {'diverged': True})
+  r = range_trust.report(str(root))
+  assert r['suggested']['values'] == [0.88]
+  assert r['grid']['0.05']['mean'] == 0.89 and r['grid']['0.3']['diverged'] == 1
+  assert r['grid_best'] == {'peak': 0.05, 'mean': 0.89}
+  assert r['gap_points'] == pytest.approx(1.0)
+  text = range_trust.markdown(r)
+  assert '**1.00 points** below' in text and '20.0 %' in text
