@@ -158,6 +158,7 @@ class PreemptionFlag:
     self._event = threading.Event()
     self.signal_name = ''
     self._previous = {}
+    self._sync_point = True
 
   def __enter__(self) -> 'PreemptionFlag':
     if threading.current_thread() is threading.main_thread():
@@ -175,10 +176,28 @@ class PreemptionFlag:
     self.signal_name = signal.Signals(signum).name
     self._event.set()
 
-  def is_set(self) -> bool:
-    """True when any process of the job was signalled (all processes must stop together)."""
+  def is_set(self, step: int | None = None) -> bool:
+    """True when any process of the job was told to stop; every process must call it at the
+    same updates (it is a collective on several processes), so all stop at the same update.
+
+    Told means a SIGTERM / SIGINT to any one process (the others learn it through an
+    all-gather), or, with `step`, the JAX coordination service's preemption notice
+    (`multihost_utils.reached_preemption_sync_point`: Cloud TPU maintenance events reach it
+    even where no process got a signal).
+    """
     local = self._event.is_set()
     if jax.process_count() == 1:
       return local
     from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-    return bool(multihost_utils.process_allgather(jax.numpy.asarray(local)).any())
+    told = bool(multihost_utils.process_allgather(jax.numpy.asarray(local)).any())
+    if not told and step is not None and self._sync_point:
+      try:
+        told = bool(multihost_utils.reached_preemption_sync_point(step))
+      except RuntimeError as e:  # no preemption service in this job: signals only
+        logging.info('No JAX preemption sync point (%s); stopping on signals only.', e)
+        self._sync_point = False
+      if told:
+        self.signal_name = 'the preemption notice'
+    if told and not local and not self.signal_name:
+      self.signal_name = 'a stop signal (on another process)'
+    return told

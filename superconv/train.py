@@ -153,7 +153,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, devices=
         writer.write(row)
       # Asking every process is a collective; on one process it is free, on many do it per log.
       check = jax.process_count() == 1 or boundary(config.log_every_steps)
-      if not last and not preempted and check and flag.is_set():
+      if not last and not preempted and check and flag.is_set(step):
         preempted = flag.signal_name
       if boundary(config.checkpoint_every_steps) or last or preempted:
         stop_if_diverged(jax.device_get(state.sums))  # never checkpoint a diverged state

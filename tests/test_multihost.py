@@ -36,8 +36,10 @@ def free_port() -> int:
 
 
 def launch_job(workdir: str, *extra: str, timeout: float = 240,
-               config: str = 'configs/resnet56.py:tiny') -> list[str]:
-  """Runs the 2-process job to completion; returns each process's output."""
+               config: str = 'configs/resnet56.py:tiny',
+               env_of: dict[int, dict] | None = None) -> list[str]:
+  """Runs the 2-process job to completion; returns each process's output. `env_of[i]`: extra
+  environment of process i only."""
   port = free_port()
   env = dict(os.environ)
   # The processes get 2 devices each from JAX_NUM_CPU_DEVICES; a device-count flag in XLA_FLAGS
@@ -52,7 +54,8 @@ def launch_job(workdir: str, *extra: str, timeout: float = 240,
            f'--config.distributed.coordinator_address=127.0.0.1:{port}',
            f'--config.distributed.num_processes={NUM_PROCESSES}',
            f'--config.distributed.process_id={i}'],
-          cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+          cwd=ROOT, env={**env, **(env_of or {}).get(i, {})}, stdout=subprocess.PIPE,
+          stderr=subprocess.STDOUT, text=True)
       for i in range(NUM_PROCESSES)]
   deadline = time.monotonic() + timeout
   outputs = []
@@ -179,6 +182,23 @@ def test_two_processes_match_one_and_resume(tmp_path):
     scale = np.max(np.abs(b), initial=0)
     tol = max(10 * np.max(np.abs(c - b), initial=0), FLOOR * scale) + 1e-6
     assert np.max(np.abs(a - b), initial=0) <= tol, (a, b, tol)
+
+
+def test_a_signal_to_one_process_stops_every_process_at_the_same_update(tmp_path):
+  """Preempted spot capacity may tell one host only: SIGTERM to process 1 alone, right after
+  update 3. Both processes learn it at the next check (a log point: updates 2, 4, ...), save one
+  collective checkpoint at update 4 and exit cleanly; the same command resumes both to the end."""
+  from superconv.train import SIGNAL_AT_STEP_ENV  # pylint: disable=g-import-not-at-top
+  shared = str(tmp_path / 'shared')
+  first = launch_job(shared, env_of={1: {SIGNAL_AT_STEP_ENV: '3:SIGTERM'}})
+  assert 'Received SIGTERM: saved a checkpoint at update 4 of 8' in first[1]
+  assert 'Received a stop signal (on another process): saved a checkpoint at update 4' in first[0]
+  assert sorted(os.listdir(os.path.join(shared, 'checkpoints'))) == ['4']
+  assert not os.path.exists(os.path.join(shared, 'summary.json'))
+  second = launch_job(shared)
+  assert all('Resumed from the checkpoint at update 4' in out for out in second)
+  summary = json.load(open(os.path.join(shared, 'summary.json')))
+  assert (summary['resumed_from'], summary['steps']) == (4, 8)
 
 
 def test_two_processes_stream_imagenet_like_one_process(tmp_path):
