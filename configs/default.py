@@ -16,7 +16,7 @@ from superconv import schedule_registry
 
 def get_config(arg: str = '') -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
-  c.mode = 'train'                 # 'train' | 'lr_range'
+  c.mode = 'train'                 # 'train' | 'lr_range' | 'eval' (a workdir's latest checkpoint)
   c.seed = 0                       # seeds init, data order and augmentation
   c.num_steps = 10_000             # optimizer updates (Caffe "iterations")
   c.stop_after_steps = 0           # end the run after this many updates (0: num_steps); the

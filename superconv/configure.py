@@ -26,7 +26,7 @@ from superconv import optim
 from superconv import summary_writers
 from superconv.data import sources
 
-MODES = ('train', 'lr_range')
+MODES = ('train', 'lr_range', 'eval')
 EVAL_SPLITS = ('validation', 'test')
 SOURCES = ('tfds', 'files', 'fake')
 

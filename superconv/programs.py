@@ -22,6 +22,7 @@ from ml_collections import config_flags
 PROGRAMS = {
     'train': ('superconv.train', 'train_and_evaluate'),
     'lr_range': ('superconv.lr_range', 'run'),
+    'eval': ('superconv.evaluate', 'evaluate'),
 }
 
 

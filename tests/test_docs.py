@@ -172,7 +172,7 @@ def test_command_parses(where, module, argv, monkeypatch):
   argv = argv[:next((i for i, a in enumerate(argv) if a in ('>', '>>', '2>', '2>&1')), len(argv))]
   if module == 'superconv.main':
     config = parse_main(argv)
-    assert config.mode in ('train', 'lr_range')
+    assert config.mode in ('train', 'lr_range', 'eval')
   elif module == 'experiments.run':
     from experiments import run  # pylint: disable=g-import-not-at-top
     ns = parse_argparse(run.main, argv, monkeypatch)
