@@ -10,8 +10,9 @@ superconv.main` would (the same config loader, overrides, resolution and program
 
 A seed whose summary.json exists is skipped; an unfinished one resumes from its checkpoint. The
 folder gets run.json (config file, args, seed, the resolved config, the command line, git commit,
-library versions and hardware), metrics.jsonl and summary.json from the trainer; the checkpoints
-are deleted once the seed has finished (only json/png results are committed).
+library versions and hardware), metrics.jsonl, summary.json and TensorBoard event files from the
+trainer, and the final checkpoint (`--drop-checkpoints` deletes it; checkpoints are never
+committed): `--config.mode=eval` evaluates it again.
 """
 
 from __future__ import annotations
@@ -76,11 +77,12 @@ def _versions() -> dict:
 
 def run_seed(config_path: str, args: str, seed: int, *, sets: Sequence[str] = (),
              data: str = '', root: str = RESULTS, command: str = '',
-             keep_checkpoint: bool = False) -> dict:
+             keep_checkpoint: bool = True) -> dict:
   """Runs (or skips, or resumes) one seed; returns its summary.
 
-  A finished seed's checkpoints are deleted unless `keep_checkpoint` (only json/png results are
-  committed).
+  A finished seed keeps its final checkpoint (the trained model: `--config.mode=eval` on the
+  folder evaluates it; checkpoints are not committed, see .gitignore), or none without
+  `keep_checkpoint`.
   """
   from superconv import metrics  # pylint: disable=g-import-not-at-top
   workdir = run_dir(root, config_path, args, seed, sets)
@@ -118,10 +120,24 @@ def run_seed(config_path: str, args: str, seed: int, *, sets: Sequence[str] = ()
     return summary  # keep the checkpoints: the same command resumes
   if not os.path.exists(summary_path):  # a runner that returns but does not write one
     metrics.write_json(summary_path, summary if isinstance(summary, dict) else {})
-  if not keep_checkpoint:
-    shutil.rmtree(os.path.join(workdir, 'checkpoints'), ignore_errors=True)
+  # A diverged run's last good checkpoint is no trained model: not kept.
+  _prune_checkpoints(os.path.join(workdir, 'checkpoints'),
+                     keep_final=keep_checkpoint and not summary.get('diverged'))
   with open(summary_path) as f:
     return json.load(f)
+
+
+def _prune_checkpoints(directory: str, *, keep_final: bool) -> None:
+  """Deletes every checkpoint of a finished seed but its final one (all of them without
+  `keep_final`)."""
+  if not os.path.isdir(directory):
+    return
+  steps = sorted(int(n) for n in os.listdir(directory) if n.isdigit())
+  if not keep_final:
+    shutil.rmtree(directory, ignore_errors=True)
+    return
+  for step in steps[:-1]:
+    shutil.rmtree(os.path.join(directory, str(step)), ignore_errors=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -135,14 +151,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                       help='override a config field, e.g. --set num_steps=100 (repeatable)')
   parser.add_argument('--data', default='', help='local data file or folder (source=files)')
   parser.add_argument('--results', default=RESULTS, help='results root folder')
-  parser.add_argument('--keep-checkpoints', action='store_true',
-                      help="keep each seed's checkpoints once it has finished (default: delete)")
+  parser.add_argument('--drop-checkpoints', action='store_true',
+                      help="delete each seed's checkpoints once it has finished (default: keep "
+                      'the final one, the trained model)')
   ns = parser.parse_args(argv)
   command = 'python -m experiments.run ' + ' '.join(
       shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
   for seed in ns.seeds:
     summary = run_seed(ns.config, ns.args, seed, sets=ns.sets, data=ns.data, root=ns.results,
-                       command=command, keep_checkpoint=ns.keep_checkpoints)
+                       command=command, keep_checkpoint=not ns.drop_checkpoints)
     if summary.get('preempted'):
       print('[experiments.run] preempted; run the same command again to resume.', flush=True)
       return 1

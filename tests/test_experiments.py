@@ -205,15 +205,20 @@ def test_build_config_seed_data_and_sets():
       '/r/resnet56_subset/policy-clr_samples-10000/seed2')
 
 
-def test_run_end_to_end_writes_provenance_drops_checkpoints_and_skips(tmp_path, capsys):
+def test_run_end_to_end_writes_provenance_keeps_the_model_and_skips(tmp_path, capsys):
   """A real smoke run (LeNet, 8 updates on generated data) through experiments.run."""
   root = str(tmp_path / 'results')
   argv = ['--config', os.path.join(CONFIGS, 'lenet_mnist.py'), '--args', 'policy=inv,tiny',
           '--seeds', '0', '--results', root, '--set', 'progress_bar=False']
   assert run_lib.main(argv) == 0
   workdir = os.path.join(root, 'lenet_mnist', 'policy-inv_tiny', 'seed0')
-  assert sorted(os.listdir(workdir)) == ['config.json', 'metrics.jsonl', 'run.json',
-                                         'summary.json']
+  assert sorted(os.listdir(workdir)) == ['checkpoints', 'config.json', 'metrics.jsonl',
+                                         'run.json', 'summary.json', 'tensorboard']
+  # The trained model is kept: its final checkpoint only (tiny saves at updates 4 and 8).
+  assert os.listdir(os.path.join(workdir, 'checkpoints')) == ['8']
+  dropped = os.path.join(root, 'lenet_mnist', 'policy-inv_tiny', 'seed1')
+  assert run_lib.main([*argv[:5], '1', *argv[6:], '--drop-checkpoints']) == 0
+  assert 'checkpoints' not in os.listdir(dropped)
   with open(os.path.join(workdir, 'run.json')) as f:
     info = json.load(f)
   assert info['seed'] == 0 and info['args'] == 'policy=inv,tiny'
