@@ -36,7 +36,27 @@ def run(config: ml_collections.ConfigDict, workdir: str, **kwargs) -> Any:
   """Resolves `config` (`configure.resolve`) and runs its program in `workdir`."""
   from superconv import configure  # pylint: disable=g-import-not-at-top
   config = configure.resolve(config)
+  use_compilation_cache(config.compilation_cache_dir)
   return program(config.mode)(config, workdir, **kwargs)
+
+
+def use_compilation_cache(path: str) -> str:
+  """Turns on JAX's persistent compilation cache in `path` ('' : off); returns the folder used.
+
+  A second run of the same program (another seed, a resumed run, the eval step of a finished
+  one) then loads its compiled steps instead of compiling them again. JAX's own
+  `JAX_COMPILATION_CACHE_DIR`, when set, wins. Only compilations of 1 s or more are stored
+  (JAX's default), so the folder holds the train and eval steps, not every small kernel.
+  """
+  import os  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  if os.environ.get('JAX_COMPILATION_CACHE_DIR'):
+    return os.environ['JAX_COMPILATION_CACHE_DIR']
+  if not path:
+    return ''
+  path = os.path.expanduser(path)
+  jax.config.update('jax_compilation_cache_dir', path)
+  return path
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
