@@ -132,8 +132,10 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = Non
     raise
   except ValueError as e:
     raise ConfigError(str(e)) from None
-  _require(config.optimizer.name in optim.OPTIMIZERS, 'optimizer.name',
-           f'{config.optimizer.name!r} not in {tuple(optim.OPTIMIZERS)}.')
+  try:  # the optimizer factory owns its fields' ranges
+    optim.check_optimizer(config.optimizer)
+  except ValueError as e:
+    raise ConfigError(f'config.{e}') from None
   # Momentum (or Adam's b1) of 1 or more never forgets a gradient: the velocity grows without
   # bound. The schedule factories accept any number, so the range is checked here.
   m = config.momentum_schedule
@@ -144,9 +146,6 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = Non
   if m.name != 'constant':
     _require(m.min_momentum <= m.max_momentum, 'momentum_schedule.min_momentum',
              f'{m.min_momentum} is above momentum_schedule.max_momentum={m.max_momentum}.')
-  for field in ('weight_decay', 'grad_clip_norm'):
-    _require(config.optimizer[field] >= 0, f'optimizer.{field}',
-             f'must be >= 0, got {config.optimizer[field]}.')
   _require(int(config.keep_checkpoints) >= 1, 'keep_checkpoints',
            f'must be >= 1 (the latest checkpoint is what a resumed run needs), got '
            f'{config.keep_checkpoints}.')

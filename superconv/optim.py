@@ -308,7 +308,8 @@ def caffe_sgd(learning_rate: float | jax.Array, momentum: float | jax.Array,
 # The optimizer.
 
 
-def _check_optimizer(o: ml_collections.ConfigDict) -> None:
+def check_optimizer(o: ml_collections.ConfigDict) -> None:
+  """Raises ValueError naming the first `config.optimizer` field the optimizer cannot take."""
   if o.name not in OPTIMIZERS:
     raise ValueError(f'optimizer.name must be one of {OPTIMIZERS}, got {o.name!r}')
   if o.momentum_form not in ('caffe', 'optax'):
@@ -349,7 +350,7 @@ def create_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransfo
     `hyperparams` holds float32 'learning_rate' and 'momentum' (see `current_hyperparams`).
   """
   o = config.optimizer
-  _check_optimizer(o)
+  check_optimizer(o)
   lr_fn, momentum_fn = build_schedules(config)
   if o.name in _NO_MOMENTUM:
     momentum_fn = schedules.constant(0.0)
