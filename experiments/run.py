@@ -21,7 +21,6 @@ import datetime
 import json
 import os
 import shlex
-import shutil
 import sys
 from typing import Sequence
 
@@ -82,15 +81,17 @@ def run_seed(config_path: str, args: str, seed: int, *, sets: Sequence[str] = ()
   A finished seed's checkpoints are deleted unless `keep_checkpoint` (only json/png results are
   committed).
   """
-  from superconv import metrics  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top
+  from superconv import metrics
+  from superconv import storage  # `root` may be an object store (gs://bucket/results)
+  # pylint: enable=g-import-not-at-top
   workdir = run_dir(root, config_path, args, seed, sets)
   summary_path = os.path.join(workdir, 'summary.json')
-  if os.path.exists(summary_path):
+  if storage.path(summary_path).exists():
     print(f'[experiments.run] {workdir}: summary.json exists, skipped.', flush=True)
-    with open(summary_path) as f:
-      return json.load(f)
+    return json.loads(storage.path(summary_path).read_text())
   config = build_config(config_path, args, seed, sets, data)
-  os.makedirs(workdir, exist_ok=True)
+  storage.makedirs(workdir)
   info = {
       'config_file': os.path.relpath(os.path.abspath(config_path), os.path.dirname(HERE)),
       'args': args, 'seed': seed, 'sets': list(sets), 'data': data,
@@ -116,12 +117,14 @@ def run_seed(config_path: str, args: str, seed: int, *, sets: Sequence[str] = ()
     metrics.write_json(summary_path, summary)
   if isinstance(summary, dict) and summary.get('preempted'):
     return summary  # keep the checkpoints: the same command resumes
-  if not os.path.exists(summary_path):  # a runner that returns but does not write one
+  if not storage.path(summary_path).exists():  # a runner that returns but does not write one
     metrics.write_json(summary_path, summary if isinstance(summary, dict) else {})
   if not keep_checkpoint:
-    shutil.rmtree(os.path.join(workdir, 'checkpoints'), ignore_errors=True)
-  with open(summary_path) as f:
-    return json.load(f)
+    try:
+      (storage.path(workdir) / 'checkpoints').rmtree(missing_ok=True)
+    except OSError:  # a checkpoint folder that cannot be deleted does not fail a finished seed
+      pass
+  return json.loads(storage.path(summary_path).read_text())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
