@@ -22,7 +22,6 @@ import datetime
 import json
 import os
 import shlex
-import shutil
 import sys
 from typing import Sequence
 
@@ -84,15 +83,17 @@ def run_seed(config_path: str, args: str, seed: int, *, sets: Sequence[str] = ()
   folder evaluates it; checkpoints are not committed, see .gitignore), or none without
   `keep_checkpoint`.
   """
-  from superconv import metrics  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top
+  from superconv import metrics
+  from superconv import storage  # `root` may be an object store (gs://bucket/results)
+  # pylint: enable=g-import-not-at-top
   workdir = run_dir(root, config_path, args, seed, sets)
   summary_path = os.path.join(workdir, 'summary.json')
-  if os.path.exists(summary_path):
+  if storage.path(summary_path).exists():
     print(f'[experiments.run] {workdir}: summary.json exists, skipped.', flush=True)
-    with open(summary_path) as f:
-      return json.load(f)
+    return json.loads(storage.path(summary_path).read_text())
   config = build_config(config_path, args, seed, sets, data)
-  os.makedirs(workdir, exist_ok=True)
+  storage.makedirs(workdir)
   info = {
       'config_file': os.path.relpath(os.path.abspath(config_path), os.path.dirname(HERE)),
       'args': args, 'seed': seed, 'sets': list(sets), 'data': data,
@@ -118,26 +119,28 @@ def run_seed(config_path: str, args: str, seed: int, *, sets: Sequence[str] = ()
     metrics.write_json(summary_path, summary)
   if isinstance(summary, dict) and summary.get('preempted'):
     return summary  # keep the checkpoints: the same command resumes
-  if not os.path.exists(summary_path):  # a runner that returns but does not write one
+  if not storage.path(summary_path).exists():  # a runner that returns but does not write one
     metrics.write_json(summary_path, summary if isinstance(summary, dict) else {})
   # A diverged run's last good checkpoint is no trained model: not kept.
-  _prune_checkpoints(os.path.join(workdir, 'checkpoints'),
+  _prune_checkpoints(storage.path(workdir) / 'checkpoints',
                      keep_final=keep_checkpoint and not summary.get('diverged'))
-  with open(summary_path) as f:
-    return json.load(f)
+  return json.loads(storage.path(summary_path).read_text())
 
 
-def _prune_checkpoints(directory: str, *, keep_final: bool) -> None:
+def _prune_checkpoints(directory, *, keep_final: bool) -> None:
   """Deletes every checkpoint of a finished seed but its final one (all of them without
-  `keep_final`)."""
-  if not os.path.isdir(directory):
-    return
-  steps = sorted(int(n) for n in os.listdir(directory) if n.isdigit())
-  if not keep_final:
-    shutil.rmtree(directory, ignore_errors=True)
-    return
-  for step in steps[:-1]:
-    shutil.rmtree(os.path.join(directory, str(step)), ignore_errors=True)
+  `keep_final`). `directory`: an epath path (a disk or a bucket)."""
+  try:
+    if not directory.exists():
+      return
+    if not keep_final:
+      directory.rmtree(missing_ok=True)
+      return
+    steps = sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit())
+    for step in steps[:-1]:
+      (directory / str(step)).rmtree(missing_ok=True)
+  except OSError:  # a checkpoint folder that cannot be deleted does not fail a finished seed
+    pass
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -5,6 +5,11 @@ saving leaves no half-written step behind under its final name. A step folder ca
 afterwards (disk full, a copy cut short); `restore_latest` then falls back to the previous one, says
 so, and moves the unreadable step to `workdir/checkpoints_unreadable/` (kept for inspection; left in
 place, it would block the resumed run from saving that step again).
+
+The workdir may be an object store (`gs://bucket/run`): orbax takes the same `epath` path and
+writes the arrays through tensorstore's own GCS driver. GCS has no rename, so there orbax marks a
+complete step with a `commit_success.txt` file instead, which `all_steps()` checks; set-aside
+steps are copied object by object (`storage.move`).
 """
 
 from __future__ import annotations
@@ -13,7 +18,6 @@ import contextlib
 import gc
 import logging as pylogging
 import os
-import shutil
 import signal
 import sys
 import threading
@@ -25,6 +29,8 @@ from flax import traverse_util
 import jax
 import orbax.checkpoint as ocp
 
+from superconv import storage
+
 
 class CheckpointError(RuntimeError):
   """The workdir holds checkpoints, but none can be restored into this config."""
@@ -34,7 +40,9 @@ class Checkpointer:
   """Saves and restores the whole TrainState (it holds the step, the RNG and the metric sums)."""
 
   def __init__(self, workdir: str, *, keep: int = 3):
-    self.directory = os.path.abspath(os.path.join(workdir, 'checkpoints'))
+    directory = os.path.join(workdir, 'checkpoints')
+    self.directory = storage.path(
+        directory if storage.is_object_store(directory) else os.path.abspath(directory))
     self._manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(
@@ -110,11 +118,10 @@ class Checkpointer:
   def _set_aside(self, steps: list[int]) -> None:
     """Moves unreadable step folders out of the way, so the resumed run can save those steps."""
     if jax.process_index() == 0:
-      aside = os.path.join(os.path.dirname(self.directory), 'checkpoints_unreadable')
-      os.makedirs(aside, exist_ok=True)
+      aside = storage.makedirs(self.directory.parent / 'checkpoints_unreadable')
       for step in steps:
-        target = os.path.join(aside, f'{step}.{time.strftime("%Y%m%d-%H%M%S")}')
-        shutil.move(os.path.join(self.directory, str(step)), target)
+        target = aside / f'{step}.{time.strftime("%Y%m%d-%H%M%S")}'
+        storage.move(self.directory / str(step), target)
         logging.warning('Moved the unreadable checkpoint of step %d to %s.', step, target)
     if jax.process_count() > 1:
       from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top

@@ -23,6 +23,7 @@ import ml_collections
 from superconv import models
 from superconv.models import layers
 from superconv import optim
+from superconv import storage
 from superconv import summary_writers
 from superconv.data import sources
 
@@ -264,8 +265,7 @@ def apply_suggestion(config: ml_collections.ConfigDict) -> ml_collections.Config
   if not path:
     return config
   try:
-    with open(path) as f:
-      result = json.load(f)
+    result = json.loads(storage.path(path).read_text())  # a local path or gs://...
     s = result['suggestion']
     max_lr, clr_min, one_min = (float(s[k]) for k in ('max_lr', 'min_lr_clr', 'min_lr_1cycle'))
   except (OSError, KeyError, TypeError, ValueError) as e:

@@ -1,4 +1,7 @@
-"""Metric files in the workdir (metrics.jsonl, summary.json, config.json) and run provenance."""
+"""Metric files in the workdir (metrics.jsonl, summary.json, config.json) and run provenance.
+
+The workdir may be local or on an object store (`gs://bucket/run`): see `superconv.storage`.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +13,8 @@ import subprocess
 from typing import Any, Iterable
 
 import jax
+
+from superconv import storage
 
 
 def _clean(value: Any) -> Any:
@@ -30,24 +35,33 @@ class MetricWriter:
 
   On resume, rows past the restored step are dropped first, so an interrupted and resumed run
   ends with exactly the rows of an uninterrupted one; `rows` holds the rows kept (process 0).
+  On an object store, which cannot append, the whole object is rewritten instead
+  (`storage.AppendFile`: at most every few seconds, and at `flush()` and `close()`).
   """
 
   def __init__(self, path: str, *, resume_step: int | None = None):
     self.path = path
     self.active = jax.process_index() == 0
     self.rows: list[dict] = []
+    self._file = None
     if not self.active:
       return
-    rows = list(read_jsonl(path)) if os.path.exists(path) else []
+    rows = list(read_jsonl(path)) if storage.path(path).exists() else []
     self.rows = [r for r in rows if resume_step is not None and r.get('step', 0) <= resume_step]
-    with open(path, 'w') as f:
-      for r in self.rows:
-        f.write(json.dumps(r) + '\n')
+    kept = ''.join(json.dumps(r) + '\n' for r in self.rows)
+    self._file = storage.AppendFile(path, kept.encode())
 
   def write(self, row: dict) -> None:
-    if self.active:
-      with open(self.path, 'a') as f:
-        f.write(json.dumps(_clean(row)) + '\n')
+    if self._file is not None:
+      self._file.append((json.dumps(_clean(row)) + '\n').encode())
+
+  def flush(self) -> None:
+    """Makes every row written so far durable (a no-op on a disk: each row already is)."""
+    if self._file is not None:
+      self._file.flush()
+
+  def close(self) -> None:
+    self.flush()
 
 
 def open_writers(config, workdir: str, *, resume_step: int | None = None):
@@ -60,21 +74,17 @@ def open_writers(config, workdir: str, *, resume_step: int | None = None):
 
 
 def read_jsonl(path: str) -> Iterable[dict]:
-  with open(path) as f:
-    for line in f:
-      if line.strip():
-        yield json.loads(line)
+  for line in storage.path(path).read_text().split('\n'):
+    if line.strip():
+      yield json.loads(line)
 
 
 def write_json(path: str, obj: Any) -> None:
-  """Writes atomically (temp file + rename), so a crash never leaves half a summary."""
+  """Writes atomically (a disk: temp file + rename; an object store: one object write), so a
+  crash never leaves half a summary."""
   if jax.process_index() != 0:
     return
-  tmp = path + '.tmp'
-  with open(tmp, 'w') as f:
-    json.dump(_clean(obj), f, indent=2, sort_keys=True)
-    f.write('\n')
-  os.replace(tmp, path)
+  storage.write_atomic(path, json.dumps(_clean(obj), indent=2, sort_keys=True) + '\n')
 
 
 def git_commit() -> str:

@@ -14,7 +14,10 @@ TensorBoard (on by default, `config.logging.tensorboard = True`)
       tensorboard --logdir ROOT                     # every workdir below ROOT, one run each
 
   Only process 0 writes. Each row is flushed as it is written, so a crash loses at most the row
-  being written. Every start and every resume opens a new event file (a run that was resumed
+  being written. On an object store (`--workdir=gs://...`), which cannot append, the event file is
+  rewritten whole every few seconds and at each checkpoint and at the end, as metrics.jsonl is
+  (`superconv.storage.AppendFile`); `tensorboard --logdir gs://...` reads it when gcsfs (or
+  TensorFlow) is installed beside TensorBoard. Every start and every resume opens a new event file (a run that was resumed
   twice has three). The first record of each file marks a restart from the restored update, and
   TensorBoard then drops the points that the interrupted run logged after that update, which are
   the rows `metrics.jsonl` drops too. So a resumed run shows one unbroken curve, the same as a run
@@ -31,7 +34,8 @@ Weights & Biases (optional: `pip install "superconv[wandb]"`)
   Each row is logged at `step` = the optimizer update, and the whole config becomes the run's
   config. The run id is kept in `WORKDIR/wandb_run_id`, so running the same command again after a
   preemption continues the same W&B run (`resume='allow'`). W&B's own files go to `WORKDIR/wandb/`,
-  or to `$WANDB_DIR` if that is set. W&B accepts only increasing steps. A resumed run therefore
+  or to `$WANDB_DIR` if that is set; W&B writes only to a local disk, so with a `gs://` workdir
+  they go to `$WANDB_DIR` or W&B's default (`./wandb`). W&B accepts only increasing steps. A resumed run therefore
   skips the rows the W&B run already holds; superconv's resume is bit-identical, so those rows
   carry the same numbers the replay would log, apart from timing. Offline (no network, e.g. on a
   compute node): set `mode='offline'` or `WANDB_MODE=offline`, then upload from a machine that can
@@ -58,6 +62,7 @@ from typing import Any
 import jax
 
 from superconv import metrics
+from superconv import storage
 
 TENSORBOARD_DIR = 'tensorboard'      # below the workdir: TensorBoard walks a logdir recursively,
                                      # and this keeps it off the checkpoint tree
@@ -211,7 +216,8 @@ def _event_file_name(logdir: str) -> str:
   later than any file already there: TensorBoard reads a folder's files in name order, and a
   restart's purge record only works if it comes after the rows it purges."""
   now = int(time.time())
-  for name in os.listdir(logdir):
+  folder = storage.path(logdir)
+  for name in (p.name for p in folder.iterdir()) if folder.exists() else ():
     m = re.match(r'events\.out\.tfevents\.(\d+)\.', name)
     if m:
       now = max(now, int(m.group(1)) + 1)
@@ -232,14 +238,14 @@ class TensorBoardWriter:
     self._file = None
     if jax.process_index() != 0:
       return
-    os.makedirs(logdir, exist_ok=True)
+    storage.makedirs(logdir)
     self.path = os.path.join(logdir, _event_file_name(logdir))
-    self._file = open(self.path, 'wb')  # pylint: disable=consider-using-with
     now = time.time()
     first_kept = 0 if resume_step is None else int(resume_step) + 1
-    self._file.write(_tfrecord(_event(first_kept, now, file_version='brain.Event:2')))
-    self._file.write(_tfrecord(_event(first_kept, now, session_start=True)))
-    self._file.flush()
+    # Appended to on a disk, rewritten whole on an object store (which cannot append).
+    self._file = storage.AppendFile(
+        self.path, _tfrecord(_event(first_kept, now, file_version='brain.Event:2')) +
+        _tfrecord(_event(first_kept, now, session_start=True)))
 
   def write(self, row: dict) -> None:
     if self._file is None:
@@ -247,8 +253,12 @@ class TensorBoardWriter:
     values = _numeric_scalars(row)
     if not values:
       return
-    self._file.write(_tfrecord(_event(int(row['step']), time.time(), values=values)))
-    self._file.flush()   # a crash then loses at most the row being written
+    # On a disk a crash then loses at most the row being written.
+    self._file.append(_tfrecord(_event(int(row['step']), time.time(), values=values)))
+
+  def flush(self) -> None:
+    if self._file is not None:
+      self._file.flush()
 
   def close(self) -> None:
     if self._file is not None:
@@ -261,16 +271,12 @@ class TensorBoardWriter:
 
 def _run_id(path: str) -> str:
   """The W&B run id kept in `path`, made and saved (atomically) on the first start."""
-  if os.path.exists(path):
-    with open(path) as f:
-      run_id = f.read().strip()
+  if storage.path(path).exists():
+    run_id = storage.path(path).read_text().strip()
     if run_id:
       return run_id
   run_id = secrets.token_hex(4)   # W&B ids: short, lowercase letters and digits
-  tmp = path + '.tmp'
-  with open(tmp, 'w') as f:
-    f.write(run_id + '\n')
-  os.replace(tmp, path)
+  storage.write_atomic(path, run_id + '\n')
   return run_id
 
 
@@ -292,7 +298,9 @@ class WandbWriter:
         project=str(options['project']), entity=str(options['entity']) or None,
         name=str(options['name']) or None, mode=str(options['mode']),
         id=self.run_id, resume='allow', config=config_dict,
-        dir=os.environ.get('WANDB_DIR') or workdir)
+        # W&B writes with plain file I/O: an object-store workdir cannot hold its files.
+        dir=os.environ.get('WANDB_DIR') or (
+            None if storage.is_object_store(workdir) else workdir))
     # W&B drops (with a warning per call) any step below the run's current one. On a resume the
     # run already holds the rows up to where it was interrupted; skip those quietly.
     self._next_step = int(getattr(self.run, 'step', 0) or 0)
@@ -332,6 +340,15 @@ class RunWriters:
   def write(self, row: dict) -> None:
     for writer in self.writers:   # metrics.jsonl first: it is the record if a dashboard fails
       writer.write(row)
+
+  def flush(self) -> None:
+    """Makes every row written so far durable: a no-op on a disk, a rewrite of each file on an
+    object store. The train loop calls it before each checkpoint, so a resume never lacks a row
+    up to the restored update."""
+    for writer in self.writers:
+      flush = getattr(writer, 'flush', None)
+      if flush is not None:
+        flush()
 
   def close(self) -> None:
     for writer in self.writers:

@@ -25,6 +25,7 @@ from superconv import metrics as metrics_lib
 from superconv import optim
 from superconv import sharding
 from superconv import step as step_lib
+from superconv import storage
 from superconv.data import sources
 
 
@@ -48,7 +49,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, devices=
   the mesh (default: every device of every process).
   """
   t_start = time.perf_counter()
-  os.makedirs(workdir, exist_ok=True)
+  storage.makedirs(workdir)  # a local folder or an object store (gs://...): superconv.storage
   is_main = jax.process_index() == 0
   metrics_lib.write_json(os.path.join(workdir, 'config.json'), config.to_dict())
 
@@ -157,6 +158,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, devices=
         preempted = flag.signal_name
       if boundary(config.checkpoint_every_steps) or last or preempted:
         stop_if_diverged(jax.device_get(state.sums))  # never checkpoint a diverged state
+        writer.flush()  # on an object store: the rows up to this checkpoint, before it exists
         checkpointer.save(step, state)
       if preempted:
         break

@@ -89,7 +89,8 @@ def test_nothing_below_the_programs_imports_them_or_the_entry_points():
         assert not _touches(imports, program), (module, program)
 
 
-@pytest.mark.parametrize('package', ['superconv.data', 'superconv.models', 'superconv.schedules'])
+@pytest.mark.parametrize('package', ['superconv.data', 'superconv.models', 'superconv.schedules',
+                                     'superconv.storage'])
 def test_lower_floors_import_only_their_own_package(package):
   for module, imports in GRAPH.items():
     if module == package or module.startswith(package + '.'):

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import os
 
 import jax
 import numpy as np
 
 from superconv import metrics as metrics_lib
+from superconv import storage
 from superconv.lr_range.reading import smooth_accuracy
 
 RESULT_FILE = 'lr_range.json'
@@ -119,10 +121,11 @@ class RangeTestResult:
     """Writes the files of a training run (metrics.jsonl, summary.json) and the sweep's own:
     lr_range.json (everything measured, with provenance) and lr_range.png. Returns the json
     path. Only process 0 writes."""
-    os.makedirs(workdir, exist_ok=True)
+    storage.makedirs(workdir)
     writer = metrics_lib.MetricWriter(os.path.join(workdir, 'metrics.jsonl'))  # starts it empty
     for row in self.rows():
       writer.write(row)
+    writer.close()  # on an object store: the rows as one object write
     metrics_lib.write_json(os.path.join(workdir, 'summary.json'), self.summary_dict())
     path = os.path.join(workdir, RESULT_FILE)
     metrics_lib.write_json(path, {**self.to_dict(), 'provenance': metrics_lib.provenance()})
@@ -178,7 +181,10 @@ class RangeTestResult:
     ax_loss.set_xlabel('learning rate')
     ax_acc.legend(fontsize=7)
     ax_loss.legend(fontsize=7)
-    fig.savefig(path, dpi=120)
+    # Rendered to bytes, then written through epath: `path` may be on an object store.
+    buf = io.BytesIO()
+    fig.savefig(buf, format=os.path.splitext(os.fspath(path))[1][1:] or 'png', dpi=120)
+    storage.write_atomic(path, buf.getvalue())
 
 
 def combine(results: list[RangeTestResult]) -> RangeTestResult:

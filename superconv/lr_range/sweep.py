@@ -30,6 +30,7 @@ from superconv import optim
 from superconv import schedules
 from superconv import sharding
 from superconv import step as step_lib
+from superconv import storage
 from superconv.data import sources
 from superconv.lr_range.reading import _LossWatch, suggest, suggest_from_loss, suggest_from_valley
 from superconv.lr_range.result import RangeTestResult
@@ -139,7 +140,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> RangeTestResult:
   (`RangeTestResult.save`) and prints the one-line summary. No checkpoints: a sweep is short,
   rerun it.
   """
-  os.makedirs(workdir, exist_ok=True)
+  storage.makedirs(workdir)  # a local folder or an object store (gs://...)
   metrics_lib.write_json(os.path.join(workdir, 'config.json'), config.to_dict())
   r = config.lr_range
   mesh = sharding.make_mesh()
