@@ -175,7 +175,8 @@ class RangeTestResult:
     if self.settings.get('mode') == 'exp':
       ax_loss.set_xscale('log')
     flat = ' (flat: accuracy never fell)' if s['flat'] else ''
-    ax_acc.set_title(f"LR range test {self.settings.get('model', '')}{flat}")
+    repeats = f", median of {self.spread['repeats']} sweeps" if self.spread else ''
+    ax_acc.set_title(f"LR range test {self.settings.get('model', '')}{flat}{repeats}")
     ax_acc.set_ylabel(f'{split} accuracy')
     ax_loss.set_ylabel('loss')
     ax_loss.set_xlabel('learning rate')
