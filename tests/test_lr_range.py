@@ -165,7 +165,8 @@ def _assert_unchanged(tree, snapshot):
 def test_range_test_leaves_caller_state_untouched(monkeypatch):
   made = []
   make_train_fn = step_lib.make_train_fn
-  monkeypatch.setattr(step_lib, 'make_train_fn', lambda *a: made.append(make_train_fn(*a)) or made[-1])
+  monkeypatch.setattr(step_lib, 'make_train_fn',  # keywords too: the sweep asks for packed=True
+                      lambda *a, **kw: made.append(make_train_fn(*a, **kw)) or made[-1])
   model = _TinyNet()
   images, labels = _problem()
   key = jax.random.PRNGKey(42)

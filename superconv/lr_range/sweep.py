@@ -37,7 +37,7 @@ from superconv.lr_range.result import RangeTestResult
 from superconv.lr_range.result import combine
 
 
-def _sweep(state: step_lib.TrainState, train_fn, pop_loss, feed, evaluator,
+def _sweep(state: step_lib.TrainState | step_lib.PackedState, train_fn, pop_loss, feed, evaluator,
            lr_fn: Callable, *, num_steps: int, eval_every: int, smoothing: float,
            diverge_factor: float, settings: dict, suggest_kw: dict,
            progress: bool) -> RangeTestResult:
@@ -45,7 +45,9 @@ def _sweep(state: step_lib.TrainState, train_fn, pop_loss, feed, evaluator,
 
   `feed` yields each update's input (`inputs.MemoryFeed` / `inputs.StreamFeed`); `evaluator`
   maps a state to {'eval_accuracy', 'eval_loss', ...}. Both entry points (`run`, `range_test`)
-  come here, with the settings of `_settings`.
+  come here, with the settings of `_settings`. `state` is in the form `train_fn` takes: both
+  entry points pass a `PackedState` and the packed step (a cheaper dispatch per update);
+  evaluations and the LR check read its pytree form.
   """
   t0 = time.perf_counter()
   bar = None
@@ -57,7 +59,7 @@ def _sweep(state: step_lib.TrainState, train_fn, pop_loss, feed, evaluator,
   losses, smoothed, pending, evals = [], [], [], []
 
   def evaluate(step):
-    r = evaluator(state)
+    r = evaluator(step_lib.as_state(state))
     evals.append((step, lrs[step], r['eval_accuracy'], r['eval_loss']))
 
   evaluate(0)
@@ -83,7 +85,8 @@ def _sweep(state: step_lib.TrainState, train_fn, pop_loss, feed, evaluator,
     if len(evals) == 1:
       # The LR the optimizer actually used must be the sweep's: an optimizer whose own schedule
       # overrides the injected value would make the whole test meaningless.
-      used = float(jax.device_get(optim.current_hyperparams(state.opt_state)['learning_rate']))
+      used = float(jax.device_get(optim.current_hyperparams(
+          step_lib.as_state(state).opt_state)['learning_rate']))
       if not math.isclose(used, lrs[step - 1], rel_tol=1e-4, abs_tol=1e-7):
         raise ValueError(f'the optimizer used LR {used:.6g} at update {step - 1} where the sweep '
                          f'set {lrs[step - 1]:.6g}: build it with a numeric learning_rate '
@@ -152,7 +155,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> RangeTestResult:
   lr_fn, _ = optim.build_schedules(config)
   spec = step_lib.StepSpec.from_config(config)
   feed, evaluator = inputs.feed(mesh), inputs.evaluator(model, mesh, spec)
-  train_fn = step_lib.make_train_fn(model, tx, mesh, spec, 1)
+  train_fn = step_lib.make_train_fn(model, tx, mesh, spec, 1, packed=True)
   pop_loss = step_lib.make_pop_loss(mesh)
   logging.info('LR range test: %s, LR %g -> %g (%s) over %d updates, batch %d, %d devices, '
                '%d repeat(s), read on the %s split.', config.model.name, r.min_lr, r.max_lr,
@@ -174,7 +177,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> RangeTestResult:
       if i:  # same initial weights, another data order (and augmentation, dropout)
         state = state.replace(key=jax.random.fold_in(state.key, i))
       results.append(_sweep(
-          state, train_fn, pop_loss, feed, evaluator, lr_fn, num_steps=int(r.num_steps),
+          step_lib.pack(state), train_fn, pop_loss, feed, evaluator, lr_fn, num_steps=int(r.num_steps),
           eval_every=int(r.eval_every_steps), smoothing=float(r.smoothing),
           diverge_factor=float(r.diverge_factor), settings={**settings, 'repeat': i},
           suggest_kw=_suggest_kw(r.min_lr_div_clr, r.min_lr_div_1cycle),
@@ -422,7 +425,7 @@ def range_test(model, optimizer: optax.GradientTransformation | Callable[[Any], 
                        eval_every=eval_every, smoothing=smoothing, diverge_factor=diverge_factor,
                        batch_size=batch_size, model=adapter.name, preset=preset,
                        repeats=int(repeats))
-  train_fn = step_lib.make_train_fn(adapter, tx, mesh, spec, 1)
+  train_fn = step_lib.make_train_fn(adapter, tx, mesh, spec, 1, packed=True)
   pop_loss = step_lib.make_pop_loss(mesh)
   results = []
   for i in range(int(repeats)):
@@ -430,7 +433,7 @@ def range_test(model, optimizer: optax.GradientTransformation | Callable[[Any], 
     run_state = jax.jit(lambda t: jax.tree.map(jnp.copy, t), out_shardings=replicated)(state)
     if i:
       run_state = run_state.replace(key=jax.random.fold_in(run_state.key, i))
-    result = _sweep(run_state, train_fn, pop_loss, itertools.repeat(data), evaluator, lr_fn,
+    result = _sweep(step_lib.pack(run_state), train_fn, pop_loss, itertools.repeat(data), evaluator, lr_fn,
                     num_steps=int(num_steps), eval_every=eval_every, smoothing=smoothing,
                     diverge_factor=diverge_factor, settings={**settings, 'repeat': i},
                     suggest_kw={**_suggest_kw(min_lr_div_clr, min_lr_div_1cycle),
