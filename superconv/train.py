@@ -76,14 +76,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, devices=
 
   feed, evaluator = inputs.feed(mesh, start_step, k), inputs.evaluator(model, mesh, spec)
   t = time.perf_counter()
-  # Between boundaries the loop holds the state packed (a few flat buffers: the dispatch cost of
-  # a call grows with the number of arrays passed, 568 for ResNet-56); it is unpacked only where
-  # the pytree is read (evaluation, checkpoint), and log rows read a few scalars from it.
-  packed, state = step_lib.pack(state), None  # state: the pytree form, made when first needed
-  train_fn = step_lib.make_train_fn(model, tx, mesh, spec, k, packed=True).lower(
+  # Between boundaries the loop holds the state packed on accelerators (a few flat buffers: the
+  # dispatch cost of a call grows with the number of arrays passed, 568 for ResNet-56); it is
+  # unpacked only where the pytree is read (evaluation, checkpoint), and log rows read a few
+  # scalars from it. On the CPU `packed` is the pytree itself (`step.packs_by_default`).
+  use_packed = step_lib.packs_by_default()
+  packed, state = step_lib.hold(state, use_packed), None  # state: the pytree, made when needed
+  train_fn = step_lib.make_train_fn(model, tx, mesh, spec, k, packed=use_packed).lower(
       packed, feed.example()).compile()
   compile_seconds = time.perf_counter() - t
-  evaluator.compile(step_lib.unpack(packed))
+  evaluator.compile(step_lib.as_state(packed))
   compile_seconds += evaluator.compile_seconds
   logging.info('Compiled in %.1f s.', compile_seconds)
 
@@ -117,7 +119,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, devices=
   def unpacked():
     nonlocal state
     if state is None:
-      state = step_lib.unpack(packed)
+      state = step_lib.as_state(packed)
     return state
 
   # Closing the feed stops its reader threads however the loop ends.

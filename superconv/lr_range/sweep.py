@@ -45,9 +45,8 @@ def _sweep(state: step_lib.TrainState | step_lib.PackedState, train_fn, pop_loss
 
   `feed` yields each update's input (`inputs.MemoryFeed` / `inputs.StreamFeed`); `evaluator`
   maps a state to {'eval_accuracy', 'eval_loss', ...}. Both entry points (`run`, `range_test`)
-  come here, with the settings of `_settings`. `state` is in the form `train_fn` takes: both
-  entry points pass a `PackedState` and the packed step (a cheaper dispatch per update);
-  evaluations and the LR check read its pytree form.
+  come here, with the settings of `_settings`. `state` is in the form `train_fn` takes (packed
+  on accelerators, `step.packs_by_default`); evaluations and the LR check read its pytree form.
   """
   t0 = time.perf_counter()
   bar = None
@@ -155,7 +154,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> RangeTestResult:
   lr_fn, _ = optim.build_schedules(config)
   spec = step_lib.StepSpec.from_config(config)
   feed, evaluator = inputs.feed(mesh), inputs.evaluator(model, mesh, spec)
-  train_fn = step_lib.make_train_fn(model, tx, mesh, spec, 1, packed=True)
+  use_packed = step_lib.packs_by_default()
+  train_fn = step_lib.make_train_fn(model, tx, mesh, spec, 1, packed=use_packed)
   pop_loss = step_lib.make_pop_loss(mesh)
   logging.info('LR range test: %s, LR %g -> %g (%s) over %d updates, batch %d, %d devices, '
                '%d repeat(s), read on the %s split.', config.model.name, r.min_lr, r.max_lr,
@@ -177,9 +177,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> RangeTestResult:
       if i:  # same initial weights, another data order (and augmentation, dropout)
         state = state.replace(key=jax.random.fold_in(state.key, i))
       results.append(_sweep(
-          step_lib.pack(state), train_fn, pop_loss, feed, evaluator, lr_fn, num_steps=int(r.num_steps),
-          eval_every=int(r.eval_every_steps), smoothing=float(r.smoothing),
-          diverge_factor=float(r.diverge_factor), settings={**settings, 'repeat': i},
+          step_lib.hold(state, use_packed), train_fn, pop_loss, feed, evaluator, lr_fn,
+          num_steps=int(r.num_steps), eval_every=int(r.eval_every_steps),
+          smoothing=float(r.smoothing), diverge_factor=float(r.diverge_factor),
+          settings={**settings, 'repeat': i},
           suggest_kw=_suggest_kw(r.min_lr_div_clr, r.min_lr_div_1cycle),
           progress=jax.process_index() == 0 and config.progress_bar))
   result = combine(results)
@@ -425,7 +426,8 @@ def range_test(model, optimizer: optax.GradientTransformation | Callable[[Any], 
                        eval_every=eval_every, smoothing=smoothing, diverge_factor=diverge_factor,
                        batch_size=batch_size, model=adapter.name, preset=preset,
                        repeats=int(repeats))
-  train_fn = step_lib.make_train_fn(adapter, tx, mesh, spec, 1, packed=True)
+  use_packed = step_lib.packs_by_default()
+  train_fn = step_lib.make_train_fn(adapter, tx, mesh, spec, 1, packed=use_packed)
   pop_loss = step_lib.make_pop_loss(mesh)
   results = []
   for i in range(int(repeats)):
@@ -433,7 +435,8 @@ def range_test(model, optimizer: optax.GradientTransformation | Callable[[Any], 
     run_state = jax.jit(lambda t: jax.tree.map(jnp.copy, t), out_shardings=replicated)(state)
     if i:
       run_state = run_state.replace(key=jax.random.fold_in(run_state.key, i))
-    result = _sweep(step_lib.pack(run_state), train_fn, pop_loss, itertools.repeat(data), evaluator, lr_fn,
+    result = _sweep(step_lib.hold(run_state, use_packed), train_fn, pop_loss,
+                    itertools.repeat(data), evaluator, lr_fn,
                     num_steps=int(num_steps), eval_every=eval_every, smoothing=smoothing,
                     diverge_factor=diverge_factor, settings={**settings, 'repeat': i},
                     suggest_kw={**_suggest_kw(min_lr_div_clr, min_lr_div_1cycle),
