@@ -1,0 +1,86 @@
+r"""The README's CPU performance tables, regenerated from the committed benchmark results.
+
+  python -m benchmarks.readme README.md
+
+Each table sits between `<!-- perf-NAME:start -->` and `<!-- perf-NAME:end -->` and comes from one
+file of `benchmarks/results/` (the command that made it is in the file):
+
+  perf-convs      convs_cpu.json       python -m benchmarks.throughput --convs
+  perf-breakdown  breakdown_cpu.json   python -m benchmarks.convs --breakdown
+  perf-scan       scan_unroll_cpu.json python -m benchmarks.convs --scan
+  perf-dispatch   dispatch_cpu.json    python -m benchmarks.throughput --dispatch resnet56,resnet20 ...
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results')
+
+
+def _load(name: str) -> dict:
+  with open(os.path.join(RESULTS, name)) as f:
+    return json.load(f)
+
+
+def _source(d: dict, name: str) -> str:
+  load = d.get('uptime_before', '').split('load average:')[-1].strip()
+  return (f"\n`benchmarks/results/{name}`, `{d['command'].strip()}`, on {d['hardware']['cpu']} "
+          f"({d['hardware']['cores']} cores), load average {load} before.\n")
+
+
+def dispatch_table(d: dict) -> str:
+  """Host cost of one dispatch, pytree (before) against packed (after), per model."""
+  rows = ['| | ' + ' | '.join(f"{r['model']} ({r['state_arrays']} arrays -> "
+                                 f"{r['packed_buffers']})" for r in d['dispatch']) + ' |',
+          '|---|' + '---|' * len(d['dispatch'])]
+  cells = (('jitted identity, per call (ms)', 'identity_ms', '{:.3g}'),
+           ('jitted `step + 1`, per call (ms)', 'touch_ms', '{:.3g}'),
+           ('real step, return of the call, fastest (ms)', 'step_issue_min_ms', '{:.3g}'),
+           ('real step, return of the call, median (ms)', 'step_issue_ms', '{:.3g}'),
+           ('the update itself (ms)', 'update_ms', '{:.0f}'),
+           ('compile (s)', 'compile_s', '{:.1f}'))
+  for label, key, fmt in cells:
+    rows.append(f'| {label} | ' + ' | '.join(
+        f"{fmt.format(r['pytree'][key])} -> {fmt.format(r['packed'][key])}"
+        for r in d['dispatch']) + ' |')
+  return '\n'.join(rows) + '\n'
+
+
+def blocks() -> dict[str, str]:
+  convs, breakdown = _load('convs_cpu.json'), _load('breakdown_cpu.json')
+  scan, dispatch = _load('scan_unroll_cpu.json'), _load('dispatch_cpu.json')
+  return {
+      'perf-convs': convs['table'].rstrip('\n') + '\n' + _source(convs, 'convs_cpu.json'),
+      'perf-breakdown': breakdown['table'].rstrip('\n') + '\n' +
+                        _source(breakdown, 'breakdown_cpu.json'),
+      'perf-scan': scan['table'].rstrip('\n') + '\n' + _source(scan, 'scan_unroll_cpu.json'),
+      'perf-dispatch': dispatch_table(dispatch) + _source(dispatch, 'dispatch_cpu.json'),
+  }
+
+
+def replace_blocks(text: str, new: dict[str, str]) -> str:
+  for name, body in new.items():
+    start, end = f'<!-- {name}:start -->', f'<!-- {name}:end -->'
+    if start not in text or end not in text:
+      raise SystemExit(f'no {start} ... {end} block')
+    before, rest = text.split(start, 1)
+    _, after = rest.split(end, 1)
+    text = f'{before}{start}\n{body}{end}{after}'
+  return text
+
+
+def main(argv=None) -> int:
+  argv = sys.argv[1:] if argv is None else argv
+  path = argv[0] if argv else 'README.md'
+  with open(path) as f:
+    text = f.read()
+  with open(path, 'w') as f:
+    f.write(replace_blocks(text, blocks()))
+  return 0
+
+
+if __name__ == '__main__':
+  raise SystemExit(main())
