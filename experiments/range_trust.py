@@ -135,12 +135,22 @@ def plot(r: dict, path: str) -> None:
   FigureCanvasAgg(fig)
   ax = fig.subplots()
   peaks = sorted(r['grid'], key=float)
-  for p in peaks:
+  ok = [p for p in peaks if not r['grid'][p]['diverged']]
+  finite = [100 * v for p in ok for v in r['grid'][p]['values']]
+  if r.get('suggested'):
+    finite += [100 * v for v in r['suggested']['values']]
+  floor = min(finite) - 2 if finite else 0
+  for p in ok:
     vals = r['grid'][p]['values']
     ax.plot([float(p)] * len(vals), [100 * v for v in vals], 'o', color='C0', alpha=0.7)
-  if peaks:
-    ax.plot([float(p) for p in peaks], [100 * r['grid'][p]['mean'] for p in peaks], '-',
+  if ok:
+    ax.plot([float(p) for p in ok], [100 * r['grid'][p]['mean'] for p in ok], '-',
             color='C0', label='grid (mean of seeds)')
+  gone = [p for p in peaks if r['grid'][p]['diverged']]
+  if gone:  # drawn on the floor of the axis: a diverged run has no accuracy to speak of
+    ax.plot([float(p) for p in gone], [floor + 0.3] * len(gone), 'x', ms=10, color='k',
+            label='diverged')
+  ax.set_ylim(bottom=floor)
   if r.get('suggested') and r.get('sweep'):
     x = r['sweep']['max_lr']
     ax.plot([x] * r['suggested']['n'], [100 * v for v in r['suggested']['values']], '*',
@@ -149,6 +159,8 @@ def plot(r: dict, path: str) -> None:
     ax.axvspan(sp['max_lr_min'], sp['max_lr_max'], color='C3', alpha=0.1,
                label='spread of the reliable readings')
   ax.set_xscale('log')
+  ax.set_xticks([float(p) for p in peaks], labels=peaks)
+  ax.minorticks_off()
   ax.set_xlabel('peak LR of the 1cycle (base = peak / 10)')
   ax.set_ylabel('final test accuracy (%)')
   ax.set_title('LeNet / Fashion-MNIST, 4 epochs: the range test against a grid')
