@@ -197,13 +197,15 @@ def ours(group: collect.Group) -> str:
   """Final test accuracy, mean ± sample std over the finished seeds (range tests: the final
   value is at the top LR, plus the mean peak)."""
   mean, std, n = group.stat(lambda r: r.final_accuracy())
+  diverged = sum(bool((r.summary or {}).get('diverged')) for r in group.finished)
+  if n == 0 and diverged:
+    return f'diverged ({diverged} of {len(group.runs)})'
   if n == 0:
     return f'running (0/{len(group.runs)} done)'
   text = f'{_pct(mean)} ± {_pct(std)} (n={n})'
   if group.config.get('mode') == 'lr_range':
     peak, _, _ = group.stat(lambda r: r.best_accuracy())
     text = f'{_pct(mean)} at top LR, peak {_pct(peak)} (n={n})'
-  diverged = sum(bool((r.summary or {}).get('diverged')) for r in group.finished)
   if diverged:
     text += f', {diverged} diverged'
   return text

@@ -336,3 +336,10 @@ def test_superconvergence_report_pairs_ratio_and_twin_spread(tmp_path):
   assert set(report['figures']) == {'lenet', 'resnet20_2500', 'twin'}
   for path in report['figures'].values():
     assert os.path.exists(os.path.join(superconvergence.REPO, path))
+
+
+def test_a_group_whose_seeds_all_diverged_says_so():
+  runs = [collect.Run('', 'x', 'g', '', s, {}, [], {'diverged': True}, []) for s in (0, 1)]
+  assert make_tables.ours(collect.Group('x', 'g', runs)) == 'diverged (2 of 2)'
+  unfinished = [collect.Run('', 'x', 'g', '', 0, {}, [], None, [])]
+  assert make_tables.ours(collect.Group('x', 'g', unfinished)) == 'running (0/1 done)'
