@@ -23,10 +23,9 @@ import ml_collections
 import numpy as np
 from PIL import Image
 
-from superconv import sharding
 from superconv import inputs as inputs_lib
 from superconv import metrics as metrics_lib
-from superconv import train
+from superconv import sharding
 from superconv.data import streaming
 
 

@@ -31,11 +31,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from superconv import step as step_lib
-from superconv import sharding
 from superconv import metrics as metrics_lib
 from superconv import models
-from superconv import train
+from superconv import sharding
+from superconv import step as step_lib
 
 # Dense peak FLOP/s by device kind and compute dtype (vendor datasheets; fp32 without TF32).
 PEAK_FLOPS = {
@@ -118,20 +117,8 @@ def bench_jax(model_name, batch, steps, steps_per_dispatch, dtype, num_classes=1
   `packed`: the packed-state step (`step.pack`, as the training loop runs it). `profile_dir`:
   after the timing, a `jax.profiler` trace of one dispatch there, and its kernel breakdown.
   """
-  mesh = sharding.make_mesh()
-  model = models.create_model(model_name, num_classes=num_classes, dtype=dtype)
-  tx = optax.inject_hyperparams(optax.sgd)(learning_rate=0.1, momentum=0.9)
-  tx = optax.chain(optax.add_decayed_weights(1e-4), tx)
-  shape = _image_shape(model_name)
-  rng = np.random.default_rng(0)
-  n = batch * 4
-  data = sharding.replicate({
-      'images': rng.integers(0, 256, size=(n, *shape), dtype=np.uint8),
-      'labels': rng.integers(0, num_classes, size=(n,)).astype(np.int32),
-      'mean': np.full(shape, 127.0, np.float32)}, mesh)
-  spec = step_lib.StepSpec(batch_size=batch, mirror=True, crop_padding=0, scale=1 / 64,
-                         dtype=jnp.dtype(dtype))
-  state = step_lib.create_train_state(model, tx, jax.random.PRNGKey(0), shape, mesh)
+  model, tx, state, data, spec, mesh = _bench_setup(model_name, batch, dtype, num_classes,
+                                                    min_examples=0)
   t = time.perf_counter()
   cost_state = state
   if packed:
@@ -191,16 +178,18 @@ def bench_jax(model_name, batch, steps, steps_per_dispatch, dtype, num_classes=1
   }
 
 
-def _bench_setup(model_name, batch, dtype='float32', num_classes=10, devices=None, lr=0.1):
+def _bench_setup(model_name, batch, dtype='float32', num_classes=10, devices=None, lr=0.1,
+                 min_examples=64):
   """Model, optimizer (SGD + momentum + weight decay, injected LR), state, data, spec and mesh
-  as the training run builds them, on random data held on the device."""
+  as the training run builds them, on 4 batches (at least `min_examples`) of random data held
+  on the device."""
   mesh = sharding.make_mesh(devices)
   model = models.create_model(model_name, num_classes=num_classes, dtype=dtype)
   tx = optax.inject_hyperparams(optax.sgd)(learning_rate=lr, momentum=0.9)
   tx = optax.chain(optax.add_decayed_weights(1e-4), tx)
   shape = _image_shape(model_name)
   rng = np.random.default_rng(0)
-  n = max(batch * 4, 64)
+  n = max(batch * 4, min_examples)
   data = sharding.replicate({
       'images': rng.integers(0, 256, size=(n, *shape), dtype=np.uint8),
       'labels': rng.integers(0, num_classes, size=(n,)).astype(np.int32),

@@ -16,11 +16,10 @@ from __future__ import annotations
 import argparse
 import glob
 import json
-import math
 import os
 from typing import Sequence
 
-import numpy as np
+from experiments.superconvergence import seed_stats
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(REPO, 'experiments', 'results')
@@ -47,12 +46,6 @@ def _accuracy(summary: dict) -> float:
   return float(summary['final_eval_accuracy'])
 
 
-def _stats(values: Sequence[float]) -> dict:
-  v = [float(x) for x in values]
-  return {'n': len(v), 'mean': float(np.mean(v)) if v else None,
-          'std': float(np.std(v, ddof=1)) if len(v) > 1 else 0.0, 'values': v}
-
-
 def report(root: str = RESULTS) -> dict:
   sweep, suggested, grid = None, [], {}
   for sets, summary, run_dir in _runs(root):
@@ -75,10 +68,10 @@ def report(root: str = RESULTS) -> dict:
                     'sweep_lr': [sweep['settings']['min_lr'], sweep['settings']['max_lr']],
                     'wall_seconds': sweep['wall_seconds']}
   for peak, summaries in sorted(grid.items()):
-    out['grid'][f'{peak:g}'] = {**_stats([_accuracy(x) for x in summaries]),
+    out['grid'][f'{peak:g}'] = {**seed_stats([_accuracy(x) for x in summaries]),
                                 'diverged': sum(bool(x.get('diverged')) for x in summaries)}
   if suggested:
-    out['suggested'] = {**_stats([_accuracy(x) for x in suggested]),
+    out['suggested'] = {**seed_stats([_accuracy(x) for x in suggested]),
                         'diverged': sum(bool(x.get('diverged')) for x in suggested)}
   means = {p: g['mean'] for p, g in out['grid'].items() if g['n']}
   if means and out['suggested']:

@@ -51,7 +51,8 @@ def _find(groups, stem: str, **want) -> collect.Group | None:
   return found[0] if found else None
 
 
-def _stats(values: Sequence[float]) -> dict:
+def seed_stats(values: Sequence[float]) -> dict:
+  """n, mean, sample std (0 for one value), min, max and the values, of the finite ones."""
   v = [float(x) for x in values if x is not None and math.isfinite(x)]
   if not v:
     return {'n': 0}
@@ -60,7 +61,7 @@ def _stats(values: Sequence[float]) -> dict:
 
 
 def _final(g: collect.Group | None) -> dict:
-  return _stats([r.final_accuracy() for r in g.finished]) if g else {'n': 0}
+  return seed_stats([r.final_accuracy() for r in g.finished]) if g else {'n': 0}
 
 
 def _at(g: collect.Group, step: int) -> dict:
@@ -70,7 +71,7 @@ def _at(g: collect.Group, step: int) -> dict:
     steps, acc = r.curve()
     hit = np.nonzero(steps <= step)[0]
     out.append(float(acc[hit[-1]]) if hit.size else None)
-  return _stats(out)
+  return seed_stats(out)
 
 
 def _steps(g: collect.Group) -> int:

@@ -18,6 +18,7 @@ import json
 
 from absl import logging
 import jax
+import jax.numpy as jnp
 import ml_collections
 
 from superconv import models
@@ -236,7 +237,6 @@ def setting_differences(tested: dict, run: ml_collections.ConfigDict) -> list[st
 
 def max_effective_step(config: ml_collections.ConfigDict) -> float:
   """max over the run's updates t of lr(t) / (1 - momentum(t)), SGD's steady-state step size."""
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   lr_fn, m_fn = optim.build_schedules(config)
   t = jnp.arange(int(config.num_steps))
   return float(jnp.max(jax.vmap(lr_fn)(t) / (1.0 - jax.vmap(m_fn)(t))))

@@ -11,6 +11,7 @@ Nothing here imports JAX at module level: a mistyped flag is reported before JAX
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from typing import Any, Sequence
 
@@ -48,7 +49,6 @@ def use_compilation_cache(path: str) -> str:
   `JAX_COMPILATION_CACHE_DIR`, when set, wins. Only compilations of 1 s or more are stored
   (JAX's default), so the folder holds the train and eval steps, not every small kernel.
   """
-  import os  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
   if os.environ.get('JAX_COMPILATION_CACHE_DIR'):
     return os.environ['JAX_COMPILATION_CACHE_DIR']

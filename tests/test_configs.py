@@ -20,10 +20,10 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from superconv import step as step_lib
+from experiments import dump_configs
 from superconv import configure
 from superconv import optim
-from superconv import train
+from superconv import step as step_lib
 from superconv.data import sources
 
 from conftest import ROOT
@@ -43,15 +43,9 @@ def load(stem: str):
   return module
 
 
-def _cases():
-  for stem in STEMS:
-    for variant in ('',) + tuple(getattr(load(stem), 'VARIANTS', ())):
-      yield stem, variant
-      for shrunk in ('smoke', 'tiny'):
-        yield stem, ','.join(filter(None, (variant, shrunk)))
-
-
-CASES = sorted(set(_cases()))
+# Every file, each documented variant and its `smoke` / `tiny` forms: the cases the config dump
+# of a refactor compares.
+CASES = dump_configs.cases()
 
 
 def _image_shape(config) -> tuple[int, int, int]:

@@ -11,11 +11,10 @@ import optax
 import pytest
 
 from configs import default
-from superconv import step as step_lib
 from superconv import configure
 from superconv import lr_range
 from superconv import optim
-from superconv import train
+from superconv import step as step_lib
 
 LRS = np.linspace(0.0, 3.0, 61)                             # evaluations every 0.05
 PEAKED = 0.1 + 0.7 * np.exp(-((LRS - 1.0) / 0.6) ** 2)      # peak 0.8 at LR 1, back to 0.1

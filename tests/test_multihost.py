@@ -142,7 +142,6 @@ def train_in_process(config, workdir: str, num_devices: int) -> None:
 def test_two_processes_match_one_and_resume(tmp_path):
   import jax  # pylint: disable=g-import-not-at-top
   from configs import resnet56  # pylint: disable=g-import-not-at-top
-  from superconv import train  # pylint: disable=g-import-not-at-top
   assert jax.device_count() == 4  # the reference: one process, the same 4-device mesh
 
   shared = str(tmp_path / 'shared')
@@ -206,7 +205,6 @@ def test_two_processes_stream_imagenet_like_one_process(tmp_path):
   half of every global batch; cut at update 4 and resumed, the job logs what one process with
   the same 4 devices logs."""
   from configs import resnet50_imagenet  # pylint: disable=g-import-not-at-top
-  from superconv import train  # pylint: disable=g-import-not-at-top
   config_arg = 'configs/resnet50_imagenet.py:tiny'
   # 16 images per device and a small LR: with the smoke batch (4 per device, BN over 1x1 maps in
   # the last stage) and the 1cycle peak this 1000-class model is chaotic, and the two reduction

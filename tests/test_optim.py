@@ -7,8 +7,8 @@ import optax
 import pytest
 
 from configs import default
-from superconv import step as step_lib
 from superconv import optim
+from superconv import step as step_lib
 
 
 def cfg(**overrides):

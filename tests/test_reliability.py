@@ -23,11 +23,11 @@ import orbax.checkpoint as ocp
 import pytest
 
 from configs import resnet56
-from superconv import step as step_lib
-from superconv import sharding
-from superconv import configure
 from superconv import checkpoint as ckpt_lib
+from superconv import configure
 from superconv import optim
+from superconv import sharding
+from superconv import step as step_lib
 from superconv import train
 from superconv.data import pipeline
 

@@ -20,10 +20,10 @@ from PIL import Image
 import pytest
 
 from configs import resnet50_imagenet
-from superconv import step as step_lib
-from superconv import sharding
 from superconv import configure
 from superconv import models
+from superconv import sharding
+from superconv import step as step_lib
 from superconv import train
 from superconv.data import pipeline
 from superconv.data import streaming

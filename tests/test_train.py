@@ -12,10 +12,9 @@ import optax
 import pytest
 
 from configs import resnet56
-from superconv import step as step_lib
-from superconv import sharding
 from superconv import models
-from superconv import train
+from superconv import sharding
+from superconv import step as step_lib
 
 from conftest import ROOT
 

@@ -410,11 +410,10 @@ def range_test(model, optimizer: optax.GradientTransformation | Callable[[Any], 
   host_state = jax.device_get(step_lib.new_state(
       params, batch_stats, _SweptState(np.zeros((), np.int32), _private_copy(start)),
       np.array(key, copy=True)))
-  replicated = NamedSharding(mesh, P())
-  # A jitted copy: the state is owned by XLA, so donating it can never write into host memory
+  # Each sweep gets a jitted copy: owned by XLA, so donating it can never write into host memory
   # that the CPU backend may have aliased from the caller's numpy arrays.
-  state = jax.jit(lambda t: jax.tree.map(jnp.copy, t), out_shardings=replicated)(
-      sharding.replicate(host_state, mesh))
+  private = jax.jit(lambda t: jax.tree.map(jnp.copy, t), out_shardings=NamedSharding(mesh, P()))
+  state = sharding.replicate(host_state, mesh)
   data = sharding.replicate({'images': images, 'labels': np.asarray(labels, np.int32),
                           'mean': np.asarray(mean, np.float32)}, mesh)
   spec = step_lib.StepSpec(batch_size=batch_size, mirror=mirror, crop_padding=crop_padding,
@@ -432,7 +431,7 @@ def range_test(model, optimizer: optax.GradientTransformation | Callable[[Any], 
   results = []
   for i in range(int(repeats)):
     # A fresh private copy per sweep (each one consumes its state), another data order each.
-    run_state = jax.jit(lambda t: jax.tree.map(jnp.copy, t), out_shardings=replicated)(state)
+    run_state = private(state)
     if i:
       run_state = run_state.replace(key=jax.random.fold_in(run_state.key, i))
     result = _sweep(step_lib.hold(run_state, use_packed), train_fn, pop_loss,
