@@ -2,13 +2,15 @@
 
   python -m experiments.range_trust [--readme README.md]
 
-Reads `experiments/results/lenet_fashion_mnist/`: the range test (3 repeats, read on a held-out
-validation split), the 1cycle run fed its median suggestion, and the same 1cycle run at each peak
-LR of a grid. Writes `experiments/results/range_trust.json` (every number below), the plot
+For each protocol of that script (LeNet / Fashion-MNIST; ResNet-20 / a CIFAR-10 subset): the
+range test (3 repeats, read on a split held out of training), the 1cycle run fed its median
+suggestion, and the same 1cycle run at each peak LR of a grid. Writes
+`experiments/results/range_trust.json` (every number below), the plot
 `experiments/results/range_trust.png` (final test accuracy against peak LR, seeds as points, the
-suggestion marked) and, with `--readme`, the README block between `<!-- range-trust:start -->` and
-`<!-- range-trust:end -->`. Runs are found by what they ran (run.json: their `--set`s), so a rerun
-of part of the protocol updates the report.
+suggested runs marked) and, with `--readme`, the README block between `<!-- range-trust:start -->`
+and `<!-- range-trust:end -->`. Runs are found by what they ran (run.json: their `--set`s), and
+a fed run's peak LR is read from its resolved config.json, so a rerun of part of a protocol
+updates the report.
 """
 
 from __future__ import annotations
@@ -24,19 +26,35 @@ from experiments.superconvergence import seed_stats
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(REPO, 'experiments', 'results')
 START, END = '<!-- range-trust:start -->', '<!-- range-trust:end -->'
-ARGS = 'policy=1cycle,epochs=4'
+RESULT_NAME = 'range_trust_lr_range.json'  # the copy of the sweep's result the fed runs read
+
+# name (the results folder) -> the config, its argument, and how the report names the run.
+PROTOCOLS = {
+    'lenet_fashion_mnist': {
+        'config': 'configs/lenet_fashion_mnist.py', 'args': 'policy=1cycle,epochs=4',
+        'title': 'LeNet / Fashion-MNIST, 4 epochs',
+        'run': "LeNet on real Fashion-MNIST, the paper's 1cycle at TBS 512 over 4 epochs "
+               "(468 updates; cyclical momentum 0.95 → 0.8, Nesterov)"},
+    'resnet20': {
+        'config': 'configs/resnet20.py', 'args': 'policy=1cycle',
+        'title': 'ResNet-20 / CIFAR-10 10k subset, 400 updates',
+        'run': "the authors' ResNet-20 on a 10,000-image subset of real CIFAR-10, Smith 2018's "
+               "1cycle at batch 64 over 400 updates (cyclical momentum 0.95 → 0.85, Nesterov)"},
+}
 
 
-def _runs(root: str):
-  """(sets, summary, run_dir) of every finished LeNet seed of the protocol's config argument."""
-  for path in sorted(glob.glob(os.path.join(root, 'lenet_fashion_mnist', '*', 'seed*',
-                                            'run.json'))):
+def _runs(root: str, name: str, args: str):
+  """(sets, summary, config, run_dir) of every finished seed of one protocol's config argument."""
+  for path in sorted(glob.glob(os.path.join(root, name, '*', 'seed*', 'run.json'))):
+    run_dir = os.path.dirname(path)
     run = json.load(open(path))
-    summary_path = os.path.join(os.path.dirname(path), 'summary.json')
-    if run.get('args') != ARGS or not os.path.exists(summary_path):
+    summary_path = os.path.join(run_dir, 'summary.json')
+    if run.get('args') != args or not os.path.exists(summary_path):
       continue
     sets = dict(s.split('=', 1) for s in run.get('sets', []))
-    yield sets, json.load(open(summary_path)), os.path.dirname(path)
+    config_path = os.path.join(run_dir, 'config.json')
+    config = json.load(open(config_path)) if os.path.exists(config_path) else {}
+    yield sets, json.load(open(summary_path)), config, run_dir
 
 
 def _accuracy(summary: dict) -> float:
@@ -46,17 +64,32 @@ def _accuracy(summary: dict) -> float:
   return float(summary['final_eval_accuracy'])
 
 
-def report(root: str = RESULTS) -> dict:
-  sweep, suggested, grid = None, [], {}
-  for sets, summary, run_dir in _runs(root):
+def _stats(summaries: list[dict]) -> dict:
+  return {**seed_stats([_accuracy(x) for x in summaries]),
+          'diverged': sum(bool(x.get('diverged')) for x in summaries)}
+
+
+def _fed(runs: list[tuple[dict, dict]]) -> dict | None:
+  """The fed runs of one rule: accuracy over seeds and the peak LR they ran at."""
+  if not runs:
+    return None
+  peaks = sorted({round(float(c.get('schedule', {}).get('max_lr', float('nan'))), 6)
+                  for _, c in runs})
+  return {**_stats([s for s, _ in runs]), 'peak_lr': peaks[0] if len(peaks) == 1 else peaks}
+
+
+def protocol_report(root: str, name: str) -> dict:
+  spec = PROTOCOLS[name]
+  sweep, fed, grid = None, {'match': [], 'cap': []}, {}
+  for sets, summary, config, run_dir in _runs(root, name, spec['args']):
     if sets.get('mode') == 'lr_range':
       sweep = json.load(open(os.path.join(run_dir, 'lr_range.json')))
-    elif sets.get('lr_range_result', '').endswith('range_trust_lr_range.json'):
-      suggested.append(summary)
+    elif sets.get('lr_range_result', '').endswith(RESULT_NAME):
+      fed.setdefault(sets.get('lr_range.effective_step', 'match'), []).append((summary, config))
     elif 'schedule.max_lr' in sets and 'lr_range_result' not in sets:
       grid.setdefault(float(sets['schedule.max_lr']), []).append(summary)
-  out: dict = {'protocol': 'experiments/range_trust_cpu.sh', 'config': f'configs/'
-               f'lenet_fashion_mnist.py:{ARGS}', 'grid': {}, 'suggested': None, 'sweep': None}
+  out: dict = {'config': f"{spec['config']}:{spec['args']}", 'grid': {}, 'sweep': None,
+               'suggested': _fed(fed['match']), 'suggested_cap': _fed(fed['cap'])}
   if sweep:
     s = sweep['suggestion']
     out['sweep'] = {'max_lr': s['max_lr'], 'min_lr_1cycle': s['min_lr_1cycle'],
@@ -66,72 +99,91 @@ def report(root: str = RESULTS) -> dict:
                     'eval_examples': sweep['settings']['eval_examples'],
                     'num_steps': sweep['settings']['num_steps'],
                     'sweep_lr': [sweep['settings']['min_lr'], sweep['settings']['max_lr']],
+                    'momentum': _tested_momentum(sweep),
                     'wall_seconds': sweep['wall_seconds']}
   for peak, summaries in sorted(grid.items()):
-    out['grid'][f'{peak:g}'] = {**seed_stats([_accuracy(x) for x in summaries]),
-                                'diverged': sum(bool(x.get('diverged')) for x in summaries)}
-  if suggested:
-    out['suggested'] = {**seed_stats([_accuracy(x) for x in suggested]),
-                        'diverged': sum(bool(x.get('diverged')) for x in suggested)}
+    out['grid'][f'{peak:g}'] = _stats(summaries)
   means = {p: g['mean'] for p, g in out['grid'].items() if g['n']}
-  if means and out['suggested']:
+  if means:
     best = max(means, key=means.get)
     out['grid_best'] = {'peak': float(best), 'mean': means[best]}
-    out['gap_points'] = 100 * (means[best] - out['suggested']['mean'])
-  hardware = [x.get('host_cpu') for _, x, _ in _runs(root)]
+    for key in ('suggested', 'suggested_cap'):
+      if out[key]:
+        out[key]['gap_points'] = 100 * (means[best] - out[key]['mean'])
+  hardware = [x.get('host_cpu') for _, x, _, _ in _runs(root, name, spec['args'])]
   out['hardware'] = next((h for h in hardware if h), None)
   return out
 
 
-def _pm(s: dict) -> str:
+def _tested_momentum(sweep: dict) -> float | None:
+  m = sweep.get('settings', {}).get('config', {}).get('momentum_schedule', {})
+  return m.get('value') if m.get('name') == 'constant' else None
+
+
+def report(root: str = RESULTS) -> dict:
+  return {'protocol': 'experiments/range_trust_cpu.sh',
+          'protocols': {name: protocol_report(root, name) for name in PROTOCOLS}}
+
+
+def _pm(s: dict | None) -> str:
   if not s or not s.get('n'):
     return '—'
   return f"{100 * s['mean']:.2f} ± {100 * s['std']:.2f} (n={s['n']})"
 
 
-def markdown(r: dict) -> str:
-  lines = []
+def _protocol_markdown(name: str, r: dict) -> list[str]:
+  spec = PROTOCOLS[name]
+  lines = [f"**{spec['title']}**: {spec['run']}; `{r['config']}`."]
   sw = r.get('sweep')
   if sw:
     sp = sw['spread']
-    lines.append(
-        f"LeNet on real Fashion-MNIST, the paper's 1cycle at TBS 512 over 4 epochs "
-        f"(`{r['config']}`). The range test of that run, 3 repeats with different data orders, "
-        f"LR {sw['sweep_lr'][0]:g} → {sw['sweep_lr'][1]:g} over {sw['num_steps']} updates, read "
-        f"on {sw['eval_examples']} {sw['eval_split']} images held out of training, suggested "
-        f"max_lr **{sw['max_lr']:.3g}** (median of the readings "
-        f"{', '.join(f'{x:.3g}' for x in sp['max_lr'])}; {sp['unreliable']} unreliable); its compute was **{100 * sw['cost_fraction']:.1f} %** "
-        f"of the run's.")
+    m = f" at momentum {sw['momentum']:g}" if sw.get('momentum') is not None else ''
+    lines[-1] += (
+        f" The range test of that run, 3 repeats with different data orders{m}, LR "
+        f"{sw['sweep_lr'][0]:g} → {sw['sweep_lr'][1]:g} over {sw['num_steps']} updates, read "
+        f"on {sw['eval_examples']} {sw['eval_split']} images held out of training, read max_lr "
+        f"**{sw['max_lr']:.3g}** (median of "
+        f"{', '.join(f'{x:.3g}' for x in sp['max_lr'])}; {sp['unreliable']} unreliable); its "
+        f"compute was **{100 * sw['cost_fraction']:.1f} %** of the run's.")
   lines += ['', '| peak LR (base = peak / 10) | final test accuracy % | diverged |', '|---|---|---|']
   for peak, g in r['grid'].items():
     lines.append(f'| {peak} | {_pm(g)} | {g["diverged"]} of {g["n"]} |')
-  if r.get('suggested') and sw:
-    lines.append(f"| **{sw['max_lr']:.3g} (suggested)** | {_pm(r['suggested'])} | "
-                 f"{r['suggested']['diverged']} of {r['suggested']['n']} |")
-  if 'gap_points' in r:
-    best = r['grid_best']
-    lines += ['', f"The suggested run is **{r['gap_points']:.2f} points** below the grid's best "
-              f"(peak {best['peak']:g}, {100 * best['mean']:.2f} %); target: within 0.5 points, "
-              f"no divergence, at most 10 % of the run's compute."]
-  lines += ['', f"From `experiments/results/range_trust.json` (`bash experiments/range_trust_cpu.sh`, "
-            f"then `python -m experiments.range_trust --readme README.md`), on "
-            f"{r.get('hardware') or 'this CPU'}. Plot: `experiments/results/range_trust.png`.", '']
+  for key, label in (('suggested', 'fed, `effective_step=match` (default)'),
+                     ('suggested_cap', 'fed, `effective_step=cap` (the first rule)')):
+    f = r.get(key)
+    if f:
+      peak = f['peak_lr'] if isinstance(f['peak_lr'], float) else f['peak_lr'][0]
+      lines.append(f"| **{peak:.3g}** ({label}) | {_pm(f)} | {f['diverged']} of {f['n']} |")
+  best = r.get('grid_best')
+  if best:
+    for key, label in (('suggested', 'The default rule\'s run'), ('suggested_cap', 'The first '
+                                                                   "rule's run")):
+      if r.get(key):
+        lines += ['', f"{label} is **{r[key]['gap_points']:.2f} points** below the grid's best "
+                  f"(peak {best['peak']:g}, {100 * best['mean']:.2f} %)."]
+  lines += ['', f"On {r.get('hardware') or 'this CPU'}.", '']
+  return lines
+
+
+def markdown(report_: dict) -> str:
+  lines = []
+  for name, r in report_['protocols'].items():
+    if r['grid'] or r.get('sweep'):
+      lines += _protocol_markdown(name, r)
+  lines += ["Target: within 0.5 points of the grid's best, no divergence, at most 10 % of the "
+            "run's compute. From `experiments/results/range_trust.json` (`bash "
+            "experiments/range_trust_cpu.sh`, then `python -m experiments.range_trust --readme "
+            "README.md`). Plot: `experiments/results/range_trust.png`.", '']
   return '\n'.join(lines)
 
 
-def plot(r: dict, path: str) -> None:
-  # pylint: disable=g-import-not-at-top
-  from matplotlib.backends.backend_agg import FigureCanvasAgg
-  from matplotlib.figure import Figure
-  # pylint: enable=g-import-not-at-top
-  fig = Figure(figsize=(6, 4), layout='constrained')
-  FigureCanvasAgg(fig)
-  ax = fig.subplots()
+def _panel(ax, name: str, r: dict) -> None:
   peaks = sorted(r['grid'], key=float)
   ok = [p for p in peaks if not r['grid'][p]['diverged']]
   finite = [100 * v for p in ok for v in r['grid'][p]['values']]
-  if r.get('suggested'):
-    finite += [100 * v for v in r['suggested']['values']]
+  for key in ('suggested', 'suggested_cap'):
+    if r.get(key) and r[key].get('n'):
+      finite += [100 * v for v in r[key]['values']]
   floor = min(finite) - 2 if finite else 0
   for p in ok:
     vals = r['grid'][p]['values']
@@ -144,21 +196,38 @@ def plot(r: dict, path: str) -> None:
     ax.plot([float(p) for p in gone], [floor + 0.3] * len(gone), 'x', ms=10, color='k',
             label='diverged')
   ax.set_ylim(bottom=floor)
-  if r.get('suggested') and r.get('sweep'):
-    x = r['sweep']['max_lr']
-    ax.plot([x] * r['suggested']['n'], [100 * v for v in r['suggested']['values']], '*',
-            ms=12, color='C3', label=f'suggested max_lr {x:.3g}')
+  for key, marker, color, label in (('suggested', '*', 'C3', 'fed (match)'),
+                                    ('suggested_cap', 'P', 'C1', 'fed (cap)')):
+    f = r.get(key)
+    if f and f.get('n') and isinstance(f['peak_lr'], float):
+      ax.plot([f['peak_lr']] * f['n'], [100 * v for v in f['values']], marker, ms=12,
+              color=color, label=f"{label}: peak {f['peak_lr']:.3g}")
+  if r.get('sweep'):
     sp = r['sweep']['spread']
     ax.axvspan(sp['max_lr_min'], sp['max_lr_max'], color='C3', alpha=0.1,
-               label='spread of the reliable readings')
+               label='spread of the readings (as read)')
   ax.set_xscale('log')
   ax.set_xticks([float(p) for p in peaks], labels=peaks)
   ax.minorticks_off()
   ax.set_xlabel('peak LR of the 1cycle (base = peak / 10)')
   ax.set_ylabel('final test accuracy (%)')
-  ax.set_title('LeNet / Fashion-MNIST, 4 epochs: the range test against a grid')
+  ax.set_title(PROTOCOLS[name]['title'], fontsize=10)
   ax.grid(alpha=0.3)
-  ax.legend(fontsize=8)
+  ax.legend(fontsize=7)
+
+
+def plot(report_: dict, path: str) -> None:
+  # pylint: disable=g-import-not-at-top
+  from matplotlib.backends.backend_agg import FigureCanvasAgg
+  from matplotlib.figure import Figure
+  # pylint: enable=g-import-not-at-top
+  shown = [(n, r) for n, r in report_['protocols'].items() if r['grid']]
+  fig = Figure(figsize=(6 * max(len(shown), 1), 4), layout='constrained')
+  FigureCanvasAgg(fig)
+  axes = fig.subplots(1, max(len(shown), 1), squeeze=False)[0]
+  for ax, (name, r) in zip(axes, shown):
+    _panel(ax, name, r)
+  fig.suptitle('The range test against a grid of 1cycle peaks')
   fig.savefig(path, dpi=120)
 
 
@@ -172,7 +241,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   with open(os.path.join(ns.results, 'range_trust.json'), 'w') as f:
     json.dump(r, f, indent=2, sort_keys=True)
     f.write('\n')
-  if r['grid'] or r.get('suggested'):
+  if any(p['grid'] for p in r['protocols'].values()):
     plot(r, os.path.join(ns.results, 'range_trust.png'))
   text = markdown(r)
   print(text)

@@ -1,34 +1,69 @@
 #!/usr/bin/env bash
 # Is the range test's answer any good? (issue: "A range test people can trust", item 6.)
-# LeNet on real Fashion-MNIST, the paper's 1cycle protocol (Caffe 1cycle, base = peak / 10,
-# cyclical momentum 0.95 -> 0.8, Nesterov, TBS 512) at 4 epochs (468 updates):
-#   1. the range test of that very run: 3 repeats (different data orders), LR 0 -> 0.3 over
-#      40 updates, read every 2 updates on 2,000 validation images held out of training (a
-#      first try, 0 -> 0.5 read every 4, diverged after 4 evaluations: 2 of 3 unreliable);
-#   2. the 1cycle run fed its median suggestion (`lr_range_result`), seeds 0 and 1;
-#   3. the same run at each peak of a grid spanning 20x (0.03, 0.06, 0.12, 0.3, 0.6; base =
-#      peak/10), seeds 0 and 1 (0.6 added after 0.3, the largest, came out best).
+# Two protocols, each: the range test of a 1cycle run (3 repeats, different data orders, read on
+# images held out of training), the run fed its median suggestion (`lr_range_result`), and the
+# same run at each peak LR of a grid (base = peak / 10), seeds 0 and 1.
+#
+# lenet: LeNet on real Fashion-MNIST, the paper's 1cycle protocol (Caffe 1cycle, cyclical
+#   momentum 0.95 -> 0.8, Nesterov, TBS 512) at 4 epochs (468 updates): LR 0 -> 0.3 over 40
+#   updates, read every 2 on 2,000 validation images (a first try, 0 -> 0.5 read every 4,
+#   diverged after 4 evaluations: 2 of 3 unreliable); grid 0.03, 0.06, 0.12, 0.3, 0.6 (0.6 added
+#   after 0.3, then the largest, came out best). The fed run is run twice: under the first rule
+#   (`lr_range.effective_step=cap`, bounds only ever scaled down: 0.075) and under the default
+#   `match` (the tested lr/(1-m) at the cycle's peak, where the momentum is 0.8: 4x).
+# resnet20: the authors' ResNet-20 on a 10,000-image CIFAR-10 subset, batch 64 (BN over the whole
+#   batch), Smith 2018's 1cycle (cyclical momentum 0.95 -> 0.85, Nesterov) over 400 updates (step
+#   size 180); LR 0 -> 1.5 over 100 updates read every 5 on 1,000 validation images; grid 0.1,
+#   0.3, 1.0, 3.0. The rule was fixed (`match`) before any of these runs.
 # Every finished seed is skipped on a rerun; `python -m experiments.range_trust` reports.
-#   bash experiments/range_trust_cpu.sh      # about 45 min on 2 idle cores
+#   bash experiments/range_trust_cpu.sh            # both, about 45 + 45 min on 2 idle cores
+#   PROTOCOL=resnet20 bash experiments/range_trust_cpu.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export XLA_FLAGS="${XLA_FLAGS:-} --xla_cpu_experimental_ynn_fusion_type=-individual_convolution"
 RUN="python -m experiments.run --set progress_bar=False"
-LENET=configs/lenet_fashion_mnist.py
-ARGS="policy=1cycle,epochs=4"
 SEEDS=${SEEDS:-0 1}
-RANGE_SETS=(--set mode=lr_range --set lr_range.repeats=3 --set lr_range.num_steps=40
-            --set lr_range.max_lr=0.3 --set lr_range.eval_every_steps=2
-            --set lr_range.eval_examples=2000)
+DATA=${DATA:-../shared/data/cifar10-jpeg.tar.gz}
 
-$RUN --config=$LENET --args "$ARGS" --seeds 0 "${RANGE_SETS[@]}"
-# A short path for the runs it feeds (the run folder's name spells out every --set).
-RESULT=experiments/results/lenet_fashion_mnist/range_trust_lr_range.json
-cp "$(ls -d experiments/results/lenet_fashion_mnist/*mode-lr_range*/seed0/lr_range.json)" $RESULT
-$RUN --config=$LENET --args "$ARGS" --seeds $SEEDS --set "lr_range_result=$RESULT"
-for peak in 0.03 0.06 0.12 0.3 0.6; do
-  base=$(python -c "print($peak / 10)")
-  $RUN --config=$LENET --args "$ARGS" --seeds $SEEDS --set schedule.max_lr=$peak \
-      --set schedule.base_lr=$base
-done
+# protocol CONFIG ARGS NAME "GRID" SWEEP_SETS... -- RUN_SETS...
+protocol() {
+  local config=$1 args=$2 name=$3 grid=$4; shift 4
+  local sweep=() run=()
+  while [ "$1" != -- ]; do sweep+=("$1"); shift; done; shift
+  run=("$@")
+  $RUN --config=$config --args "$args" --seeds 0 "${run[@]}" --set mode=lr_range \
+      --set lr_range.repeats=3 "${sweep[@]}"
+  # A short path for the runs it feeds (the run folder's name spells out every --set).
+  local result=experiments/results/$name/range_trust_lr_range.json
+  cp "$(ls -d experiments/results/$name/*mode-lr_range*/seed0/lr_range.json | head -1)" $result
+  $RUN --config=$config --args "$args" --seeds $SEEDS "${run[@]}" --set "lr_range_result=$result"
+  [ "$name" = lenet_fashion_mnist ] && $RUN --config=$config --args "$args" --seeds $SEEDS \
+      "${run[@]}" --set "lr_range_result=$result" --set lr_range.effective_step=cap
+  for peak in $grid; do
+    base=$(python -c "print($peak / 10)")
+    $RUN --config=$config --args "$args" --seeds $SEEDS "${run[@]}" \
+        --set schedule.max_lr=$peak --set schedule.base_lr=$base
+  done
+}
+
+lenet() {
+  protocol configs/lenet_fashion_mnist.py policy=1cycle,epochs=4 lenet_fashion_mnist \
+      "0.03 0.06 0.12 0.3 0.6" --set lr_range.num_steps=40 --set lr_range.max_lr=0.3 \
+      --set lr_range.eval_every_steps=2 --set lr_range.eval_examples=2000 --
+}
+
+resnet20() {
+  protocol configs/resnet20.py policy=1cycle resnet20 "0.1 0.3 1.0 3.0" \
+      --set lr_range.num_steps=100 --set lr_range.max_lr=1.5 --set lr_range.eval_every_steps=5 \
+      --set lr_range.eval_examples=1000 -- --data "$DATA" \
+      --set data.train_subset=10000 --set batch_size=64 --set model.virtual_batch_size=0 \
+      --set num_steps=400 --set schedule.step_size=180 --set eval_every_steps=400 \
+      --set checkpoint_every_steps=400 --set log_every_steps=50
+}
+
+case ${PROTOCOL:-both} in
+  lenet) lenet ;;
+  resnet20) resnet20 ;;
+  *) lenet; resnet20 ;;
+esac
 python -m experiments.range_trust

@@ -207,6 +207,8 @@ MATCHED_FIELDS = ('optimizer.name', 'optimizer.nesterov', 'optimizer.momentum_fo
                   'optimizer.weight_decay', 'optimizer.decoupled_weight_decay', 'batch_size',
                   'model.name', 'model.virtual_batch_size', 'model.dtype', 'data.name',
                   'data.train_subset')
+# How a fed run's LR bounds follow the tested effective step (`apply_suggestion`).
+EFFECTIVE_STEP_RULES = ('match', 'cap')
 
 
 def _get(tree: dict, dotted: str):
@@ -252,8 +254,12 @@ def apply_suggestion(config: ml_collections.ConfigDict) -> ml_collections.Config
 
   The test must have run at this run's settings (`setting_differences`; a ConfigError names
   each difference unless `lr_range.accept_mismatch`). For SGD, the suggestion is then held to
-  what was tested: if the run's largest effective step max_t lr(t) / (1 - m(t)) exceeds the
-  tested max_lr / (1 - m_tested), every LR bound is scaled down by their ratio.
+  what was tested: the sweep read max_lr at a constant momentum m_tested, so the step it found
+  safe is E = max_lr / (1 - m_tested), and every LR bound is scaled by E / max_t lr(t) / (1 - m(t))
+  (`lr_range.effective_step='match'`, the default). With a constant momentum equal to the
+  tested one that factor is 1; a 1cycle whose momentum falls to m_min at the LR peak gets
+  max_lr * (1 - m_min) / (1 - m_tested), e.g. 4x for 0.95 -> 0.8. `'cap'` only ever scales
+  down (the run never takes a larger step than the test, but may take a much smaller one).
 
   Returns a copy; `config` itself is not changed. An empty `lr_range_result` returns `config`.
 
@@ -300,14 +306,19 @@ def apply_suggestion(config: ml_collections.ConfigDict) -> ml_collections.Config
       raise ConfigError(f'config.lr_range_result: {e}') from None
 
   set_fields = set_bounds(1.0)
+  rule = c.lr_range.effective_step
+  if rule not in EFFECTIVE_STEP_RULES:
+    raise ConfigError(f'config.lr_range.effective_step: {rule!r} is not one of '
+                      f'{EFFECTIVE_STEP_RULES}.')
   if tested and c.optimizer.name == 'sgd':
-    limit = max_lr / (1.0 - _start_momentum(tested['momentum_schedule']))
-    peak = max_effective_step(c)
-    if peak > limit * (1 + 1e-6):
-      scale = limit / peak
+    # Every bound scales lr(t) by the same factor, so the largest effective step scales with it.
+    scale = (max_lr / (1.0 - _start_momentum(tested['momentum_schedule']))
+             / max_effective_step(c))
+    if (rule == 'match' and abs(scale - 1.0) > 1e-6) or (rule == 'cap' and scale < 1 - 1e-6):
       set_fields = set_bounds(scale)
-      logging.warning('The run\'s largest effective step lr/(1-m) = %.4g exceeds the tested %.4g: '
-                      'LR bounds scaled by %.3f.', peak, limit, scale)
+      logging.warning('LR bounds scaled by %.3f so that the run\'s largest effective step '
+                      'lr/(1-m) is the tested max_lr/(1-m) (lr_range.effective_step=%r).',
+                      scale, rule)
   logging.info('LR bounds from %s: %s (%s).', path,
                ', '.join(f'schedule.{k}={v:g}' for k, v in set_fields.items()),
                s.get('method', ''))

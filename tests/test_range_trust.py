@@ -18,6 +18,7 @@ from configs import default
 from superconv import configure
 from superconv import lr_range
 from superconv import model_adapter
+from superconv import optim
 from superconv.data import pipeline
 from superconv.data import sources
 
@@ -159,6 +160,25 @@ def test_accepted_mismatch_holds_the_effective_step_to_what_was_tested(swept, tm
   assert configure.max_effective_step(run) == pytest.approx(0.08 / 0.1, rel=1e-5)
 
 
+def test_a_cyclical_momentum_run_takes_the_tested_effective_step_at_its_peak(swept, tmp_path):
+  c = default.get_config('tiny')
+  c.lr_range_result = _reliable_copy(swept[0], tmp_path)     # read at constant momentum 0.9
+  c.schedule = optim.schedule_config('caffe_one_cycle')
+  c.schedule.step_size = c.num_steps // 2
+  c.momentum_schedule.name = 'cyclical'
+  c.momentum_schedule.max_momentum, c.momentum_schedule.min_momentum = 0.9, 0.8
+  run = configure.apply_suggestion(c)
+  # The test's step 0.08 / (1 - 0.9) is taken at the peak, where the momentum is 0.8.
+  assert run.schedule.max_lr == pytest.approx(0.08 * 0.2 / 0.1, rel=1e-5)
+  assert run.schedule.base_lr == pytest.approx(0.008 * 2, rel=1e-5)
+  assert configure.max_effective_step(run) == pytest.approx(0.08 / 0.1, rel=1e-5)
+  c.lr_range.effective_step = 'cap'                          # never above the test: unscaled
+  assert configure.apply_suggestion(c).schedule.max_lr == pytest.approx(0.08)
+  c.lr_range.effective_step = 'double'
+  with pytest.raises(configure.ConfigError, match='effective_step'):
+    configure.apply_suggestion(c)
+
+
 def test_other_settings_are_named():
   tested = default.get_config().to_dict()
   run = default.get_config()
@@ -217,11 +237,12 @@ def test_api_repeats_report_the_median_and_spread():
 def test_the_report_pairs_the_suggestion_with_the_grid(tmp_path):
   from experiments import range_trust  # pylint: disable=g-import-not-at-top
   root = tmp_path / 'results'
+  args = range_trust.PROTOCOLS['lenet_fashion_mnist']['args']
 
-  def seed(name, sets, summary, extra=None):
+  def seed(name, sets, summary, extra=None, run_args=args):
     d = root / 'lenet_fashion_mnist' / name / 'seed0'
     d.mkdir(parents=True)
-    (d / 'run.json').write_text(json.dumps({'args': range_trust.ARGS, 'sets': sets}))
+    (d / 'run.json').write_text(json.dumps({'args': run_args, 'sets': sets}))
     (d / 'summary.json').write_text(json.dumps({**summary, 'host_cpu': 'test CPU'}))
     for file, obj in (extra or {}).items():
       (d / file).write_text(json.dumps(obj))
@@ -232,17 +253,28 @@ def test_the_report_pairs_the_suggestion_with_the_grid(tmp_path):
                       'unreliable': 0, 'repeats': 3},
            'cost': {'fraction': 0.2}, 'wall_seconds': 1.0,
            'settings': {'eval_split': 'validation', 'eval_examples': 2000, 'num_steps': 40,
-                        'min_lr': 0.0, 'max_lr': 0.3}}
+                        'min_lr': 0.0, 'max_lr': 0.3,
+                        'config': {'momentum_schedule': {'name': 'constant', 'value': 0.95}}}}
+  fed = 'lr_range_result=x/' + range_trust.RESULT_NAME
   seed('range', ['mode=lr_range'], {}, {'lr_range.json': sweep})
-  seed('suggested', ['lr_range_result=x/range_trust_lr_range.json'],
-       {'final_eval_accuracy': 0.88})
+  seed('suggested', [fed], {'final_eval_accuracy': 0.885},
+       {'config.json': {'schedule': {'max_lr': 0.32}}})       # the peak is read as it ran
+  seed('cap', [fed, 'lr_range.effective_step=cap'], {'final_eval_accuracy': 0.88},
+       {'config.json': {'schedule': {'max_lr': 0.08}}})
   seed('old', ['lr_range_result=x/other.json'], {'final_eval_accuracy': 0.5})  # not this one
+  seed('other', [fed], {'final_eval_accuracy': 0.2}, run_args='policy=inv')    # nor this
   seed('g1', ['schedule.max_lr=0.05', 'schedule.base_lr=0.005'], {'final_eval_accuracy': 0.89})
   seed('g2', ['schedule.max_lr=0.3', 'schedule.base_lr=0.03'], {'diverged': True})
-  r = range_trust.report(str(root))
-  assert r['suggested']['values'] == [0.88]
+  r = range_trust.report(str(root))['protocols']['lenet_fashion_mnist']
+  assert r['suggested']['values'] == [0.885] and r['suggested']['peak_lr'] == 0.32
+  assert r['suggested_cap']['values'] == [0.88] and r['suggested_cap']['peak_lr'] == 0.08
   assert r['grid']['0.05']['mean'] == 0.89 and r['grid']['0.3']['diverged'] == 1
   assert r['grid_best'] == {'peak': 0.05, 'mean': 0.89}
-  assert r['gap_points'] == pytest.approx(1.0)
-  text = range_trust.markdown(r)
-  assert '**1.00 points** below' in text and '20.0 %' in text
+  assert r['suggested']['gap_points'] == pytest.approx(0.5)
+  assert r['suggested_cap']['gap_points'] == pytest.approx(1.0)
+  assert r['sweep']['momentum'] == 0.95
+  text = range_trust.markdown(range_trust.report(str(root)))
+  assert '**0.50 points** below' in text and '**1.00 points** below' in text
+  assert '20.0 %' in text and '| **0.32** (fed, `effective_step=match`' in text
+  range_trust.plot(range_trust.report(str(root)), str(tmp_path / 'plot.png'))
+  assert (tmp_path / 'plot.png').stat().st_size > 0
