@@ -14,6 +14,7 @@ import copy
 import dataclasses
 import functools
 import glob
+import hashlib
 import importlib.util
 import json
 import math
@@ -142,7 +143,13 @@ def slug(args: str, sets: Sequence[str] = ()) -> str:
   """
   base = canonical_args(args) or 'default'
   text = base + ''.join('__' + s for s in experiment_sets(sets))
-  return re.sub(r'[^A-Za-z0-9_.+-]', '-', text.replace('=', '-').replace(',', '_'))
+  name = re.sub(r'[^A-Za-z0-9_.+-]', '-', text.replace('=', '-').replace(',', '_'))
+  if len(name) > MAX_SLUG:  # file systems stop at 255 bytes: keep a readable head and a hash
+    name = name[:MAX_SLUG - 13] + '__' + hashlib.sha256(name.encode()).hexdigest()[:11]
+  return name
+
+
+MAX_SLUG = 200
 
 
 @dataclasses.dataclass
