@@ -26,7 +26,10 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   c.log_every_steps = 100          # updates between metrics.jsonl rows
   c.checkpoint_every_steps = 1000  # updates between checkpoints (0: only final and on preemption)
   c.keep_checkpoints = 3           # checkpoints kept in workdir/checkpoints
-  c.steps_per_dispatch = 10        # updates fused into one jitted call (lax.scan)
+  c.steps_per_dispatch = 10        # updates fused into one jitted call (lax.scan) on accelerators
+  c.cpu_steps_per_dispatch = 4     # the same on the CPU, unrolled (a loop body keeps XLA:CPU's
+                                   # slow convolutions), for runs of at least
+  c.cpu_unroll_min_steps = 1000    # this many updates: the unrolled program compiles ~k x longer
   c.progress_bar = True            # tqdm bar on process 0
   c.lr_range_result = ''           # path of an lr_range.json: its suggestion sets the LR bounds
   c.compilation_cache_dir = '~/.cache/superconv/jax'  # JAX's persistent compilation cache: a

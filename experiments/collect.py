@@ -31,6 +31,7 @@ from superconv.data import sources
 # `--set` of these keeps the run in its group (and matched to the paper's numbers).
 PRESENTATION_KEYS = ('progress_bar', 'eval_every_steps', 'log_every_steps',
                      'checkpoint_every_steps', 'keep_checkpoints', 'steps_per_dispatch',
+                     'cpu_steps_per_dispatch', 'cpu_unroll_min_steps',
                      'data.eval_batch_size', 'data.cache_dir', 'data.tfds_data_dir')
 # Arguments that choose where data comes from or the seed, not the experiment.
 NON_EXPERIMENT_ARGS = ('data', 'seed')

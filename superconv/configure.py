@@ -69,6 +69,10 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = Non
     _require(int(config[field]) >= 0, field, f'must be >= 0, got {config[field]}.')
   _require(int(config.steps_per_dispatch) >= 1, 'steps_per_dispatch',
            f'must be >= 1, got {config.steps_per_dispatch}.')
+  _require(int(config.cpu_steps_per_dispatch) >= 1, 'cpu_steps_per_dispatch',
+           f'must be >= 1, got {config.cpu_steps_per_dispatch}.')
+  _require(int(config.cpu_unroll_min_steps) >= 0, 'cpu_unroll_min_steps',
+           f'must be >= 0, got {config.cpu_unroll_min_steps}.')
 
   num_devices = num_devices or jax.device_count()
   _require(config.batch_size % num_devices == 0, 'batch_size',

@@ -338,6 +338,10 @@ def make_train_fn(model, tx, mesh, spec: StepSpec, steps_per_call: int, *,
                      'of the mesh; choose a multiple of the device count.')
   step = functools.partial(_local_train_step, model=model, tx=tx, spec=spec,
                            num_devices=num_devices)
+  # XLA:CPU rewrites convolutions to its fast form only at the top level of a program, not in a
+  # loop body (jax-ml/jax#12868: 12-13x slower per update here), so on the CPU the k updates
+  # are unrolled into straight-line code; accelerators keep the loop (one compiled body).
+  unroll = True if mesh.devices.flat[0].platform == 'cpu' else 1
 
   def multi_step(state, data):
     if spec.streamed:
@@ -345,10 +349,11 @@ def make_train_fn(model, tx, mesh, spec: StepSpec, steps_per_call: int, *,
       if steps_per_call == 1:
         return step(state, {**jax.tree.map(lambda x: x[0], batches), 'mean': data['mean']})
       body = lambda s, b: (step(s, {**b, 'mean': data['mean']}), None)
-      return lax.scan(body, state, batches)[0]
+      return lax.scan(body, state, batches, unroll=unroll)[0]
     if steps_per_call == 1:
       return step(state, data)
-    state, _ = lax.scan(lambda s, _: (step(s, data), None), state, None, length=steps_per_call)
+    state, _ = lax.scan(lambda s, _: (step(s, data), None), state, None, length=steps_per_call,
+                        unroll=unroll)
     return state
 
   data_spec = P()
@@ -429,13 +434,16 @@ def dispatch_size(config: ml_collections.ConfigDict, backend: str | None = None)
   """Updates per dispatch: the largest divisor of `steps_per_dispatch` that lands on every
   log, eval and checkpoint boundary and on the end, so the step compiles exactly once.
 
-  On the CPU backend it is 1: XLA:CPU runs convolutions inside a while loop (`lax.scan`) far
-  slower than at top level (measured here: ResNet-20, batch 128, 0.6 s per update unrolled,
-  18.8 s inside a scan), and a CPU step is long enough that Python's dispatch cost is noise.
+  On the CPU backend `cpu_steps_per_dispatch`, for runs of at least `cpu_unroll_min_steps`
+  updates (else 1). There `make_train_fn` unrolls the k updates, since a loop body keeps
+  XLA:CPU's slow convolutions, so the program holds k copies of the update and compiles about
+  k times as long: only a long run wins that back (benchmarks/results/scan_unroll_cpu.json).
   """
   if (backend or jax.default_backend()) == 'cpu':
-    return 1
-  k = max(int(config.steps_per_dispatch), 1)
+    long_run = int(config.num_steps) >= int(config.cpu_unroll_min_steps)
+    k = max(int(config.cpu_steps_per_dispatch), 1) if long_run else 1
+  else:
+    k = max(int(config.steps_per_dispatch), 1)
   for every in (config.log_every_steps, config.eval_every_steps, config.checkpoint_every_steps,
                 config.num_steps, config.stop_after_steps):
     if every:

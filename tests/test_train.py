@@ -98,7 +98,40 @@ def test_dispatch_size_lands_on_every_boundary():
   with c.unlocked():
     c.log_every_steps, c.steps_per_dispatch = 25, 20
   assert step_lib.dispatch_size(c, backend='gpu') == 5
+  assert step_lib.dispatch_size(c, backend='cpu') == 1   # 25: no divisor of 4 but 1
+  with c.unlocked():
+    c.log_every_steps = 100
+  assert step_lib.dispatch_size(c, backend='cpu') == 4   # a 10,000-update run: unrolled
+  with c.unlocked():
+    c.log_every_steps = 50
+  assert step_lib.dispatch_size(c, backend='cpu') == 2
+  with c.unlocked():
+    c.num_steps = 999                                    # shorter than cpu_unroll_min_steps
   assert step_lib.dispatch_size(c, backend='cpu') == 1
+
+
+def test_unrolled_cpu_updates_equal_one_update_per_call():
+  # On the CPU k updates per call are an unrolled scan: the same updates as k calls.
+  mesh = sharding.make_mesh(jax.devices()[:1])
+  model = models.create_model('lenet', num_classes=10)
+  tx = optax.sgd(0.05, momentum=0.9)
+  spec = step_lib.StepSpec(batch_size=8)
+  data = _tiny_problem()
+  data['images'] = np.repeat(np.repeat(data['images'][:, :7, :7, :1], 4, 1), 4, 2)
+  data['mean'] = np.zeros((28, 28, 1), np.float32)
+  data = sharding.replicate(data, mesh)
+  init = lambda: step_lib.create_train_state(model, tx, jax.random.PRNGKey(2), (28, 28, 1), mesh)
+  three = step_lib.make_train_fn(model, tx, mesh, spec, 3)
+  one = step_lib.make_train_fn(model, tx, mesh, spec, 1)
+  convs = lambda fn: fn.lower(init(), data).compile().as_text().count('convolution(')
+  assert convs(three) == 3 * convs(one) > 0  # three copies of the update, not one loop body
+  state = three(init(), data)
+  ref = init()
+  for _ in range(3):
+    ref = one(ref, data)
+  assert int(state.step) == int(ref.step) == 3
+  for a, b in zip(jax.tree.leaves(jax.device_get(state)), jax.tree.leaves(jax.device_get(ref))):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
 def _cli(workdir, *extra, config='configs/resnet56.py:tiny'):
