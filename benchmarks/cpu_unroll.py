@@ -1,7 +1,6 @@
 r"""The trainer on the CPU with k updates per call (an unrolled `lax.scan`) against one per call.
 
   python -m benchmarks.cpu_unroll [--steps 96] [--ks 1 4] [--reps 2] [--out FILE]
-  python -m benchmarks.cpu_unroll --readme README.md     # the README block from the results
 
 Each run is a fresh `python -m superconv.main` of a real config (LeNet / Fashion-MNIST 1cycle at
 batch 512; ResNet-20 / CIFAR-10 1cycle at batch 64), `--steps` updates with one evaluation at
@@ -9,7 +8,8 @@ the end, `cpu_steps_per_dispatch=k` and `cpu_unroll_min_steps=0` (so the short r
 long one would), the compilation cache off. The runs of one model alternate between the ks
 (k1, k4, k1, k4, ...), so a change in the machine's load falls on every k alike. Figures: the
 training images/s and the compile seconds each run's summary.json reports. Written to
-benchmarks/results/cpu_unroll_cpu.json with the hardware and the load before and after.
+benchmarks/results/cpu_unroll_cpu.json with the hardware and the load before and after; the
+README's table comes from that file (`python -m benchmarks.readme README.md`).
 """
 
 from __future__ import annotations
@@ -23,10 +23,11 @@ import subprocess
 import sys
 import tempfile
 
+from benchmarks import convs
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 RESULTS = os.path.join(HERE, 'results')
-START, END = '<!-- cpu-unroll:start -->', '<!-- cpu-unroll:end -->'
 CIFAR = os.path.join(os.path.dirname(ROOT), 'shared', 'data', 'cifar10-jpeg.tar.gz')
 
 # name -> (config with argument, the sets that make it a benchmark run)
@@ -36,13 +37,6 @@ MODELS = {
                      ('batch_size=64', 'model.virtual_batch_size=0')),
     'tiny': ('configs/resnet56.py:tiny', ()),  # the test's: seconds, synthetic data
 }
-
-
-def _uptime() -> str:
-  try:
-    return subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()
-  except OSError:
-    return ''
 
 
 def _run(config: str, sets: tuple[str, ...], steps: int, k: int, workdir: str) -> dict:
@@ -112,17 +106,6 @@ def markdown(result: dict, path: str) -> str:
   return '\n'.join(lines)
 
 
-def write_readme(readme: str, result_path: str) -> None:
-  text = markdown(json.load(open(result_path)), result_path)
-  doc = open(readme).read()
-  if START not in doc or END not in doc:
-    raise SystemExit(f'{readme} has no {START} ... {END} block')
-  before, rest = doc.split(START, 1)
-  _, after = rest.split(END, 1)
-  with open(readme, 'w') as f:
-    f.write(f'{before}{START}\n{text}{END}{after}')
-
-
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(prog='python -m benchmarks.cpu_unroll', description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -133,19 +116,15 @@ def main(argv=None) -> int:
   p.add_argument('--reps', type=int, default=2)
   p.add_argument('--cifar', default=CIFAR, help='the CIFAR-10 file ResNet-20 reads')
   p.add_argument('--out', default=os.path.join(RESULTS, 'cpu_unroll_cpu.json'))
-  p.add_argument('--readme', default='', help='write the README block from --out and exit')
   a = p.parse_args(argv)
-  if a.readme:
-    write_readme(a.readme, a.out)
-    return 0
   bad = [k for k in a.ks if k < 1 or a.steps % k]
   if bad:
     p.error(f'--steps {a.steps} is not a multiple of k={bad[0]} (every k must divide it, k >= 1)')
   command = 'python -m benchmarks.cpu_unroll ' + ' '.join(argv if argv is not None else sys.argv[1:])
-  before = _uptime()
+  before = convs._uptime()
   models = measure(a.models, a.ks, a.steps, a.reps, a.cifar)
   result = {'command': command.strip(), 'steps': a.steps, 'reps': a.reps, 'ks': a.ks,
-            'uptime_before': before, 'uptime_after': _uptime(), 'python': platform.python_version(),
+            'uptime_before': before, 'uptime_after': convs._uptime(), 'python': platform.python_version(),
             'xla_flags': os.environ.get('XLA_FLAGS', ''), 'models': models}
   os.makedirs(os.path.dirname(a.out) or '.', exist_ok=True)
   with open(a.out, 'w') as f:

@@ -9,6 +9,7 @@ file of `benchmarks/results/` (the command that made it is in the file):
   perf-breakdown  breakdown_cpu.json   python -m benchmarks.convs --breakdown
   perf-scan       scan_unroll_cpu.json python -m benchmarks.convs --scan
   perf-dispatch   dispatch_cpu.json    python -m benchmarks.throughput --dispatch resnet56,resnet20 ...
+  perf-unroll     cpu_unroll_cpu.json  python -m benchmarks.cpu_unroll --ks 1 4 8 ...
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from __future__ import annotations
 import json
 import os
 import sys
+
+from benchmarks import cpu_unroll
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results')
 
@@ -58,6 +61,8 @@ def blocks() -> dict[str, str]:
                         _source(breakdown, 'breakdown_cpu.json'),
       'perf-scan': scan['table'].rstrip('\n') + '\n' + _source(scan, 'scan_unroll_cpu.json'),
       'perf-dispatch': dispatch_table(dispatch) + _source(dispatch, 'dispatch_cpu.json'),
+      'perf-unroll': cpu_unroll.markdown(_load('cpu_unroll_cpu.json'),
+                                         os.path.join(RESULTS, 'cpu_unroll_cpu.json')),
   }
 
 

@@ -133,6 +133,9 @@ def experiment_sets(sets: Sequence[str]) -> list[str]:
   return sorted(s for s in sets if s.split('=', 1)[0].strip() not in PRESENTATION_KEYS)
 
 
+MAX_SLUG = 200  # characters of a results folder name (file systems stop at 255 bytes)
+
+
 def slug(args: str, sets: Sequence[str] = ()) -> str:
   """A folder name for an argument string plus the experiment-changing `--set`s.
 
@@ -145,12 +148,9 @@ def slug(args: str, sets: Sequence[str] = ()) -> str:
   base = canonical_args(args) or 'default'
   text = base + ''.join('__' + s for s in experiment_sets(sets))
   name = re.sub(r'[^A-Za-z0-9_.+-]', '-', text.replace('=', '-').replace(',', '_'))
-  if len(name) > MAX_SLUG:  # file systems stop at 255 bytes: keep a readable head and a hash
+  if len(name) > MAX_SLUG:  # keep a readable head and a hash of the whole
     name = name[:MAX_SLUG - 13] + '__' + hashlib.sha256(name.encode()).hexdigest()[:11]
   return name
-
-
-MAX_SLUG = 200
 
 
 @dataclasses.dataclass
