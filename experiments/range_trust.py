@@ -78,12 +78,24 @@ def _fed(runs: list[tuple[dict, dict]]) -> dict | None:
   return {**_stats([s for s, _ in runs]), 'peak_lr': peaks[0] if len(peaks) == 1 else peaks}
 
 
+def find_sweep(root: str, name: str, sets: Sequence[str]) -> str | None:
+  """The lr_range.json of the protocol's sweep run with (at least) these `--set`s."""
+  wanted = dict(s.split('=', 1) for s in sets)
+  for run_sets, _, _, run_dir in _runs(root, name, PROTOCOLS[name]['args']):
+    if run_sets.get('mode') == 'lr_range' and wanted.items() <= run_sets.items():
+      return os.path.join(run_dir, 'lr_range.json')
+  return None
+
+
 def protocol_report(root: str, name: str) -> dict:
   spec = PROTOCOLS[name]
   sweep, fed, grid = None, {'match': [], 'cap': []}, {}
+  fed_read = os.path.join(root, name, RESULT_NAME)  # the sweep the fed runs read
+  if os.path.exists(fed_read):
+    sweep = json.load(open(fed_read))
   for sets, summary, config, run_dir in _runs(root, name, spec['args']):
     if sets.get('mode') == 'lr_range':
-      sweep = json.load(open(os.path.join(run_dir, 'lr_range.json')))
+      sweep = sweep or json.load(open(os.path.join(run_dir, 'lr_range.json')))
     elif sets.get('lr_range_result', '').endswith(RESULT_NAME):
       fed.setdefault(sets.get('lr_range.effective_step', 'match'), []).append((summary, config))
     elif 'schedule.max_lr' in sets and 'lr_range_result' not in sets:
@@ -94,6 +106,7 @@ def protocol_report(root: str, name: str) -> dict:
     s = sweep['suggestion']
     out['sweep'] = {'max_lr': s['max_lr'], 'min_lr_1cycle': s['min_lr_1cycle'],
                     'method': s['method'], 'reliable': s['reliable'], 'spread': sweep['spread'],
+                    'explanation': s.get('explanation', ''),
                     'cost_fraction': sweep['cost'].get('fraction'),
                     'eval_split': sweep['settings']['eval_split'],
                     'eval_examples': sweep['settings']['eval_examples'],
@@ -145,6 +158,9 @@ def _protocol_markdown(name: str, r: dict) -> list[str]:
         f"**{sw['max_lr']:.3g}** (median of "
         f"{', '.join(f'{x:.3g}' for x in sp['max_lr'])}; {sp['unreliable']} unreliable); its "
         f"compute was **{100 * sw['cost_fraction']:.1f} %** of the run's.")
+    if not sw['reliable']:
+      lines[-1] += (f" That reading is marked unreliable ({sw['explanation']}), so a run fed it "
+                    'stops before compiling with a ConfigError: the test declines to answer.')
   lines += ['', '| peak LR (base = peak / 10) | final test accuracy % | diverged |', '|---|---|---|']
   for peak, g in r['grid'].items():
     lines.append(f'| {peak} | {_pm(g)} | {g["diverged"]} of {g["n"]} |')
@@ -236,7 +252,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('--results', default=RESULTS)
   parser.add_argument('--readme', default='')
+  parser.add_argument('--find-sweep', default='', metavar='PROTOCOL',
+                      help="print the lr_range.json of PROTOCOL's sweep run with the --set's")
+  parser.add_argument('--set', action='append', default=[], help='with --find-sweep')
   ns = parser.parse_args(argv)
+  if ns.find_sweep:
+    found = find_sweep(ns.results, ns.find_sweep, ns.set)
+    if not found:
+      raise SystemExit(f'no finished sweep of {ns.find_sweep} with {ns.set}')
+    print(found)
+    return 0
   r = report(ns.results)
   with open(os.path.join(ns.results, 'range_trust.json'), 'w') as f:
     json.dump(r, f, indent=2, sort_keys=True)

@@ -198,6 +198,7 @@ def range_form(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
        f'must be 0 (never stop) or > 1, got {r.diverge_factor}'),
       (r.min_lr_div_clr >= 1, 'min_lr_div_clr', f'must be >= 1, got {r.min_lr_div_clr}'),
       (r.min_lr_div_1cycle >= 1, 'min_lr_div_1cycle', f'must be >= 1, got {r.min_lr_div_1cycle}'),
+      (0.0 <= r.min_rise < 1.0, 'min_rise', f'must be in [0, 1), got {r.min_rise}'),
   )
   for ok, field, message in checks:
     if not ok:

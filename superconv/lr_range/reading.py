@@ -109,7 +109,8 @@ def smooth_accuracy(accuracy: Sequence[float], window: int = 5) -> np.ndarray:
 def suggest(lrs: Sequence[float], accuracy: Sequence[float], *, window: int = 5,
             atol: float = 0.02, rtol: float = 0.2, rule: str = 'peak',
             flat_rule: str = 'largest', min_lr_div_clr: float = 4.0,
-            min_lr_div_1cycle: float = 10.0, stop_lr: float | None = None) -> dict[str, Any]:
+            min_lr_div_1cycle: float = 10.0, min_rise: float = 0.1,
+            stop_lr: float | None = None) -> dict[str, Any]:
   r"""Reads max_lr (and min_lr) off a range test's test-accuracy curve; see the module docstring.
 
   Args:
@@ -121,6 +122,10 @@ def suggest(lrs: Sequence[float], accuracy: Sequence[float], *, window: int = 5,
     rule: 'peak' (max_lr = LR of the smoothed peak) | 'fall' (the last LR before the fall).
     flat_rule: for a curve that never falls: 'largest' (the largest LR tested) | 'peak'.
     min_lr_div_clr, min_lr_div_1cycle: min_lr = max_lr / these.
+    min_rise: the smoothed accuracy must rise by more than max(atol, min_rise) above the first
+      evaluation before the fall (or the end) for a reading: a sweep that barely trained the net
+      (ResNet-20, 100 updates: 0.10 -> 0.18) never falls only because accuracy still grows with
+      time, which is not the flat curve of super-convergence.
     stop_lr: the LR at which the training loss diverged and the sweep stopped (None: it did
       not). Evaluations at or past it count as fallen even if the median hides the collapse (a
       single collapsed point at the end of the curve is an outlier to a median): a curve cut
@@ -194,14 +199,16 @@ def suggest(lrs: Sequence[float], accuracy: Sequence[float], *, window: int = 5,
   # From the first evaluation itself (the untrained net, no noise to smooth): a clipped median
   # window at the start would mix in later, trained values.
   rise = s[:upto].max() - raw[0]
-  if rise <= atol or upto < 3 or max_lr <= 0 or (fall is None and stop_lr is not None):
+  needed = max(atol, min_rise)
+  if rise <= needed or upto < 3 or max_lr <= 0 or (fall is None and stop_lr is not None):
     out.update(reliable=False, flat=False)
     method = 'unreliable'
     if fall is None and stop_lr is not None:
       explanation = f'the training loss diverged at LR {stop_lr:.4g} before a second evaluation'
-    elif rise <= atol or upto < 3:
+    elif rise <= needed or upto < 3:
       explanation = (f'the smoothed accuracy rose by only {rise:.3g} from its start over '
-                     f'{upto} evaluations (needs > {atol:g} over >= 3)')
+                     f'{upto} evaluations (needs > {needed:g} over >= 3: the net learned too '
+                     'little for the curve to show the LR)')
     else:
       explanation = 'the accuracy peaked at LR 0'
     explanation += ('; the curve gives no reading: lengthen the sweep, evaluate more often, or '

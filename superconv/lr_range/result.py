@@ -193,8 +193,10 @@ def combine(results: list[RangeTestResult]) -> RangeTestResult:
 
   The suggestion is that of the sweep whose max_lr is the median of the reliable readings (for
   an even count the lower of the middle two: the cautious side), with its curves; `spread`
-  holds every max_lr, their min and max, and how many readings were flat or unreliable. No
-  reliable reading: the first sweep's (unreliable) suggestion.
+  holds every max_lr, their min and max, and how many readings were flat or unreliable. Fewer
+  than half of the sweeps reliable: that median is still reported, but marked unreliable (one
+  reading out of three is what a single noisy sweep gives, not an answer the repeats agree on).
+  No reliable reading: the first sweep's (unreliable) suggestion.
 
   Examples:
     >>> mk = lambda lr, ok=True: RangeTestResult(*[np.zeros(1)] * 7, suggestion={
@@ -202,6 +204,8 @@ def combine(results: list[RangeTestResult]) -> RangeTestResult:
     >>> r = combine([mk(0.3), mk(0.1), mk(0.2), mk(9.0, False)])
     >>> r.max_lr, r.spread['max_lr_min'], r.spread['max_lr_max'], r.spread['unreliable']
     (0.2, 0.1, 0.3, 1)
+    >>> combine([mk(0.3), mk(9.0, False), mk(9.0, False)]).suggestion['reliable']
+    False
   """
   if len(results) == 1:
     return results[0]
@@ -214,5 +218,11 @@ def combine(results: list[RangeTestResult]) -> RangeTestResult:
             'max_lr_median': float(chosen.suggestion['max_lr']),
             'flat': sum(bool(r.suggestion.get('flat')) for r in results),
             'unreliable': len(results) - len(reliable)}
-  return dataclasses.replace(chosen, runs=list(results), spread=spread,
+  suggestion = chosen.suggestion
+  if reliable and 2 * len(reliable) < len(results):
+    suggestion = {**suggestion, 'reliable': False, 'method': 'unreliable',
+                  'explanation': f'only {len(reliable)} of {len(results)} sweeps gave a reading '
+                                 f'(max_lr {chosen.suggestion["max_lr"]:.4g}); the repeats do '
+                                 'not agree on an answer: lengthen the sweep or check the range.'}
+  return dataclasses.replace(chosen, runs=list(results), spread=spread, suggestion=suggestion,
                              wall_seconds=sum(r.wall_seconds for r in results))

@@ -125,8 +125,9 @@ def _settings(*, min_lr, max_lr, num_steps, mode, eval_every, smoothing, diverge
           'model': model, **extra}
 
 
-def _suggest_kw(min_lr_div_clr: float, min_lr_div_1cycle: float) -> dict:
-  return {'min_lr_div_clr': float(min_lr_div_clr), 'min_lr_div_1cycle': float(min_lr_div_1cycle)}
+def _suggest_kw(min_lr_div_clr: float, min_lr_div_1cycle: float, **more) -> dict:
+  return {'min_lr_div_clr': float(min_lr_div_clr), 'min_lr_div_1cycle': float(min_lr_div_1cycle),
+          **more}
 
 
 
@@ -181,7 +182,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> RangeTestResult:
           num_steps=int(r.num_steps), eval_every=int(r.eval_every_steps),
           smoothing=float(r.smoothing), diverge_factor=float(r.diverge_factor),
           settings={**settings, 'repeat': i},
-          suggest_kw=_suggest_kw(r.min_lr_div_clr, r.min_lr_div_1cycle),
+          suggest_kw=_suggest_kw(r.min_lr_div_clr, r.min_lr_div_1cycle,
+                                 min_rise=float(r.min_rise)),
           progress=jax.process_index() == 0 and config.progress_bar))
   result = combine(results)
   result.settings = settings
