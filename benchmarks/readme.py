@@ -10,6 +10,7 @@ file of `benchmarks/results/` (the command that made it is in the file):
   perf-scan       scan_unroll_cpu.json python -m benchmarks.convs --scan
   perf-dispatch   dispatch_cpu.json    python -m benchmarks.throughput --dispatch resnet56,resnet20 ...
   perf-unroll     cpu_unroll_cpu.json  python -m benchmarks.cpu_unroll --ks 1 4 8 ...
+  perf-cpu        cpu_2core.jsonl      python -m benchmarks.throughput --model M --torch eager,compile
 """
 
 from __future__ import annotations
@@ -52,10 +53,41 @@ def dispatch_table(d: dict) -> str:
   return '\n'.join(rows) + '\n'
 
 
+# Issue 17's CPU goal: superconv's step at no less than this fraction of PyTorch eager's speed.
+EAGER_GOAL = 0.5
+
+
+def cpu_table(records: list[dict]) -> str:
+  """superconv's train step against PyTorch eager and torch.compile, one row per record."""
+  rows = ['| model, batch | superconv | PyTorch eager | `torch.compile` | superconv / eager |',
+          '|---|---|---|---|---|']
+  ratios = []
+  for r in records:
+    by = {x['framework']: x['images_per_sec'] for x in r['runs']}
+    jax_ips, eager = by['jax (superconv train step)'], by.get('torch eager')
+    compiled = by.get('torch.compile')
+    ratio = jax_ips / eager if eager else None
+    ratios.append(ratio)
+    cell = lambda v: f'{v:,.1f} img/s' if v else '—'
+    rows.append(f"| {r['model']}, {r['batch']} | {cell(jax_ips)} | {cell(eager)} | "
+                f"{cell(compiled)} | " + (f'**{ratio:.2f}x** |' if ratio else '— |'))
+  met = all(x is not None and x >= EAGER_GOAL for x in ratios)
+  first = records[0]
+  return ('\n'.join(rows) + '\n\n'
+          f"The goal of at least {EAGER_GOAL:g}x PyTorch eager is **{'met' if met else 'not met'}** "
+          f"on this CPU ({first['host_cpu']}, JAX {first['jax']}, PyTorch "
+          f"{first['runs'][1].get('torch', '?')}; `benchmarks/results/cpu_2core.jsonl`, each model "
+          'in one run on an idle machine: '
+          + '; '.join(f"`{r['command']}`" for r in records) + ').\n')
+
+
 def blocks() -> dict[str, str]:
   convs, breakdown = _load('convs_cpu.json'), _load('breakdown_cpu.json')
   scan, dispatch = _load('scan_unroll_cpu.json'), _load('dispatch_cpu.json')
+  with open(os.path.join(RESULTS, 'cpu_2core.jsonl')) as f:
+    cpu = [json.loads(line) for line in f if line.strip()]
   return {
+      'perf-cpu': cpu_table(cpu),
       'perf-convs': convs['table'].rstrip('\n') + '\n' + _source(convs, 'convs_cpu.json'),
       'perf-breakdown': breakdown['table'].rstrip('\n') + '\n' +
                         _source(breakdown, 'breakdown_cpu.json'),
