@@ -44,6 +44,19 @@ _NOT_EXPERIMENT_FIELDS = PRESENTATION_KEYS + (
 CONFIGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs')
 
 
+def replace_block(text: str, block: str, start: str, end: str) -> str:
+  """`text` with everything between the markers `start` and `end` replaced by `block`.
+
+  The README's generated blocks (results tables, the super-convergence and range-trust
+  reports) are all filled by this one function.
+  """
+  if start not in text or end not in text or text.index(end) < text.index(start):
+    raise ValueError(f'the README has no {start} ... {end} block to fill')
+  before, rest = text.split(start, 1)
+  _, after = rest.split(end, 1)
+  return f'{before}{start}\n{block}{end}{after}'
+
+
 def split_args(args: str) -> list[str]:
   return [p.strip() for p in (args or '').split(',') if p.strip()]
 

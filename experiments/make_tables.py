@@ -284,11 +284,7 @@ def speedup_lines(results: Sequence[dict]) -> str:
 
 def replace_block(text: str, block: str) -> str:
   """`text` with everything between the results markers replaced by `block`."""
-  if START not in text or END not in text or text.index(END) < text.index(START):
-    raise ValueError(f'the README has no {START} ... {END} block to fill')
-  before, rest = text.split(START, 1)
-  _, after = rest.split(END, 1)
-  return f'{before}{START}\n{block}{END}{after}'
+  return collect.replace_block(text, block, START, END)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

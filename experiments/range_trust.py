@@ -21,6 +21,7 @@ import json
 import os
 from typing import Sequence
 
+from experiments import collect
 from experiments.superconvergence import seed_stats
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -272,12 +273,12 @@ def main(argv: Sequence[str] | None = None) -> int:
   print(text)
   if ns.readme:
     readme = open(ns.readme).read()
-    if START not in readme or END not in readme:
-      raise SystemExit(f'{ns.readme} has no {START} ... {END} block')
-    before, rest = readme.split(START, 1)
-    _, after = rest.split(END, 1)
+    try:
+      new = collect.replace_block(readme, text, START, END)
+    except ValueError as e:
+      raise SystemExit(f'{ns.readme}: {e}') from None
     with open(ns.readme, 'w') as f:
-      f.write(f'{before}{START}\n{text}{END}{after}')
+      f.write(new)
   return 0
 
 
