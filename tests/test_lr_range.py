@@ -106,6 +106,17 @@ def test_divergence_cuts_a_flat_looking_curve():
   assert 'diverged at LR 2' in s['explanation']
 
 
+def test_a_sweep_that_barely_trained_the_net_gives_no_reading():
+  # 0.10 -> 0.18 and still rising when the sweep ends (ResNet-20, 100 updates on a CIFAR-10
+  # subset): it never fell, but only because the net was still learning.
+  acc = 0.1 + 0.08 * LRS / LRS[-1]
+  s = lr_range.suggest(LRS, acc)
+  assert not s['reliable'] and not s['flat'] and 'learned too little' in s['explanation']
+  assert 'needs > 0.1' in s['explanation']
+  looser = lr_range.suggest(LRS, acc, min_rise=0.05)   # the threshold is the caller's
+  assert looser['reliable'] and looser['flat'] and looser['max_lr'] == 3.0
+
+
 def test_unreliable_when_nothing_was_learned():
   s = lr_range.suggest(LRS, np.full(LRS.shape, 0.1))
   assert not s['reliable'] and not s['flat'] and s['method'] == 'unreliable'

@@ -79,7 +79,7 @@ def test_range_form_checks_the_new_fields_and_sweeps_momentum_at_its_start():
   assert swept.lr_range.run_steps == 10_000  # the training run it configures
   for field, value, match in (('eval_split', 'train', 'eval_split'),
                               ('eval_examples', 0, 'eval_examples'),
-                              ('repeats', 0, 'repeats')):
+                              ('repeats', 0, 'repeats'), ('min_rise', 1.0, 'min_rise')):
     bad = default.get_config()
     bad.lr_range[field] = value
     with pytest.raises(configure.ConfigError, match=f'lr_range.{match}'):
