@@ -104,6 +104,8 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   c.lr_range.diverge_factor = 4.0  # stop when smoothed loss > factor x best (0: never stop)
   c.lr_range.min_lr_div_clr = 4.0  # suggested min = max / this for CLR (paper: 3-4)
   c.lr_range.min_lr_div_1cycle = 10.0  # suggested min = max / this for 1cycle (Smith 2018: ~10)
+  c.lr_range.reading = 'accuracy'  # the suggestion from: 'accuracy' (held-out, the paper's rule)
+                                   # | 'loss' (valley of the training loss, fastai's lr_find)
   c.lr_range.min_rise = 0.1        # a reading needs the held-out accuracy to rise by more than
                                    # this (fraction) from the untrained net's: lr_range.suggest
   c.lr_range.eval_split = 'validation'  # read the curve on 'validation' (held out of the training

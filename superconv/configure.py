@@ -30,6 +30,8 @@ from superconv.data import sources
 
 MODES = ('train', 'lr_range', 'eval')
 EVAL_SPLITS = ('validation', 'test')
+# What a range test's suggestion is read from (`lr_range.sweep.run`).
+READINGS = ('accuracy', 'loss')
 SOURCES = ('tfds', 'files', 'fake')
 
 
@@ -199,6 +201,7 @@ def range_form(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
       (r.min_lr_div_clr >= 1, 'min_lr_div_clr', f'must be >= 1, got {r.min_lr_div_clr}'),
       (r.min_lr_div_1cycle >= 1, 'min_lr_div_1cycle', f'must be >= 1, got {r.min_lr_div_1cycle}'),
       (0.0 <= r.min_rise < 1.0, 'min_rise', f'must be in [0, 1), got {r.min_rise}'),
+      (r.reading in READINGS, 'reading', f'{r.reading!r} is not one of {READINGS}'),
   )
   for ok, field, message in checks:
     if not ok:

@@ -79,7 +79,8 @@ def test_range_form_checks_the_new_fields_and_sweeps_momentum_at_its_start():
   assert swept.lr_range.run_steps == 10_000  # the training run it configures
   for field, value, match in (('eval_split', 'train', 'eval_split'),
                               ('eval_examples', 0, 'eval_examples'),
-                              ('repeats', 0, 'repeats'), ('min_rise', 1.0, 'min_rise')):
+                              ('repeats', 0, 'repeats'), ('min_rise', 1.0, 'min_rise'),
+                              ('reading', 'lr', 'reading')):
     bad = default.get_config()
     bad.lr_range[field] = value
     with pytest.raises(configure.ConfigError, match=f'lr_range.{match}'):
@@ -94,10 +95,12 @@ def _cli(*args, timeout=600):
 
 @pytest.fixture(scope='module')
 def swept(tmp_path_factory):
-  """A tiny ResNet-56-config range test read on validation, 2 repeats, through the CLI."""
+  """A tiny ResNet-56-config range test read on validation, 2 repeats, through the CLI; its
+  suggestion read on the training loss (`lr_range.reading='loss'`, the fastai preset's)."""
   workdir = str(tmp_path_factory.mktemp('range'))
   done = _cli('--config=configs/resnet56.py:tiny', '--config.mode=lr_range',
               '--config.lr_range.repeats=2', '--config.lr_range.max_lr=0.1',
+              '--config.lr_range.reading=loss',
               f'--workdir={workdir}')
   assert done.returncode == 0, done.stderr[-3000:]
   return workdir, done.stdout
@@ -117,6 +120,10 @@ def test_cli_range_test_names_its_split_spread_and_cost(swept):
   assert record['cost']['sweep_images'] == pytest.approx(2 * (8 * 16 + 3 * 40 / 3))
   assert record['cost']['run_images'] == pytest.approx(8 * 16 + 3 * 100 / 3)
   assert 'Median of 2 sweeps' in stdout and 'validation split' in stdout
+  for sweep in record['repeats']:   # each sweep's suggestion is its loss valley
+    assert sweep['suggestion']['method'] in ('valley', 'unreliable')
+    if sweep['suggestion']['reliable']:
+      assert sweep['suggestion']['max_lr'] == sweep['loss_suggestion']['valley_lr']
   for name in ('metrics.jsonl', 'summary.json', 'lr_range.png'):  # a training run's files too
     assert os.path.exists(os.path.join(workdir, name))
 

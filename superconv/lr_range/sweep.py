@@ -139,7 +139,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> RangeTestResult:
   on the split `lr_range.eval_split` names ('validation': `lr_range.eval_examples` training
   examples held out, the same for every seed; 'test': the paper's reading). With
   `lr_range.repeats` = k > 1, k sweeps from the same initial weights with different data
-  orders; the median reading is the suggestion (`result.combine`). Writes the workdir's files
+  orders; the median reading is the suggestion (`result.combine`). `lr_range.reading`:
+  'accuracy' (the paper's, `reading.suggest`) or 'loss' (the valley of the smoothed training
+  loss, `reading.suggest_from_valley`: the 'fastai' preset's). Writes the workdir's files
   (`RangeTestResult.save`) and prints the one-line summary. No checkpoints: a sweep is short,
   rerun it.
   """
@@ -185,6 +187,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> RangeTestResult:
           suggest_kw=_suggest_kw(r.min_lr_div_clr, r.min_lr_div_1cycle,
                                  min_rise=float(r.min_rise)),
           progress=jax.process_index() == 0 and config.progress_bar))
+      if r.reading == 'loss':  # the 'fastai' preset's reading, as in `range_test`
+        results[-1].suggestion = suggest_from_valley(
+            results[-1].loss_suggestion, r.min_lr_div_clr, r.min_lr_div_1cycle)
   result = combine(results)
   result.settings = settings
   if r.run_steps:  # the run it configures is known (a training config swept)
