@@ -28,6 +28,15 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(REPO, 'experiments', 'results')
 START, END = '<!-- range-trust:start -->', '<!-- range-trust:end -->'
 RESULT_NAME = 'range_trust_lr_range.json'  # the copy of the sweep's result the fed runs read
+LOSS_RESULT_NAME = 'range_trust_loss_lr_range.json'  # the same for the loss-valley reading
+# The fed runs of a protocol: the report's key -> (table label, short label, plot marker, colour).
+FED = {'suggested': ('fed the accuracy reading, `effective_step=match` (default)',
+                     'accuracy reading, match', '*', 'C3'),
+       'suggested_cap': ('fed the accuracy reading, `effective_step=cap`',
+                         'accuracy reading, cap', 'P', 'C1'),
+       'suggested_loss': ('fed the loss-valley reading (fastai preset), `match`',
+                          'loss valley, match', 'D', 'C2')}
+FED_KEYS = tuple(FED)
 
 # name (the results folder) -> the config, its argument, and how the report names the run.
 PROTOCOLS = {
@@ -88,40 +97,52 @@ def find_sweep(root: str, name: str, sets: Sequence[str]) -> str | None:
   return None
 
 
+def _sweep_view(sweep: dict) -> dict:
+  s = sweep['suggestion']
+  return {'max_lr': s['max_lr'], 'min_lr_1cycle': s['min_lr_1cycle'],
+          'method': s['method'], 'reliable': s['reliable'], 'spread': sweep['spread'],
+          'explanation': s.get('explanation', ''),
+          'reading': sweep['settings'].get('config', {}).get('lr_range', {}).get('reading',
+                                                                                'accuracy'),
+          'mode': sweep['settings']['mode'],
+          'cost_fraction': sweep['cost'].get('fraction'),
+          'eval_split': sweep['settings']['eval_split'],
+          'eval_examples': sweep['settings']['eval_examples'],
+          'num_steps': sweep['settings']['num_steps'],
+          'sweep_lr': [sweep['settings']['min_lr'], sweep['settings']['max_lr']],
+          'momentum': _tested_momentum(sweep),
+          'wall_seconds': sweep['wall_seconds']}
+
+
 def protocol_report(root: str, name: str) -> dict:
   spec = PROTOCOLS[name]
-  sweep, fed, grid = None, {'match': [], 'cap': []}, {}
-  fed_read = os.path.join(root, name, RESULT_NAME)  # the sweep the fed runs read
-  if os.path.exists(fed_read):
-    sweep = json.load(open(fed_read))
+  sweeps, fed, grid = {}, {'match': [], 'cap': [], 'loss': []}, {}
+  for key, file in (('sweep', RESULT_NAME), ('sweep_loss', LOSS_RESULT_NAME)):
+    if os.path.exists(os.path.join(root, name, file)):  # the sweep the fed runs read
+      sweeps[key] = json.load(open(os.path.join(root, name, file)))
   for sets, summary, config, run_dir in _runs(root, name, spec['args']):
+    fed_by = sets.get('lr_range_result', '')
     if sets.get('mode') == 'lr_range':
-      sweep = sweep or json.load(open(os.path.join(run_dir, 'lr_range.json')))
-    elif sets.get('lr_range_result', '').endswith(RESULT_NAME):
+      if 'sweep' not in sweeps and sets.get('lr_range.reading', 'accuracy') == 'accuracy':
+        sweeps['sweep'] = json.load(open(os.path.join(run_dir, 'lr_range.json')))
+    elif fed_by.endswith(LOSS_RESULT_NAME):
+      fed['loss'].append((summary, config))
+    elif fed_by.endswith(RESULT_NAME):
       fed.setdefault(sets.get('lr_range.effective_step', 'match'), []).append((summary, config))
     elif 'schedule.max_lr' in sets and 'lr_range_result' not in sets:
       grid.setdefault(float(sets['schedule.max_lr']), []).append(summary)
-  out: dict = {'config': f"{spec['config']}:{spec['args']}", 'grid': {}, 'sweep': None,
-               'suggested': _fed(fed['match']), 'suggested_cap': _fed(fed['cap'])}
-  if sweep:
-    s = sweep['suggestion']
-    out['sweep'] = {'max_lr': s['max_lr'], 'min_lr_1cycle': s['min_lr_1cycle'],
-                    'method': s['method'], 'reliable': s['reliable'], 'spread': sweep['spread'],
-                    'explanation': s.get('explanation', ''),
-                    'cost_fraction': sweep['cost'].get('fraction'),
-                    'eval_split': sweep['settings']['eval_split'],
-                    'eval_examples': sweep['settings']['eval_examples'],
-                    'num_steps': sweep['settings']['num_steps'],
-                    'sweep_lr': [sweep['settings']['min_lr'], sweep['settings']['max_lr']],
-                    'momentum': _tested_momentum(sweep),
-                    'wall_seconds': sweep['wall_seconds']}
+  out: dict = {'config': f"{spec['config']}:{spec['args']}", 'grid': {},
+               'sweep': None, 'sweep_loss': None, 'suggested': _fed(fed['match']),
+               'suggested_cap': _fed(fed['cap']), 'suggested_loss': _fed(fed['loss'])}
+  for key, sweep in sweeps.items():
+    out[key] = _sweep_view(sweep)
   for peak, summaries in sorted(grid.items()):
     out['grid'][f'{peak:g}'] = _stats(summaries)
   means = {p: g['mean'] for p, g in out['grid'].items() if g['n']}
   if means:
     best = max(means, key=means.get)
     out['grid_best'] = {'peak': float(best), 'mean': means[best]}
-    for key in ('suggested', 'suggested_cap'):
+    for key in FED_KEYS:
       if out[key]:
         out[key]['gap_points'] = 100 * (means[best] - out[key]['mean'])
   hardware = [x.get('host_cpu') for _, x, _, _ in _runs(root, name, spec['args'])]
@@ -145,39 +166,45 @@ def _pm(s: dict | None) -> str:
   return f"{100 * s['mean']:.2f} ± {100 * s['std']:.2f} (n={s['n']})"
 
 
+def _sweep_sentence(sw: dict) -> str:
+  sp = sw['spread']
+  m = f" at momentum {sw['momentum']:g}" if sw.get('momentum') is not None else ''
+  on = ('the valley of its training loss' if sw['reading'] == 'loss' else
+        f"{sw['eval_examples']} {sw['eval_split']} images held out of training")
+  text = (f"3 repeats with different data orders{m}, LR {sw['sweep_lr'][0]:g} → "
+          f"{sw['sweep_lr'][1]:g} ({sw['mode']}) over {sw['num_steps']} updates, read on {on}: "
+          f"max_lr **{sw['max_lr']:.3g}** (median of "
+          f"{', '.join(f'{x:.3g}' for x in sp['max_lr'])}; {sp['flat']} flat, "
+          f"{sp['unreliable']} unreliable), compute **{100 * sw['cost_fraction']:.1f} %** of the "
+          "run's.")
+  if not sw['reliable']:
+    text += (f" That reading is marked unreliable ({sw['explanation']}), so a run fed it stops "
+             'before compiling with a ConfigError: the test declines to answer.')
+  return text
+
+
 def _protocol_markdown(name: str, r: dict) -> list[str]:
   spec = PROTOCOLS[name]
   lines = [f"**{spec['title']}**: {spec['run']}; `{r['config']}`."]
-  sw = r.get('sweep')
-  if sw:
-    sp = sw['spread']
-    m = f" at momentum {sw['momentum']:g}" if sw.get('momentum') is not None else ''
-    lines[-1] += (
-        f" The range test of that run, 3 repeats with different data orders{m}, LR "
-        f"{sw['sweep_lr'][0]:g} → {sw['sweep_lr'][1]:g} over {sw['num_steps']} updates, read "
-        f"on {sw['eval_examples']} {sw['eval_split']} images held out of training, read max_lr "
-        f"**{sw['max_lr']:.3g}** (median of "
-        f"{', '.join(f'{x:.3g}' for x in sp['max_lr'])}; {sp['unreliable']} unreliable); its "
-        f"compute was **{100 * sw['cost_fraction']:.1f} %** of the run's.")
-    if not sw['reliable']:
-      lines[-1] += (f" That reading is marked unreliable ({sw['explanation']}), so a run fed it "
-                    'stops before compiling with a ConfigError: the test declines to answer.')
+  if r.get('sweep'):
+    lines[-1] += ' The range test of that run (accuracy reading), ' + _sweep_sentence(r['sweep'])
+  if r.get('sweep_loss'):
+    lines[-1] += ' The fastai preset\'s reading, ' + _sweep_sentence(r['sweep_loss'])
   lines += ['', '| peak LR (base = peak / 10) | final test accuracy % | diverged |', '|---|---|---|']
   for peak, g in r['grid'].items():
     lines.append(f'| {peak} | {_pm(g)} | {g["diverged"]} of {g["n"]} |')
-  for key, label in (('suggested', 'fed, `effective_step=match` (default)'),
-                     ('suggested_cap', 'fed, `effective_step=cap` (the first rule)')):
+  for key, (label, _, _, _) in FED.items():
     f = r.get(key)
     if f:
       peak = f['peak_lr'] if isinstance(f['peak_lr'], float) else f['peak_lr'][0]
       lines.append(f"| **{peak:.3g}** ({label}) | {_pm(f)} | {f['diverged']} of {f['n']} |")
   best = r.get('grid_best')
   if best:
-    for key, label in (('suggested', 'The default rule\'s run'), ('suggested_cap', 'The first '
-                                                                   "rule's run")):
-      if r.get(key):
-        lines += ['', f"{label} is **{r[key]['gap_points']:.2f} points** below the grid's best "
-                  f"(peak {best['peak']:g}, {100 * best['mean']:.2f} %)."]
+    gaps = [f"{FED[k][1]}: "
+            f"**{r[k]['gap_points']:.2f} points**" for k in FED_KEYS if r.get(k)]
+    if gaps:
+      lines += ['', f"Below the grid's best (peak {best['peak']:g}, {100 * best['mean']:.2f} %): "
+                + '; '.join(gaps) + '.']
   lines += ['', f"On {r.get('hardware') or 'this CPU'}.", '']
   return lines
 
@@ -198,7 +225,7 @@ def _panel(ax, name: str, r: dict) -> None:
   peaks = sorted(r['grid'], key=float)
   ok = [p for p in peaks if not r['grid'][p]['diverged']]
   finite = [100 * v for p in ok for v in r['grid'][p]['values']]
-  for key in ('suggested', 'suggested_cap'):
+  for key in FED_KEYS:
     if r.get(key) and r[key].get('n'):
       finite += [100 * v for v in r[key]['values']]
   floor = min(finite) - 2 if finite else 0
@@ -213,8 +240,7 @@ def _panel(ax, name: str, r: dict) -> None:
     ax.plot([float(p) for p in gone], [floor + 0.3] * len(gone), 'x', ms=10, color='k',
             label='diverged')
   ax.set_ylim(bottom=floor)
-  for key, marker, color, label in (('suggested', '*', 'C3', 'fed (match)'),
-                                    ('suggested_cap', 'P', 'C1', 'fed (cap)')):
+  for key, (_, label, marker, color) in FED.items():
     f = r.get(key)
     if f and f.get('n') and isinstance(f['peak_lr'], float):
       ax.plot([f['peak_lr']] * f['n'], [100 * v for v in f['values']], marker, ms=12,

@@ -20,6 +20,9 @@
 #   (`match`) before any of these runs. A first sweep, 0 -> 1.5 over 100 updates read every 5,
 #   left the net at 10-20 % accuracy: read again under `lr_range.min_rise` it gives no reading
 #   (its folder is kept; the report uses the sweep the fed runs read, range_trust_lr_range.json).
+# Each protocol then feeds the fastai preset's reading (`lr_range.reading=loss`, exponential sweep
+#   1e-7 -> 10 over 100 updates, 3 repeats) into the same run, seeds 0 and 1 (added after the
+#   accuracy readings of both protocols were in: LeNet at the stability edge, ResNet-20 flat).
 # Every finished seed is skipped on a rerun; `python -m experiments.range_trust` reports.
 #   bash experiments/range_trust_cpu.sh            # both, about 45 + 45 min on 2 idle cores
 #   PROTOCOL=resnet20 bash experiments/range_trust_cpu.sh
@@ -50,6 +53,17 @@ protocol() {
     $RUN --config=$config --args "$args" --seeds $SEEDS "${run[@]}" \
         --set schedule.max_lr=$peak --set schedule.base_lr=$base
   done
+  # The fastai preset's reading of the same run, fed under the default rule: an exponential
+  # sweep 1e-7 -> 10 over 100 updates (3 repeats), the suggestion the valley of the training loss.
+  local loss=(--set lr_range.reading=loss --set lr_range.mode=exp --set lr_range.min_lr=1e-7
+              --set lr_range.max_lr=10.0 --set lr_range.num_steps=100
+              --set lr_range.eval_every_steps=50 --set lr_range.eval_examples=1000)
+  $RUN --config=$config --args "$args" --seeds 0 "${run[@]}" --set mode=lr_range \
+      --set lr_range.repeats=3 "${loss[@]}"
+  local loss_result=experiments/results/$name/range_trust_loss_lr_range.json
+  cp "$(python -m experiments.range_trust --find-sweep $name "${loss[@]}" --set lr_range.repeats=3)" \
+      $loss_result
+  $RUN --config=$config --args "$args" --seeds $SEEDS "${run[@]}" --set "lr_range_result=$loss_result"
 }
 
 lenet() {

@@ -257,13 +257,22 @@ def test_the_report_pairs_the_suggestion_with_the_grid(tmp_path):
   sweep = {'suggestion': {'max_lr': 0.08, 'min_lr_1cycle': 0.008, 'method': 'peak',
                           'reliable': True},
            'spread': {'max_lr': [0.06, 0.08, 0.1], 'max_lr_min': 0.06, 'max_lr_max': 0.1,
-                      'unreliable': 0, 'repeats': 3},
+                      'unreliable': 0, 'flat': 0, 'repeats': 3},
            'cost': {'fraction': 0.2}, 'wall_seconds': 1.0,
            'settings': {'eval_split': 'validation', 'eval_examples': 2000, 'num_steps': 40,
-                        'min_lr': 0.0, 'max_lr': 0.3,
+                        'min_lr': 0.0, 'max_lr': 0.3, 'mode': 'linear',
                         'config': {'momentum_schedule': {'name': 'constant', 'value': 0.95}}}}
   fed = 'lr_range_result=x/' + range_trust.RESULT_NAME
   seed('range', ['mode=lr_range'], {}, {'lr_range.json': sweep})
+  # The loss-valley sweep is read from the copy the fed runs read, beside the runs.
+  loss_sweep = {**sweep, 'suggestion': {**sweep['suggestion'], 'max_lr': 0.02,
+                                        'method': 'valley'},
+                'settings': {**sweep['settings'], 'mode': 'exp', 'num_steps': 100,
+                             'config': {**sweep['settings']['config'],
+                                        'lr_range': {'reading': 'loss'}}}}
+  (root / 'lenet_fashion_mnist' / range_trust.LOSS_RESULT_NAME).write_text(json.dumps(loss_sweep))
+  seed('loss', ['lr_range_result=x/' + range_trust.LOSS_RESULT_NAME],
+       {'final_eval_accuracy': 0.87}, {'config.json': {'schedule': {'max_lr': 0.08}}})
   seed('suggested', [fed], {'final_eval_accuracy': 0.885},
        {'config.json': {'schedule': {'max_lr': 0.32}}})       # the peak is read as it ran
   seed('cap', [fed, 'lr_range.effective_step=cap'], {'final_eval_accuracy': 0.88},
@@ -279,9 +288,13 @@ def test_the_report_pairs_the_suggestion_with_the_grid(tmp_path):
   assert r['grid_best'] == {'peak': 0.05, 'mean': 0.89}
   assert r['suggested']['gap_points'] == pytest.approx(0.5)
   assert r['suggested_cap']['gap_points'] == pytest.approx(1.0)
-  assert r['sweep']['momentum'] == 0.95
+  assert r['sweep']['momentum'] == 0.95 and r['sweep']['reading'] == 'accuracy'
+  assert r['sweep_loss']['reading'] == 'loss' and r['sweep_loss']['max_lr'] == 0.02
+  assert r['suggested_loss']['values'] == [0.87]
+  assert r['suggested_loss']['gap_points'] == pytest.approx(2.0)
   text = range_trust.markdown(range_trust.report(str(root)))
-  assert '**0.50 points** below' in text and '**1.00 points** below' in text
-  assert '20.0 %' in text and '| **0.32** (fed, `effective_step=match`' in text
+  assert 'match: **0.50 points**' in text and 'cap: **1.00 points**' in text
+  assert 'valley, match: **2.00 points**' in text and 'the valley of its training loss' in text
+  assert '20.0 %' in text and '| **0.32** (fed the accuracy reading, `effective_step=match`' in text
   range_trust.plot(range_trust.report(str(root)), str(tmp_path / 'plot.png'))
   assert (tmp_path / 'plot.png').stat().st_size > 0
