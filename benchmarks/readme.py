@@ -74,7 +74,8 @@ def cpu_table(records: list[dict]) -> str:
   met = all(x is not None and x >= EAGER_GOAL for x in ratios)
   first = records[0]
   return ('\n'.join(rows) + '\n\n'
-          f"The goal of at least {EAGER_GOAL:g}x PyTorch eager is **{'met' if met else 'not met'}** "
+          f"The goal of at least {EAGER_GOAL:g}x PyTorch eager is "
+          f"**{'met' if met else 'not met'}** "
           f"on this CPU ({first['host_cpu']}, JAX {first['jax']}, PyTorch "
           f"{first['runs'][1].get('torch', '?')}; `benchmarks/results/cpu_2core.jsonl`, each model "
           'in one run on an idle machine: '

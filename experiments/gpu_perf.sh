@@ -4,7 +4,7 @@
 # as benchmarks/results/h200_session2.jsonl); then Fig. 1a with the fastest bf16 variant.
 #
 #   bash experiments/gpu_perf.sh CIFAR_ARCHIVE OUT_DIR [BUDGET_SECONDS]
-#   TOY=1 bash experiments/gpu_perf.sh - /tmp/toy       # CPU check: ResNet-8, batch 16, 4 updates
+#   TOY=1 bash experiments/gpu_perf.sh - /tmp/toy       # CPU check: LeNet, batch 16, 4 updates
 #
 # Rows (ResNet-56, batch 1,000, bf16 compute unless named):
 #   baseline       today's step (the pytree state), 10 updates per dispatch (lax.scan)
@@ -34,7 +34,7 @@ exec > >(tee -a "$OUT/log.txt") 2>&1
 elapsed() { echo $(( $(date +%s) - START )); }
 BASE_FLAGS=${XLA_FLAGS:-}
 if [ "${TOY:-0}" = 1 ]; then
-  MODEL=resnet8; BATCH=16; STEPS=4; K=2; DMODELS=resnet8; DBATCH=8; RSTEPS=4; GPU=0
+  MODEL=lenet; BATCH=16; STEPS=4; K=2; DMODELS=lenet; DBATCH=8; RSTEPS=4; GPU=0
   FIG=(--config=configs/resnet56.py --args tiny --set data.source=fake)
 else
   MODEL=resnet56; BATCH=1000; STEPS=60; K=10; DMODELS=resnet56,resnet20; DBATCH=1000

@@ -18,7 +18,9 @@ from conftest import CIFAR10_ARCHIVE, ROOT
 @pytest.mark.skipif(not os.path.exists(CIFAR10_ARCHIVE), reason='needs ../shared/data')
 def test_gpu_fidelity_script_runs_at_toy_size(tmp_path):
   out = tmp_path / 'out'
-  env = dict(os.environ, TOY='1', JAX_PLATFORMS='cpu', PYTHONPATH=ROOT)
+  # The script calls `python`: this interpreter's, whether or not its venv is activated.
+  path = os.path.dirname(sys.executable) + os.pathsep + os.environ.get('PATH', '')
+  env = dict(os.environ, TOY='1', JAX_PLATFORMS='cpu', PYTHONPATH=ROOT, PATH=path)
   result = subprocess.run(['bash', 'experiments/gpu_fidelity.sh', CIFAR10_ARCHIVE, str(out)],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
   assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

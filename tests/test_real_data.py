@@ -15,13 +15,20 @@ import pytest
 from conftest import CIFAR10_ARCHIVE, FASHION_MNIST_DIR, ROOT
 
 
-def _run(config, tmp_path, *overrides):
+@pytest.fixture(scope='module')
+def cache(tmp_path_factory):
+  """One decoded-data cache for the module: the CIFAR-10 archive is decoded once, not per run
+  (60,000 JPEGs, about 20 s of this CPU each time)."""
+  return tmp_path_factory.mktemp('decoded')
+
+
+def _run(config, tmp_path, cache, *overrides):
   # Through the real CLI, in its own process: one CPU device, as a user's run on this machine.
   workdir = tmp_path / 'run'
   env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=ROOT)
   result = subprocess.run(
       [sys.executable, '-m', 'superconv.main', f'--config={config}', f'--workdir={workdir}',
-       '--config.progress_bar=False', f'--config.data.cache_dir={tmp_path / "cache"}',
+       '--config.progress_bar=False', f'--config.data.cache_dir={cache}',
        '--config.checkpoint_every_steps=0', *overrides],
       cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
@@ -31,22 +38,23 @@ def _run(config, tmp_path, *overrides):
 
 @pytest.mark.skipif(not os.path.exists(os.path.join(FASHION_MNIST_DIR, 't10k-labels-idx1-ubyte.gz')),
                     reason='apt-get install dataset-fashion-mnist')
-def test_lenet_learns_real_fashion_mnist(tmp_path):
+def test_lenet_learns_real_fashion_mnist(tmp_path, cache):
   # Caffe's LeNet with its `inv` policy, 300 updates at batch 64 (a third of an epoch), then
   # the full 10,000-image test split. Measured here (seed 0, 2-core CPU): 0.8207.
-  summary = _run('configs/lenet_fashion_mnist.py:policy=inv', tmp_path,
+  summary = _run('configs/lenet_fashion_mnist.py:policy=inv', tmp_path, cache,
                  '--config.num_steps=300', '--config.eval_every_steps=300',
                  '--config.log_every_steps=100')
   assert summary['steps'] == 300
   assert 0.76 <= summary['final_eval_accuracy'] <= 0.88
 
 
+@pytest.mark.slow  # ~2.5 min here; the BN test below trains ResNet-8 on the same real data in CI
 @pytest.mark.skipif(not os.path.exists(CIFAR10_ARCHIVE), reason='needs ../shared/data')
-def test_small_resnet_learns_real_cifar10(tmp_path):
+def test_small_resnet_learns_real_cifar10(tmp_path, cache):
   # The authors' Caffe ResNet-20 on a fixed 2,000-image subset of the real (JPEG) CIFAR-10, one
   # CLR cycle 0.1 -> 1.0 -> 0.1 over 120 updates at batch 64, evaluated on all 10,000 test
   # images. Measured here (seed 0, 2-core CPU): 0.2293; chance is 0.10.
-  summary = _run(f'configs/resnet20.py:data={CIFAR10_ARCHIVE}', tmp_path,
+  summary = _run(f'configs/resnet20.py:data={CIFAR10_ARCHIVE}', tmp_path, cache,
                  '--config.data.train_subset=2000', '--config.batch_size=64',
                  '--config.num_steps=120', '--config.schedule.step_size=60',
                  '--config.schedule.max_lr=1.0', '--config.eval_every_steps=120',
@@ -73,7 +81,7 @@ def _cifar10_as_image_folders(root, train_per_class: int, val_per_class: int) ->
 
 
 @pytest.mark.skipif(not os.path.exists(CIFAR10_ARCHIVE), reason='needs ../shared/data')
-def test_streamed_input_learns_real_images(tmp_path):
+def test_streamed_input_learns_real_images(tmp_path, cache):
   # The ImageNet path end to end on real photographs: 2,000 CIFAR-10 JPEGs (200 a class) and 500
   # test images laid out as ImageNet folders, decoded, random-resized-cropped and flipped on the
   # host, fed to the tiny ResNet-50 (1000-way head, 10 classes used), Caffe 1cycle 0.005 -> 0.05,
@@ -81,8 +89,9 @@ def test_streamed_input_learns_real_images(tmp_path):
   # 0.276 for seeds 0, 1, 2; chance is 0.10.
   root = tmp_path / 'imagenet_layout'
   _cifar10_as_image_folders(root, 200, 50)
-  summary = _run('configs/resnet50_imagenet.py:tiny', tmp_path, '--config.data.source=files',
-                 f'--config.data.path={root}', '--config.batch_size=32',
+  summary = _run('configs/resnet50_imagenet.py:tiny', tmp_path, cache,
+                 '--config.data.source=files', f'--config.data.path={root}',
+                 '--config.batch_size=32',
                  '--config.num_steps=300', '--config.schedule.step_size=120',
                  '--config.schedule.base_lr=0.005', '--config.schedule.max_lr=0.05',
                  '--config.eval_every_steps=300', '--config.log_every_steps=100')
@@ -91,7 +100,7 @@ def test_streamed_input_learns_real_images(tmp_path):
 
 
 @pytest.mark.skipif(not os.path.exists(CIFAR10_ARCHIVE), reason='needs ../shared/data')
-def test_bn_running_statistics_are_usable_after_100_updates_at_fraction_0999(tmp_path):
+def test_bn_running_statistics_are_usable_after_100_updates_at_fraction_0999(tmp_path, cache):
   # The PC-LR baseline's BN moving-average fraction, 0.999, on a small net (ResNet-8, LR 0.05
   # held constant, 100 updates at batch 64 on 2,000 real CIFAR-10 images),
   # evaluated on the full test split. Caffe's estimator (sums over a decayed count) is exact from
@@ -106,8 +115,8 @@ def test_bn_running_statistics_are_usable_after_100_updates_at_fraction_0999(tmp
             '--config.num_steps=100', '--config.schedule.name=constant',
             '--config.schedule.base_lr=0.05',
             '--config.eval_every_steps=100', '--config.log_every_steps=50')
-  slow = _run('configs/resnet56_baseline.py', tmp_path / 'maf0999', *common)
-  fast = _run('configs/resnet56_baseline.py', tmp_path / 'maf095', *common,
+  slow = _run('configs/resnet56_baseline.py', tmp_path / 'maf0999', cache, *common)
+  fast = _run('configs/resnet56_baseline.py', tmp_path / 'maf095', cache, *common,
               '--config.model.bn_momentum=0.95')
   assert slow['final_eval_accuracy'] >= 0.18, slow
   assert abs(slow['final_eval_accuracy'] - fast['final_eval_accuracy']) <= 0.06, (slow, fast)
