@@ -116,8 +116,8 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   c.lr_range.repeats = 1           # sweeps with different data orders; the median reading is used
   c.lr_range.run_steps = 0         # updates of the run the suggestion is for, for the cost report
                                    # (0: this config's num_steps before it became a sweep)
-  c.lr_range.effective_step = 'match'  # a fed run's LRs give the tested lr/(1-m) at its peak
-                                   # ('match') or at most that ('cap'): configure.apply_suggestion
+  c.lr_range.effective_step = 'cap'  # a fed run's largest lr/(1-m) is at most the tested one
+                                   # ('cap') or equal to it ('match'): configure.apply_suggestion
   c.lr_range.accept_mismatch = False  # feed a result whose settings differ from this run's
 
   c.lr_estimate = ml_collections.ConfigDict()

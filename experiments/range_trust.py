@@ -30,12 +30,14 @@ START, END = '<!-- range-trust:start -->', '<!-- range-trust:end -->'
 RESULT_NAME = 'range_trust_lr_range.json'  # the copy of the sweep's result the fed runs read
 LOSS_RESULT_NAME = 'range_trust_loss_lr_range.json'  # the same for the loss-valley reading
 # The fed runs of a protocol: the report's key -> (table label, short label, plot marker, colour).
-FED = {'suggested': ('fed the accuracy reading, `effective_step=match` (default)',
+FED = {'suggested': ('fed the accuracy reading, `effective_step=match`',
                      'accuracy reading, match', '*', 'C3'),
-       'suggested_cap': ('fed the accuracy reading, `effective_step=cap`',
+       'suggested_cap': ('fed the accuracy reading, `effective_step=cap` (default)',
                          'accuracy reading, cap', 'P', 'C1'),
        'suggested_loss': ('fed the loss-valley reading (fastai preset), `match`',
-                          'loss valley, match', 'D', 'C2')}
+                          'loss valley, match', 'D', 'C2'),
+       'suggested_loss_cap': ('fed the loss-valley reading (fastai preset), `cap`',
+                              'loss valley, cap', 'd', 'C4')}
 FED_KEYS = tuple(FED)
 
 # name (the results folder) -> the config, its argument, and how the report names the run.
@@ -116,7 +118,7 @@ def _sweep_view(sweep: dict) -> dict:
 
 def protocol_report(root: str, name: str) -> dict:
   spec = PROTOCOLS[name]
-  sweeps, fed, grid = {}, {'match': [], 'cap': [], 'loss': []}, {}
+  sweeps, fed, grid = {}, {'match': [], 'cap': [], 'loss': [], 'loss_cap': []}, {}
   for key, file in (('sweep', RESULT_NAME), ('sweep_loss', LOSS_RESULT_NAME)):
     if os.path.exists(os.path.join(root, name, file)):  # the sweep the fed runs read
       sweeps[key] = json.load(open(os.path.join(root, name, file)))
@@ -126,14 +128,19 @@ def protocol_report(root: str, name: str) -> dict:
       if 'sweep' not in sweeps and sets.get('lr_range.reading', 'accuracy') == 'accuracy':
         sweeps['sweep'] = json.load(open(os.path.join(run_dir, 'lr_range.json')))
     elif fed_by.endswith(LOSS_RESULT_NAME):
-      fed['loss'].append((summary, config))
+      rule = config.get('lr_range', {}).get('effective_step', 'cap')
+      fed['loss' if rule == 'match' else 'loss_cap'].append((summary, config))
     elif fed_by.endswith(RESULT_NAME):
-      fed.setdefault(sets.get('lr_range.effective_step', 'match'), []).append((summary, config))
+      # The rule as it ran (its resolved config): the default changed from 'match' to 'cap'.
+      rule = config.get('lr_range', {}).get('effective_step',
+                                            sets.get('lr_range.effective_step', 'match'))
+      fed.setdefault(rule, []).append((summary, config))
     elif 'schedule.max_lr' in sets and 'lr_range_result' not in sets:
       grid.setdefault(float(sets['schedule.max_lr']), []).append(summary)
   out: dict = {'config': f"{spec['config']}:{spec['args']}", 'grid': {},
                'sweep': None, 'sweep_loss': None, 'suggested': _fed(fed['match']),
-               'suggested_cap': _fed(fed['cap']), 'suggested_loss': _fed(fed['loss'])}
+               'suggested_cap': _fed(fed['cap']), 'suggested_loss': _fed(fed['loss']),
+               'suggested_loss_cap': _fed(fed['loss_cap'])}
   for key, sweep in sweeps.items():
     out[key] = _sweep_view(sweep)
   for peak, summaries in sorted(grid.items()):

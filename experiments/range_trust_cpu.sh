@@ -18,9 +18,11 @@
 #   (`match`) before any of these runs. A first sweep, 0 -> 1.5 over 100 updates read every 5,
 #   left the net at 10-20 % accuracy: read again under `lr_range.min_rise` it gives no reading
 #   (its folder is kept; the report uses the sweep the fed runs read, range_trust_lr_range.json).
-# Every fed run is run twice: under the default `lr_range.effective_step=match` (the tested
-#   lr/(1-m) at the cycle's peak, where the momentum is lower: LeNet 0.8, 4x; ResNet-20 0.85, 3x)
-#   and under `cap` (bounds only ever scaled down; ResNet-20's added after its match runs).
+# Every fed run is run twice: under `lr_range.effective_step=match` (the tested lr/(1-m) at the
+#   cycle's peak, where the momentum is lower: LeNet 0.8, 4x; ResNet-20 0.85, 3x) and under `cap`
+#   (bounds only ever scaled down). `match` was the default when its accuracy-reading runs were
+#   made, without the --set: their folders were renamed to the --set's name afterwards, and
+#   their run.json says so; `cap` became the default after these results.
 # Each protocol then feeds the fastai preset's reading (`lr_range.reading=loss`, exponential sweep
 #   1e-7 -> 10 over 100 updates, 3 repeats) into the same run, seeds 0 and 1 (added after the
 #   accuracy readings of both protocols were in: LeNet at the stability edge, ResNet-20 flat).
@@ -46,9 +48,10 @@ protocol() {
   local result=experiments/results/$name/range_trust_lr_range.json
   cp "$(python -m experiments.range_trust --find-sweep $name "${sweep[@]}" --set lr_range.repeats=3)" \
       $result
-  $RUN --config=$config --args "$args" --seeds $SEEDS "${run[@]}" --set "lr_range_result=$result"
-  $RUN --config=$config --args "$args" --seeds $SEEDS "${run[@]}" --set "lr_range_result=$result" \
-      --set lr_range.effective_step=cap
+  for rule in match cap; do
+    $RUN --config=$config --args "$args" --seeds $SEEDS "${run[@]}" \
+        --set "lr_range_result=$result" --set lr_range.effective_step=$rule
+  done
   for peak in $grid; do
     base=$(python -c "print($peak / 10)")
     $RUN --config=$config --args "$args" --seeds $SEEDS "${run[@]}" \
@@ -64,7 +67,10 @@ protocol() {
   local loss_result=experiments/results/$name/range_trust_loss_lr_range.json
   cp "$(python -m experiments.range_trust --find-sweep $name "${loss[@]}" --set lr_range.repeats=3)" \
       $loss_result
-  $RUN --config=$config --args "$args" --seeds $SEEDS "${run[@]}" --set "lr_range_result=$loss_result"
+  for rule in match cap; do
+    $RUN --config=$config --args "$args" --seeds $SEEDS "${run[@]}" \
+        --set "lr_range_result=$loss_result" --set lr_range.effective_step=$rule
+  done
 }
 
 lenet() {
@@ -73,7 +79,8 @@ lenet() {
       --set lr_range.eval_every_steps=2 --set lr_range.eval_examples=2000 --
   local args=(--config=configs/lenet_fashion_mnist.py --args policy=1cycle,epochs=4 --seeds 2 3)
   $RUN "${args[@]}" --set schedule.max_lr=0.3 --set schedule.base_lr=0.03
-  $RUN "${args[@]}" --set lr_range_result=experiments/results/lenet_fashion_mnist/range_trust_lr_range.json
+  $RUN "${args[@]}" --set lr_range_result=experiments/results/lenet_fashion_mnist/range_trust_lr_range.json \
+      --set lr_range.effective_step=match
 }
 
 resnet20() {

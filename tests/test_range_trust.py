@@ -167,20 +167,21 @@ def test_accepted_mismatch_holds_the_effective_step_to_what_was_tested(swept, tm
   assert configure.max_effective_step(run) == pytest.approx(0.08 / 0.1, rel=1e-5)
 
 
-def test_a_cyclical_momentum_run_takes_the_tested_effective_step_at_its_peak(swept, tmp_path):
+def test_a_cyclical_momentum_run_is_capped_or_matched_to_the_tested_step(swept, tmp_path):
   c = default.get_config('tiny')
   c.lr_range_result = _reliable_copy(swept[0], tmp_path)     # read at constant momentum 0.9
   c.schedule = optim.schedule_config('caffe_one_cycle')
   c.schedule.step_size = c.num_steps // 2
   c.momentum_schedule.name = 'cyclical'
   c.momentum_schedule.max_momentum, c.momentum_schedule.min_momentum = 0.9, 0.8
+  # The default, 'cap': the run's steps are all below the test's 0.08 / (1 - 0.9): unscaled.
+  assert configure.apply_suggestion(c).schedule.max_lr == pytest.approx(0.08)
+  c.lr_range.effective_step = 'match'
   run = configure.apply_suggestion(c)
   # The test's step 0.08 / (1 - 0.9) is taken at the peak, where the momentum is 0.8.
   assert run.schedule.max_lr == pytest.approx(0.08 * 0.2 / 0.1, rel=1e-5)
   assert run.schedule.base_lr == pytest.approx(0.008 * 2, rel=1e-5)
   assert configure.max_effective_step(run) == pytest.approx(0.08 / 0.1, rel=1e-5)
-  c.lr_range.effective_step = 'cap'                          # never above the test: unscaled
-  assert configure.apply_suggestion(c).schedule.max_lr == pytest.approx(0.08)
   c.lr_range.effective_step = 'double'
   with pytest.raises(configure.ConfigError, match='effective_step'):
     configure.apply_suggestion(c)
@@ -272,7 +273,8 @@ def test_the_report_pairs_the_suggestion_with_the_grid(tmp_path):
                                         'lr_range': {'reading': 'loss'}}}}
   (root / 'lenet_fashion_mnist' / range_trust.LOSS_RESULT_NAME).write_text(json.dumps(loss_sweep))
   seed('loss', ['lr_range_result=x/' + range_trust.LOSS_RESULT_NAME],
-       {'final_eval_accuracy': 0.87}, {'config.json': {'schedule': {'max_lr': 0.08}}})
+       {'final_eval_accuracy': 0.87},
+       {'config.json': {'schedule': {'max_lr': 0.08}, 'lr_range': {'effective_step': 'match'}}})
   seed('suggested', [fed], {'final_eval_accuracy': 0.885},
        {'config.json': {'schedule': {'max_lr': 0.32}}})       # the peak is read as it ran
   seed('cap', [fed, 'lr_range.effective_step=cap'], {'final_eval_accuracy': 0.88},
