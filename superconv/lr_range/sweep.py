@@ -39,14 +39,15 @@ from superconv.lr_range.result import combine
 
 def _sweep(state: step_lib.TrainState | step_lib.PackedState, train_fn, pop_loss, feed, evaluator,
            lr_fn: Callable, *, num_steps: int, eval_every: int, smoothing: float,
-           diverge_factor: float, settings: dict, suggest_kw: dict,
-           progress: bool) -> RangeTestResult:
+           diverge_factor: float, settings: dict, suggest_kw: dict, progress: bool,
+           reading: str = 'accuracy') -> RangeTestResult:
   """Runs the sweep from `state` (consumed: donated to the train step) and reads it.
 
   `feed` yields each update's input (`inputs.MemoryFeed` / `inputs.StreamFeed`); `evaluator`
   maps a state to {'eval_accuracy', 'eval_loss', ...}. Both entry points (`run`, `range_test`)
   come here, with the settings of `_settings`. `state` is in the form `train_fn` takes (packed
   on accelerators, `step.packs_by_default`); evaluations and the LR check read its pytree form.
+  The suggestion: `suggest` of the accuracy, or for reading='loss' the valley (fastai's).
   """
   t0 = time.perf_counter()
   bar = None
@@ -106,8 +107,9 @@ def _sweep(state: step_lib.TrainState | step_lib.PackedState, train_fn, pop_loss
   acc = np.asarray([e[2] for e in evals], np.float64)
   eval_loss = np.asarray([e[3] for e in evals], np.float64)
   stop_lr = None if watch.diverged_at is None else float(lrs[watch.diverged_at])
-  sug = suggest(ev[:, 1], acc, stop_lr=stop_lr, **suggest_kw)
   lsug = suggest_from_loss(lrs[:len(losses)], smoothed, stop=watch.diverged_at)
+  sug = (suggest_from_valley(lsug, suggest_kw['min_lr_div_clr'], suggest_kw['min_lr_div_1cycle'])
+         if reading == 'loss' else suggest(ev[:, 1], acc, stop_lr=stop_lr, **suggest_kw))
   return RangeTestResult(
       lrs=lrs[:len(losses)], train_loss=np.asarray(losses),
       train_loss_smoothed=np.asarray(smoothed),
@@ -130,7 +132,6 @@ def _suggest_kw(min_lr_div_clr: float, min_lr_div_1cycle: float, **more) -> dict
           **more}
 
 
-
 def run(config: ml_collections.ConfigDict, workdir: str) -> RangeTestResult:
   """The LR range test of a resolved config (`configure.resolve`, mode 'lr_range').
 
@@ -139,9 +140,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> RangeTestResult:
   on the split `lr_range.eval_split` names ('validation': `lr_range.eval_examples` training
   examples held out, the same for every seed; 'test': the paper's reading). With
   `lr_range.repeats` = k > 1, k sweeps from the same initial weights with different data
-  orders; the median reading is the suggestion (`result.combine`). `lr_range.reading`:
-  'accuracy' (the paper's, `reading.suggest`) or 'loss' (the valley of the smoothed training
-  loss, `reading.suggest_from_valley`: the 'fastai' preset's). Writes the workdir's files
+  orders; the median reading is the suggestion (`result.combine`), read as `lr_range.reading`
+  says ('accuracy' or 'loss', see `_sweep`). Writes the workdir's files
   (`RangeTestResult.save`) and prints the one-line summary. No checkpoints: a sweep is short,
   rerun it.
   """
@@ -186,10 +186,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> RangeTestResult:
           settings={**settings, 'repeat': i},
           suggest_kw=_suggest_kw(r.min_lr_div_clr, r.min_lr_div_1cycle,
                                  min_rise=float(r.min_rise)),
-          progress=jax.process_index() == 0 and config.progress_bar))
-      if r.reading == 'loss':  # the 'fastai' preset's reading, as in `range_test`
-        results[-1].suggestion = suggest_from_valley(
-            results[-1].loss_suggestion, r.min_lr_div_clr, r.min_lr_div_1cycle)
+          progress=jax.process_index() == 0 and config.progress_bar, reading=r.reading))
   result = combine(results)
   result.settings = settings
   if r.run_steps:  # the run it configures is known (a training config swept)
@@ -446,10 +443,7 @@ def range_test(model, optimizer: optax.GradientTransformation | Callable[[Any], 
                     num_steps=int(num_steps), eval_every=eval_every, smoothing=smoothing,
                     diverge_factor=diverge_factor, settings={**settings, 'repeat': i},
                     suggest_kw={**_suggest_kw(min_lr_div_clr, min_lr_div_1cycle),
-                                **suggest_kw}, progress=progress)
-    if p['reading'] == 'loss':
-      result.suggestion = suggest_from_valley(result.loss_suggestion, min_lr_div_clr,
-                                              min_lr_div_1cycle)
+                                **suggest_kw}, progress=progress, reading=p['reading'])
     results.append(result)
   result = combine(results)
   result.settings = settings
