@@ -228,30 +228,43 @@ def markdown(report_: dict) -> str:
   return '\n'.join(lines)
 
 
+def _finite(stats: dict) -> list[float]:
+  """A group's accuracies without its diverged runs (counted as chance, 0.1, in `values`)."""
+  vals = sorted(stats['values'])
+  return [100 * v for v in vals[stats['diverged']:]]
+
+
 def _panel(ax, name: str, r: dict) -> None:
   peaks = sorted(r['grid'], key=float)
   ok = [p for p in peaks if not r['grid'][p]['diverged']]
-  finite = [100 * v for p in ok for v in r['grid'][p]['values']]
+  finite = [v for p in peaks for v in _finite(r['grid'][p])]
   for key in FED_KEYS:
     if r.get(key) and r[key].get('n'):
-      finite += [100 * v for v in r[key]['values']]
+      finite += _finite(r[key])
   floor = min(finite) - 2 if finite else 0
-  for p in ok:
-    vals = r['grid'][p]['values']
-    ax.plot([float(p)] * len(vals), [100 * v for v in vals], 'o', color='C0', alpha=0.7)
+  for p in peaks:
+    vals = _finite(r['grid'][p])
+    ax.plot([float(p)] * len(vals), vals, 'o', color='C0', alpha=0.7)
   if ok:
     ax.plot([float(p) for p in ok], [100 * r['grid'][p]['mean'] for p in ok], '-',
-            color='C0', label='grid (mean of seeds)')
+            color='C0', label='grid (mean of seeds; line through peaks that never diverged)')
   gone = [p for p in peaks if r['grid'][p]['diverged']]
-  if gone:  # drawn on the floor of the axis: a diverged run has no accuracy to speak of
-    ax.plot([float(p) for p in gone], [floor + 0.3] * len(gone), 'x', ms=10, color='k',
-            label='diverged')
+  for i, p in enumerate(gone):  # on the floor of the axis: a diverged run has no accuracy
+    g = r['grid'][p]
+    ax.plot([float(p)], [floor + 0.3], 'x', ms=10, color='k',
+            label='diverged (runs of all seeds)' if i == 0 else None)
+    ax.annotate(f"{g['diverged']}/{g['n']}", (float(p), floor + 0.3), textcoords='offset points',
+                xytext=(6, 4), fontsize=7)
   ax.set_ylim(bottom=floor)
   for key, (_, label, marker, color) in FED.items():
     f = r.get(key)
     if f and f.get('n') and isinstance(f['peak_lr'], float):
-      ax.plot([f['peak_lr']] * f['n'], [100 * v for v in f['values']], marker, ms=12,
-              color=color, label=f"{label}: peak {f['peak_lr']:.3g}")
+      vals = _finite(f)
+      gone = f' ({f["diverged"]} of {f["n"]} diverged)' if f['diverged'] else ''
+      ax.plot([f['peak_lr']] * len(vals), vals, marker, ms=12, color=color,
+              label=f"{label}: peak {f['peak_lr']:.3g}{gone}")
+      if f['diverged']:
+        ax.plot([f['peak_lr']], [floor + 0.3], 'x', ms=12, color=color)
   if r.get('sweep'):
     sp = r['sweep']['spread']
     ax.axvspan(sp['max_lr_min'], sp['max_lr_max'], color='C3', alpha=0.1,
