@@ -36,41 +36,39 @@ RUN="python -m experiments.run --set progress_bar=False"
 SEEDS=${SEEDS:-0 1}
 DATA=${DATA:-../shared/data/cifar10-jpeg.tar.gz}
 
+# sweep_and_feed RESULT_FILE SWEEP_SETS...: within `protocol` (its config, args, name and run
+# sets): the range test (3 repeats), a copy of its result at a short path (the run folder's name
+# spells out every --set), and the run fed it under each rule, seeds $SEEDS.
+sweep_and_feed() {
+  local result=experiments/results/$name/$1; shift
+  $RUN --config=$config --args "$args" --seeds 0 "${run[@]}" --set mode=lr_range \
+      --set lr_range.repeats=3 "$@"
+  cp "$(python -m experiments.range_trust --find-sweep $name "$@" --set lr_range.repeats=3)" \
+      $result
+  for rule in match cap; do
+    $RUN --config=$config --args "$args" --seeds $SEEDS "${run[@]}" \
+        --set "lr_range_result=$result" --set lr_range.effective_step=$rule
+  done
+}
+
 # protocol CONFIG ARGS NAME "GRID" SWEEP_SETS... -- RUN_SETS...
 protocol() {
   local config=$1 args=$2 name=$3 grid=$4; shift 4
   local sweep=() run=()
   while [ "$1" != -- ]; do sweep+=("$1"); shift; done; shift
   run=("$@")
-  $RUN --config=$config --args "$args" --seeds 0 "${run[@]}" --set mode=lr_range \
-      --set lr_range.repeats=3 "${sweep[@]}"
-  # A short path for the runs it feeds (the run folder's name spells out every --set).
-  local result=experiments/results/$name/range_trust_lr_range.json
-  cp "$(python -m experiments.range_trust --find-sweep $name "${sweep[@]}" --set lr_range.repeats=3)" \
-      $result
-  for rule in match cap; do
-    $RUN --config=$config --args "$args" --seeds $SEEDS "${run[@]}" \
-        --set "lr_range_result=$result" --set lr_range.effective_step=$rule
-  done
+  sweep_and_feed range_trust_lr_range.json "${sweep[@]}"
   for peak in $grid; do
     base=$(python -c "print($peak / 10)")
     $RUN --config=$config --args "$args" --seeds $SEEDS "${run[@]}" \
         --set schedule.max_lr=$peak --set schedule.base_lr=$base
   done
-  # The fastai preset's reading of the same run, fed under the default rule: an exponential
-  # sweep 1e-7 -> 10 over 100 updates (3 repeats), the suggestion the valley of the training loss.
-  local loss=(--set lr_range.reading=loss --set lr_range.mode=exp --set lr_range.min_lr=1e-7
-              --set lr_range.max_lr=10.0 --set lr_range.num_steps=100
-              --set lr_range.eval_every_steps=50 --set lr_range.eval_examples=1000)
-  $RUN --config=$config --args "$args" --seeds 0 "${run[@]}" --set mode=lr_range \
-      --set lr_range.repeats=3 "${loss[@]}"
-  local loss_result=experiments/results/$name/range_trust_loss_lr_range.json
-  cp "$(python -m experiments.range_trust --find-sweep $name "${loss[@]}" --set lr_range.repeats=3)" \
-      $loss_result
-  for rule in match cap; do
-    $RUN --config=$config --args "$args" --seeds $SEEDS "${run[@]}" \
-        --set "lr_range_result=$loss_result" --set lr_range.effective_step=$rule
-  done
+  # The fastai preset's reading of the same run: an exponential sweep 1e-7 -> 10 over 100
+  # updates, the suggestion the valley of the training loss.
+  sweep_and_feed range_trust_loss_lr_range.json --set lr_range.reading=loss \
+      --set lr_range.mode=exp --set lr_range.min_lr=1e-7 --set lr_range.max_lr=10.0 \
+      --set lr_range.num_steps=100 --set lr_range.eval_every_steps=50 \
+      --set lr_range.eval_examples=1000
 }
 
 lenet() {
