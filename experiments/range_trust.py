@@ -27,8 +27,11 @@ from experiments.superconvergence import seed_stats
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(REPO, 'experiments', 'results')
 START, END = '<!-- range-trust:start -->', '<!-- range-trust:end -->'
-RESULT_NAME = 'range_trust_lr_range.json'  # the copy of the sweep's result the fed runs read
-LOSS_RESULT_NAME = 'range_trust_loss_lr_range.json'  # the same for the loss-valley reading
+# The copy of a protocol's sweep result the fed runs read (in its results folder), unless the
+# protocol names its own `result` (two protocols share a folder), and the same for the
+# loss-valley reading.
+RESULT_NAME = 'range_trust_lr_range.json'
+LOSS_RESULT_NAME = 'range_trust_loss_lr_range.json'
 # The fed runs of a protocol: the report's key -> (table label, short label, plot marker, colour).
 FED = {'suggested': ('fed the accuracy reading, `effective_step=match`',
                      'accuracy reading, match', '*', 'C3'),
@@ -40,13 +43,22 @@ FED = {'suggested': ('fed the accuracy reading, `effective_step=match`',
                               'loss valley, cap', 'd', 'C4')}
 FED_KEYS = tuple(FED)
 
-# name (the results folder) -> the config, its argument, and how the report names the run.
+# name -> the config, its argument, and how the report names the run; `folder` (default: the
+# name) is its results folder, and `result` / `loss_result` the sweep copies its fed runs read.
 PROTOCOLS = {
     'lenet_fashion_mnist': {
         'config': 'configs/lenet_fashion_mnist.py', 'args': 'policy=1cycle,epochs=4',
         'title': 'LeNet / Fashion-MNIST, 4 epochs',
         'run': "LeNet on real Fashion-MNIST, the paper's 1cycle at TBS 512 over 4 epochs "
                "(468 updates; cyclical momentum 0.95 → 0.8, Nesterov)"},
+    'lenet_fashion_mnist_12': {
+        'folder': 'lenet_fashion_mnist', 'result': 'range_trust_12ep_lr_range.json',
+        'loss_result': 'range_trust_12ep_loss_lr_range.json',
+        'config': 'configs/lenet_fashion_mnist.py', 'args': 'policy=1cycle,epochs=12',
+        'title': 'LeNet / Fashion-MNIST, 12 epochs',
+        'run': "LeNet on real Fashion-MNIST, the paper's MNIST 1cycle length: TBS 512 over 12 "
+               "epochs (1,406 updates, step size 5 epochs; cyclical momentum 0.95 → 0.8, "
+               "Nesterov)"},
     'resnet20': {
         'config': 'configs/resnet20.py', 'args': 'policy=1cycle',
         'title': 'ResNet-20 / CIFAR-10 10k subset, 400 updates',
@@ -55,9 +67,20 @@ PROTOCOLS = {
 }
 
 
-def _runs(root: str, name: str, args: str):
+def _folder(name: str) -> str:
+  return PROTOCOLS[name].get('folder', name)
+
+
+def result_names(name: str) -> tuple[str, str]:
+  """The sweep copies (accuracy reading, loss valley) that a protocol's fed runs read."""
+  spec = PROTOCOLS[name]
+  return spec.get('result', RESULT_NAME), spec.get('loss_result', LOSS_RESULT_NAME)
+
+
+def _runs(root: str, name: str):
   """(sets, summary, config, run_dir) of every finished seed of one protocol's config argument."""
-  for path in sorted(glob.glob(os.path.join(root, name, '*', 'seed*', 'run.json'))):
+  args = PROTOCOLS[name]['args']
+  for path in sorted(glob.glob(os.path.join(root, _folder(name), '*', 'seed*', 'run.json'))):
     run_dir = os.path.dirname(path)
     run = json.load(open(path))
     summary_path = os.path.join(run_dir, 'summary.json')
@@ -93,7 +116,7 @@ def _fed(runs: list[tuple[dict, dict]]) -> dict | None:
 def find_sweep(root: str, name: str, sets: Sequence[str]) -> str | None:
   """The lr_range.json of the protocol's sweep run with (at least) these `--set`s."""
   wanted = dict(s.split('=', 1) for s in sets)
-  for run_sets, _, _, run_dir in _runs(root, name, PROTOCOLS[name]['args']):
+  for run_sets, _, _, run_dir in _runs(root, name):
     if run_sets.get('mode') == 'lr_range' and wanted.items() <= run_sets.items():
       return os.path.join(run_dir, 'lr_range.json')
   return None
@@ -119,18 +142,20 @@ def _sweep_view(sweep: dict) -> dict:
 def protocol_report(root: str, name: str) -> dict:
   spec = PROTOCOLS[name]
   sweeps, fed, grid = {}, {'match': [], 'cap': [], 'loss': [], 'loss_cap': []}, {}
-  for key, file in (('sweep', RESULT_NAME), ('sweep_loss', LOSS_RESULT_NAME)):
-    if os.path.exists(os.path.join(root, name, file)):  # the sweep the fed runs read
-      sweeps[key] = json.load(open(os.path.join(root, name, file)))
-  for sets, summary, config, run_dir in _runs(root, name, spec['args']):
+  result, loss_result = result_names(name)
+  for key, file in (('sweep', result), ('sweep_loss', loss_result)):
+    path = os.path.join(root, _folder(name), file)
+    if os.path.exists(path):  # the sweep the fed runs read
+      sweeps[key] = json.load(open(path))
+  for sets, summary, config, run_dir in _runs(root, name):
     fed_by = sets.get('lr_range_result', '')
     if sets.get('mode') == 'lr_range':
       if 'sweep' not in sweeps and sets.get('lr_range.reading', 'accuracy') == 'accuracy':
         sweeps['sweep'] = json.load(open(os.path.join(run_dir, 'lr_range.json')))
-    elif fed_by.endswith(LOSS_RESULT_NAME):
+    elif fed_by.endswith('/' + loss_result):
       rule = config.get('lr_range', {}).get('effective_step', 'cap')
       fed['loss' if rule == 'match' else 'loss_cap'].append((summary, config))
-    elif fed_by.endswith(RESULT_NAME):
+    elif fed_by.endswith('/' + result):
       # The rule as it ran (its resolved config): the default changed from 'match' to 'cap'.
       rule = config.get('lr_range', {}).get('effective_step',
                                             sets.get('lr_range.effective_step', 'match'))
@@ -152,7 +177,7 @@ def protocol_report(root: str, name: str) -> dict:
     for key in FED_KEYS:
       if out[key]:
         out[key]['gap_points'] = 100 * (means[best] - out[key]['mean'])
-  hardware = [x.get('host_cpu') for _, x, _, _ in _runs(root, name, spec['args'])]
+  hardware = [x.get('host_cpu') for _, x, _, _ in _runs(root, name)]
   out['hardware'] = next((h for h in hardware if h), None)
   return out
 
@@ -302,7 +327,14 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser.add_argument('--find-sweep', default='', metavar='PROTOCOL',
                       help="print the lr_range.json of PROTOCOL's sweep run with the --set's")
   parser.add_argument('--set', action='append', default=[], help='with --find-sweep')
+  parser.add_argument('--result-name', default='', metavar='PROTOCOL',
+                      help="print the file name of PROTOCOL's sweep copy (with --set "
+                           "lr_range.reading=loss: the loss-valley one) and its results folder")
   ns = parser.parse_args(argv)
+  if ns.result_name:
+    loss = 'lr_range.reading=loss' in ns.set
+    print(os.path.join(_folder(ns.result_name), result_names(ns.result_name)[loss]))
+    return 0
   if ns.find_sweep:
     found = find_sweep(ns.results, ns.find_sweep, ns.set)
     if not found:

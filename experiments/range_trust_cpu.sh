@@ -27,8 +27,8 @@
 #   1e-7 -> 10 over 100 updates, 3 repeats) into the same run, seeds 0 and 1 (added after the
 #   accuracy readings of both protocols were in: LeNet at the stability edge, ResNet-20 flat).
 # Every finished seed is skipped on a rerun; `python -m experiments.range_trust` reports.
-#   bash experiments/range_trust_cpu.sh            # both, about 45 + 45 min on 2 idle cores
-#   PROTOCOL=resnet20 bash experiments/range_trust_cpu.sh
+#   bash experiments/range_trust_cpu.sh            # all three, about 45 + 70 + 45 min on 2 idle cores
+#   PROTOCOL=lenet12 bash experiments/range_trust_cpu.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export XLA_FLAGS="${XLA_FLAGS:-} --xla_cpu_experimental_ynn_fusion_type=-individual_convolution"
@@ -36,42 +36,47 @@ RUN="python -m experiments.run --set progress_bar=False"
 SEEDS=${SEEDS:-0 1}
 DATA=${DATA:-../shared/data/cifar10-jpeg.tar.gz}
 
-# sweep_and_feed RESULT_FILE SWEEP_SETS...: within `protocol` (its config, args, name and run
-# sets): the range test (3 repeats), a copy of its result at a short path (the run folder's name
-# spells out every --set), and the run fed it under each rule, seeds $SEEDS.
+# sweep_and_feed SWEEP_SETS...: within `protocol` (its config, args, name, run sets and fed
+# rules): the range test (3 repeats), a copy of its result at a short path (the run folder's name
+# spells out every --set; `range_trust --result-name` names the copy, one per protocol and
+# reading), and the run fed it under each rule of $rules, seeds $SEEDS.
 sweep_and_feed() {
-  local result=experiments/results/$name/$1; shift
+  local result
+  result=experiments/results/$(python -m experiments.range_trust --result-name $name "$@")
   $RUN --config=$config --args "$args" --seeds 0 "${run[@]}" --set mode=lr_range \
       --set lr_range.repeats=3 "$@"
   cp "$(python -m experiments.range_trust --find-sweep $name "$@" --set lr_range.repeats=3)" \
       $result
-  for rule in match cap; do
+  for rule in $rules; do
     $RUN --config=$config --args "$args" --seeds $SEEDS "${run[@]}" \
         --set "lr_range_result=$result" --set lr_range.effective_step=$rule
   done
 }
 
-# protocol CONFIG ARGS NAME "GRID" SWEEP_SETS... -- RUN_SETS...
+# protocol CONFIG ARGS NAME "GRID" SWEEP_SETS... -- RUN_SETS...  (NAME: a range_trust protocol)
+# The caller may set `rules` (default: match cap) and `loss` (default 1: the loss-valley arm).
 protocol() {
   local config=$1 args=$2 name=$3 grid=$4; shift 4
   local sweep=() run=()
   while [ "$1" != -- ]; do sweep+=("$1"); shift; done; shift
   run=("$@")
-  sweep_and_feed range_trust_lr_range.json "${sweep[@]}"
+  sweep_and_feed "${sweep[@]}"
   for peak in $grid; do
     base=$(python -c "print($peak / 10)")
     $RUN --config=$config --args "$args" --seeds $SEEDS "${run[@]}" \
         --set schedule.max_lr=$peak --set schedule.base_lr=$base
   done
+  [ "${loss:-1}" = 1 ] || return 0
   # The fastai preset's reading of the same run: an exponential sweep 1e-7 -> 10 over 100
   # updates, the suggestion the valley of the training loss.
-  sweep_and_feed range_trust_loss_lr_range.json --set lr_range.reading=loss \
+  sweep_and_feed --set lr_range.reading=loss \
       --set lr_range.mode=exp --set lr_range.min_lr=1e-7 --set lr_range.max_lr=10.0 \
       --set lr_range.num_steps=100 --set lr_range.eval_every_steps=50 \
       --set lr_range.eval_examples=1000
 }
 
 lenet() {
+  local rules="match cap"
   protocol configs/lenet_fashion_mnist.py policy=1cycle,epochs=4 lenet_fashion_mnist \
       "0.03 0.06 0.12 0.3 0.6" --set lr_range.num_steps=40 --set lr_range.max_lr=0.3 \
       --set lr_range.eval_every_steps=2 --set lr_range.eval_examples=2000 --
@@ -81,7 +86,18 @@ lenet() {
       --set lr_range.effective_step=match
 }
 
+# The same sweep before the paper's 12-epoch run (1,406 updates), where it costs ~6 % of the
+# run: added after the 4-epoch protocol, whose runs are too short for a sweep within 10 %.
+# Fed under the default rule (cap) only; grid 0.03-0.3, the 4-epoch grid without its 0.6.
+lenet12() {
+  local rules=cap loss=0
+  protocol configs/lenet_fashion_mnist.py policy=1cycle,epochs=12 lenet_fashion_mnist_12 \
+      "0.06 0.12 0.03 0.3" --set lr_range.num_steps=40 --set lr_range.max_lr=0.3 \
+      --set lr_range.eval_every_steps=2 --set lr_range.eval_examples=2000 --
+}
+
 resnet20() {
+  local rules="match cap"
   protocol configs/resnet20.py policy=1cycle resnet20 "0.03 0.1 0.3 1.0 3.0" \
       --set lr_range.num_steps=300 --set lr_range.max_lr=0.5 --set lr_range.eval_every_steps=15 \
       --set lr_range.eval_examples=1000 -- --data "$DATA" \
@@ -92,7 +108,8 @@ resnet20() {
 
 case ${PROTOCOL:-both} in
   lenet) lenet ;;
+  lenet12) lenet12 ;;
   resnet20) resnet20 ;;
-  *) lenet; resnet20 ;;
+  *) lenet; lenet12; resnet20 ;;
 esac
 python -m experiments.range_trust
