@@ -110,6 +110,24 @@ def test_top_files_stay_small():
 # NNX through the same engine
 
 
+def test_every_docstring_example_is_collected():
+  """Each module with a `>>>` example lies under one of pytest's testpaths (run as a doctest):
+  the lr_range package's examples went unrun after lr_range.py became a package."""
+  import tomllib  # pylint: disable=g-import-not-at-top
+  with open(os.path.join(ROOT, 'pyproject.toml'), 'rb') as f:
+    paths = tomllib.load(f)['tool']['pytest']['ini_options']['testpaths']
+  assert all(os.path.exists(os.path.join(ROOT, p)) for p in paths), paths
+  roots = [os.path.join(ROOT, p) for p in paths]
+  with_examples = [
+      path for folder in ('superconv', 'configs', 'experiments', 'benchmarks')
+      for path in glob.glob(os.path.join(ROOT, folder, '**', '*.py'), recursive=True)
+      if '>>> ' in open(path).read()]
+  assert len(with_examples) >= 10, with_examples
+  missing = [os.path.relpath(p, ROOT) for p in with_examples
+             if not any(p == r or p.startswith(r + os.sep) for r in roots)]
+  assert not missing, f'docstring examples pytest never runs: {missing}'
+
+
 def test_nnx_lenet_trains_through_the_cli(tmp_path):
   workdir = str(tmp_path / 'run')
   cmd = [sys.executable, '-m', 'superconv.main', '--config=configs/lenet_fashion_mnist.py:tiny',
