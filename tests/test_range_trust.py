@@ -242,7 +242,7 @@ def test_api_repeats_report_the_median_and_spread():
   assert spread['unreliable'] == 3 - len(reliable)
 
 
-def test_the_report_pairs_the_suggestion_with_the_grid(tmp_path):
+def test_the_report_pairs_the_suggestion_with_the_grid(tmp_path, capsys):
   from experiments import range_trust  # pylint: disable=g-import-not-at-top
   root = tmp_path / 'results'
   args = range_trust.PROTOCOLS['lenet_fashion_mnist']['args']
@@ -294,6 +294,29 @@ def test_the_report_pairs_the_suggestion_with_the_grid(tmp_path):
   assert r['sweep_loss']['reading'] == 'loss' and r['sweep_loss']['max_lr'] == 0.02
   assert r['suggested_loss']['values'] == [0.87]
   assert r['suggested_loss']['gap_points'] == pytest.approx(2.0)
+  # The 12-epoch protocol shares the folder: its runs (another config argument) and its own
+  # sweep copy stay out of the 4-epoch report and make up its own.
+  args12 = range_trust.PROTOCOLS['lenet_fashion_mnist_12']['args']
+  result12, loss12 = range_trust.result_names('lenet_fashion_mnist_12')
+  assert {result12, loss12}.isdisjoint({range_trust.RESULT_NAME, range_trust.LOSS_RESULT_NAME})
+  (root / 'lenet_fashion_mnist' / result12).write_text(
+      json.dumps({**sweep, 'cost': {'fraction': 0.064}}))
+  seed('cap12', ['lr_range_result=x/' + result12], {'final_eval_accuracy': 0.905},
+       {'config.json': {'schedule': {'max_lr': 0.075}, 'lr_range': {'effective_step': 'cap'}}},
+       run_args=args12)
+  seed('g12', ['schedule.max_lr=0.12', 'schedule.base_lr=0.012'], {'final_eval_accuracy': 0.908},
+       run_args=args12)
+  both = range_trust.report(str(root))['protocols']
+  assert both['lenet_fashion_mnist'] == r
+  r12 = both['lenet_fashion_mnist_12']
+  assert r12['suggested_cap']['values'] == [0.905] and r12['suggested'] is None
+  assert r12['grid_best'] == {'peak': 0.12, 'mean': 0.908}
+  assert r12['suggested_cap']['gap_points'] == pytest.approx(0.3)
+  assert r12['sweep']['cost_fraction'] == 0.064 and r12['sweep_loss'] is None
+  range_trust.main(['--result-name', 'lenet_fashion_mnist_12'])
+  range_trust.main(['--result-name', 'lenet_fashion_mnist', '--set', 'lr_range.reading=loss'])
+  assert capsys.readouterr().out.split() == [
+      f'lenet_fashion_mnist/{result12}', f'lenet_fashion_mnist/{range_trust.LOSS_RESULT_NAME}']
   text = range_trust.markdown(range_trust.report(str(root)))
   assert 'match: **0.50 points**' in text and 'cap: **1.00 points**' in text
   assert 'valley, match: **2.00 points**' in text and 'the valley of its training loss' in text
