@@ -3,8 +3,9 @@ and one persistent compilation cache for the whole session.
 
 The cache: most CLI tests launch `python -m superconv.main` on the same tiny config, and each
 launch used to compile the same train and eval steps again (10 s of a 25 s launch on the 2-core
-CPU; 2.5 s from the cache). A fresh folder per session, shared with the subprocesses through
-the environment, so nothing stale from another checkout or JAX version is ever read.
+CPU; 2.5 s from the cache). A fresh folder per session, shared with the subprocesses (and the
+pytest-xdist workers) through the environment, so nothing stale from another checkout or JAX
+version is ever read.
 """
 
 import atexit
@@ -13,8 +14,15 @@ import shutil
 import sys
 import tempfile
 
-_CACHE = tempfile.mkdtemp(prefix='superconv-tests-jax-cache-')
-atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
+if os.environ.get('PYTEST_XDIST_WORKER') and os.environ.get('SUPERCONV_TESTS_JAX_CACHE'):
+  # A pytest-xdist worker: it inherits the environment of the controller, which ran this file
+  # before starting it, so every worker shares the controller's folder (and the controller,
+  # the last to exit, removes it).
+  _CACHE = os.environ['SUPERCONV_TESTS_JAX_CACHE']
+else:
+  _CACHE = tempfile.mkdtemp(prefix='superconv-tests-jax-cache-')
+  atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
+  os.environ['SUPERCONV_TESTS_JAX_CACHE'] = _CACHE
 os.environ['JAX_COMPILATION_CACHE_DIR'] = _CACHE
 os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0'
 os.environ['JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES'] = '-1'
