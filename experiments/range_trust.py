@@ -3,9 +3,8 @@
   python -m experiments.range_trust [--readme README.md]
 
 For each protocol of that script (LeNet / Fashion-MNIST at 4 and at 12 epochs; ResNet-20 / a
-CIFAR-10 subset): the
-range test (3 repeats, read on a split held out of training), the 1cycle run fed its median
-suggestion, and the same 1cycle run at each peak LR of a grid. Writes
+CIFAR-10 subset): the range test (3 repeats, read on a split held out of training), the 1cycle
+run fed its median suggestion, and the same 1cycle run at each peak LR of a grid. Writes
 `experiments/results/range_trust.json` (every number below), the plot
 `experiments/results/range_trust.png` (final test accuracy against peak LR, seeds as points, the
 suggested runs marked) and, with `--readme`, the README block between `<!-- range-trust:start -->`
