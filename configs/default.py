@@ -119,6 +119,9 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   c.lr_range.effective_step = 'cap'  # a fed run's largest lr/(1-m) is at most the tested one
                                    # ('cap') or equal to it ('match'): configure.apply_suggestion
   c.lr_range.accept_mismatch = False  # feed a result whose settings differ from this run's
+  c.lr_range.momentum = 'start'    # a cyclical momentum is swept: 'start' (held at its largest,
+                                   # where the run starts) | 'cyclical' (falling to its smallest
+                                   # as the LR rises, as in the cycle's first half; Smith 2018)
 
   c.lr_estimate = ml_collections.ConfigDict()
   c.lr_estimate.enabled = False    # log the paper's Hessian-free optimal-LR estimate (§4)

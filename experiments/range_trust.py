@@ -27,12 +27,14 @@ from experiments.superconvergence import seed_stats
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(REPO, 'experiments', 'results')
 START, END = '<!-- range-trust:start -->', '<!-- range-trust:end -->'
-# The copy of a protocol's sweep result the fed runs read (in its results folder), unless the
-# protocol names its own `result` (two protocols share a folder), and the same for the
-# loss-valley reading.
-RESULT_NAME = 'range_trust_lr_range.json'
-LOSS_RESULT_NAME = 'range_trust_loss_lr_range.json'
-# The fed runs of a protocol: the report's key -> (table label, short label, plot marker, colour).
+# The copy of a protocol's sweep result that its fed runs read, one per kind of sweep, in its
+# results folder: f'{prefix}{infix}lr_range.json' (the prefix is the protocol's, by default
+# 'range_trust_': two protocols share a folder). The kinds: the accuracy reading at the cycle's
+# start momentum, the loss valley (fastai preset), and the accuracy reading of a sweep whose
+# momentum falls with the LR (`lr_range.momentum=cyclical`).
+SWEEP_KINDS = {'accuracy': '', 'loss': 'loss_', 'cyclical': 'cyclical_'}
+# The fed runs of a protocol: the report's key (f'suggested{_kind}{_cap}') -> (table label,
+# short label, plot marker, colour).
 FED = {'suggested': ('fed the accuracy reading, `effective_step=match`',
                      'accuracy reading, match', '*', 'C3'),
        'suggested_cap': ('fed the accuracy reading, `effective_step=cap` (default)',
@@ -40,11 +42,13 @@ FED = {'suggested': ('fed the accuracy reading, `effective_step=match`',
        'suggested_loss': ('fed the loss-valley reading (fastai preset), `match`',
                           'loss valley, match', 'D', 'C2'),
        'suggested_loss_cap': ('fed the loss-valley reading (fastai preset), `cap`',
-                              'loss valley, cap', 'd', 'C4')}
+                              'loss valley, cap', 'd', 'C4'),
+       'suggested_cyclical_cap': ('fed the accuracy reading of a cyclical-momentum sweep, `cap`',
+                                  'cyclical-momentum sweep, cap', 'X', 'C5')}
 FED_KEYS = tuple(FED)
 
 # name -> the config, its argument, and how the report names the run; `folder` (default: the
-# name) is its results folder, and `result` / `loss_result` the sweep copies its fed runs read.
+# name) is its results folder, and `prefix` that of the sweep copies its fed runs read.
 PROTOCOLS = {
     'lenet_fashion_mnist': {
         'config': 'configs/lenet_fashion_mnist.py', 'args': 'policy=1cycle,epochs=4',
@@ -52,8 +56,7 @@ PROTOCOLS = {
         'run': "LeNet on real Fashion-MNIST, the paper's 1cycle at TBS 512 over 4 epochs "
                "(468 updates; cyclical momentum 0.95 → 0.8, Nesterov)"},
     'lenet_fashion_mnist_12': {
-        'folder': 'lenet_fashion_mnist', 'result': 'range_trust_12ep_lr_range.json',
-        'loss_result': 'range_trust_12ep_loss_lr_range.json',
+        'folder': 'lenet_fashion_mnist', 'prefix': 'range_trust_12ep_',
         'config': 'configs/lenet_fashion_mnist.py', 'args': 'policy=1cycle,epochs=12',
         'title': 'LeNet / Fashion-MNIST, 12 epochs',
         'run': "LeNet on real Fashion-MNIST, the paper's MNIST 1cycle length: TBS 512 over 12 "
@@ -71,10 +74,21 @@ def _folder(name: str) -> str:
   return PROTOCOLS[name].get('folder', name)
 
 
-def result_names(name: str) -> tuple[str, str]:
-  """The sweep copies (accuracy reading, loss valley) that a protocol's fed runs read."""
-  spec = PROTOCOLS[name]
-  return spec.get('result', RESULT_NAME), spec.get('loss_result', LOSS_RESULT_NAME)
+def result_names(name: str) -> dict[str, str]:
+  """The sweep copies that a protocol's fed runs read, by kind of sweep (`SWEEP_KINDS`)."""
+  prefix = PROTOCOLS[name].get('prefix', 'range_trust_')
+  return {kind: f'{prefix}{infix}lr_range.json' for kind, infix in SWEEP_KINDS.items()}
+
+
+def sweep_kind(sets: dict) -> str:
+  """The kind of sweep that a range test's `--set`s make."""
+  if sets.get('lr_range.reading', 'accuracy') == 'loss':
+    return 'loss'
+  return 'cyclical' if sets.get('lr_range.momentum') == 'cyclical' else 'accuracy'
+
+
+def _fed_key(kind: str, rule: str) -> str:
+  return 'suggested' + ('' if kind == 'accuracy' else f'_{kind}') + ('_cap' if rule == 'cap' else '')
 
 
 def _runs(root: str, name: str):
@@ -114,10 +128,13 @@ def _fed(runs: list[tuple[dict, dict]]) -> dict | None:
 
 
 def find_sweep(root: str, name: str, sets: Sequence[str]) -> str | None:
-  """The lr_range.json of the protocol's sweep run with (at least) these `--set`s."""
+  """The lr_range.json of the protocol's sweep run with these `--set`s: all of them, and no
+  other `lr_range.*` (a sweep with one more, e.g. `lr_range.momentum`, is another sweep)."""
   wanted = dict(s.split('=', 1) for s in sets)
   for run_sets, _, _, run_dir in _runs(root, name):
-    if run_sets.get('mode') == 'lr_range' and wanted.items() <= run_sets.items():
+    swept = {k: v for k, v in run_sets.items() if k.startswith('lr_range.')}
+    if (run_sets.get('mode') == 'lr_range' and wanted.items() <= run_sets.items()
+        and swept.keys() <= wanted.keys()):
       return os.path.join(run_dir, 'lr_range.json')
   return None
 
@@ -141,31 +158,31 @@ def _sweep_view(sweep: dict) -> dict:
 
 def protocol_report(root: str, name: str) -> dict:
   spec = PROTOCOLS[name]
-  sweeps, fed, grid = {}, {'match': [], 'cap': [], 'loss': [], 'loss_cap': []}, {}
-  result, loss_result = result_names(name)
-  for key, file in (('sweep', result), ('sweep_loss', loss_result)):
+  sweeps, fed, grid = {}, {key: [] for key in FED}, {}
+  names = result_names(name)
+  for kind, file in names.items():
     path = os.path.join(root, _folder(name), file)
     if os.path.exists(path):  # the sweep the fed runs read
-      sweeps[key] = json.load(open(path))
+      sweeps[_sweep_key(kind)] = json.load(open(path))
+  fed_by_file = {f'/{file}': kind for kind, file in names.items()}
   for sets, summary, config, run_dir in _runs(root, name):
     fed_by = sets.get('lr_range_result', '')
+    kind = next((k for f, k in fed_by_file.items() if fed_by.endswith(f)), None)
     if sets.get('mode') == 'lr_range':
-      if 'sweep' not in sweeps and sets.get('lr_range.reading', 'accuracy') == 'accuracy':
+      if 'sweep' not in sweeps and sweep_kind(sets) == 'accuracy':
         sweeps['sweep'] = json.load(open(os.path.join(run_dir, 'lr_range.json')))
-    elif fed_by.endswith('/' + loss_result):
-      rule = config.get('lr_range', {}).get('effective_step', 'cap')
-      fed['loss' if rule == 'match' else 'loss_cap'].append((summary, config))
-    elif fed_by.endswith('/' + result):
-      # The rule as it ran (its resolved config): the default changed from 'match' to 'cap'.
-      rule = config.get('lr_range', {}).get('effective_step',
-                                            sets.get('lr_range.effective_step', 'match'))
-      fed.setdefault(rule, []).append((summary, config))
+    elif kind:
+      # The rule as it ran (its resolved config): the default changed from 'match' to 'cap'
+      # after the first accuracy-reading runs, which did not set it.
+      rule = config.get('lr_range', {}).get(
+          'effective_step', sets.get('lr_range.effective_step',
+                                     'match' if kind == 'accuracy' else 'cap'))
+      fed[_fed_key(kind, rule)].append((summary, config))
     elif 'schedule.max_lr' in sets and 'lr_range_result' not in sets:
       grid.setdefault(float(sets['schedule.max_lr']), []).append(summary)
   out: dict = {'config': f"{spec['config']}:{spec['args']}", 'grid': {},
-               'sweep': None, 'sweep_loss': None, 'suggested': _fed(fed['match']),
-               'suggested_cap': _fed(fed['cap']), 'suggested_loss': _fed(fed['loss']),
-               'suggested_loss_cap': _fed(fed['loss_cap'])}
+               **{_sweep_key(kind): None for kind in SWEEP_KINDS},
+               **{key: _fed(runs) for key, runs in fed.items()}}
   for key, sweep in sweeps.items():
     out[key] = _sweep_view(sweep)
   for peak, summaries in sorted(grid.items()):
@@ -182,9 +199,16 @@ def protocol_report(root: str, name: str) -> dict:
   return out
 
 
-def _tested_momentum(sweep: dict) -> float | None:
+def _sweep_key(kind: str) -> str:
+  return 'sweep' if kind == 'accuracy' else f'sweep_{kind}'
+
+
+def _tested_momentum(sweep: dict) -> float | list[float] | None:
+  """The sweep's constant momentum, or [start, end] of one that fell with the LR."""
   m = sweep.get('settings', {}).get('config', {}).get('momentum_schedule', {})
-  return m.get('value') if m.get('name') == 'constant' else None
+  if m.get('name') == 'constant':
+    return m.get('value')
+  return [m['max_momentum'], m['min_momentum']] if m.get('name') == 'cyclical' else None
 
 
 def report(root: str = RESULTS) -> dict:
@@ -200,7 +224,11 @@ def _pm(s: dict | None) -> str:
 
 def _sweep_sentence(sw: dict) -> str:
   sp = sw['spread']
-  m = f" at momentum {sw['momentum']:g}" if sw.get('momentum') is not None else ''
+  m = sw.get('momentum')
+  if isinstance(m, list):
+    m = f' at momentum {m[0]:g} → {m[1]:g} (falling as the LR rises)'
+  else:
+    m = f' at momentum {m:g}' if m is not None else ''
   on = ('the valley of its training loss' if sw['reading'] == 'loss' else
         f"{sw['eval_examples']} {sw['eval_split']} images held out of training")
   text = (f"3 repeats with different data orders{m}, LR {sw['sweep_lr'][0]:g} → "
@@ -222,6 +250,9 @@ def _protocol_markdown(name: str, r: dict) -> list[str]:
     lines[-1] += ' The range test of that run (accuracy reading), ' + _sweep_sentence(r['sweep'])
   if r.get('sweep_loss'):
     lines[-1] += ' The fastai preset\'s reading, ' + _sweep_sentence(r['sweep_loss'])
+  if r.get('sweep_cyclical'):
+    lines[-1] += (' The same test with the momentum falling as the LR rises '
+                  '(`lr_range.momentum=cyclical`), ' + _sweep_sentence(r['sweep_cyclical']))
   lines += ['', '| peak LR (base = peak / 10) | final test accuracy % | diverged |', '|---|---|---|']
   for peak, g in r['grid'].items():
     lines.append(f'| {peak} | {_pm(g)} | {g["diverged"]} of {g["n"]} |')
@@ -328,12 +359,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                       help="print the lr_range.json of PROTOCOL's sweep run with the --set's")
   parser.add_argument('--set', action='append', default=[], help='with --find-sweep')
   parser.add_argument('--result-name', default='', metavar='PROTOCOL',
-                      help="print the file name of PROTOCOL's sweep copy (with --set "
-                           "lr_range.reading=loss: the loss-valley one) and its results folder")
+                      help="print the path (under the results) of PROTOCOL's sweep copy for "
+                           "the kind of sweep its --set's make")
   ns = parser.parse_args(argv)
   if ns.result_name:
-    loss = 'lr_range.reading=loss' in ns.set
-    print(os.path.join(_folder(ns.result_name), result_names(ns.result_name)[loss]))
+    kind = sweep_kind(dict(s.split('=', 1) for s in ns.set))
+    print(os.path.join(_folder(ns.result_name), result_names(ns.result_name)[kind]))
     return 0
   if ns.find_sweep:
     found = find_sweep(ns.results, ns.find_sweep, ns.set)

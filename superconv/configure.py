@@ -20,6 +20,7 @@ from absl import logging
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
 from superconv import models
 from superconv.models import layers
@@ -32,6 +33,8 @@ MODES = ('train', 'lr_range', 'eval')
 EVAL_SPLITS = ('validation', 'test')
 # What a range test's suggestion is read from (`lr_range.sweep.run`).
 READINGS = ('accuracy', 'loss')
+# How a range test sweeps a cyclical momentum (`range_form`).
+SWEPT_MOMENTA = ('start', 'cyclical')
 SOURCES = ('tfds', 'files', 'fake')
 
 
@@ -176,13 +179,17 @@ def range_form(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.mode = 'lr_range'
   optim.sweep_schedule(c)
   c.num_steps = int(c.lr_range.num_steps)
-  # A cyclical momentum is swept at the value it starts at: the run's LR rises while the
-  # momentum is at its largest, so that is the effective step lr / (1 - m) the run first takes;
-  # `apply_suggestion` checks the rest of the cycle against what was tested.
-  m = c.momentum_schedule
-  if m.name != 'constant':
-    m.name, m.value = 'constant', float(m.max_momentum)
   r = c.lr_range
+  # A cyclical momentum is swept at the value it starts at ('start': the run's LR rises from
+  # there, so that is the effective step lr / (1 - m) it first takes), or falling linearly from
+  # max to min over the sweep as the LR rises ('cyclical': the (lr, m) pairs of the cycle's
+  # first half, the combination Smith 2018 §5 recommends with the test). `apply_suggestion`
+  # checks the whole cycle against the momentum at the reading.
+  m = c.momentum_schedule
+  if m.name != 'constant' and r.momentum == 'cyclical':
+    m.name, m.step_size = 'cyclical', int(r.num_steps)
+  elif m.name != 'constant':
+    m.name, m.value = 'constant', float(m.max_momentum)
   streamed = sources.streamed(c.data.name)
   checks = (
       (r.eval_split in EVAL_SPLITS, 'eval_split', f'{r.eval_split!r} is not one of {EVAL_SPLITS}'),
@@ -202,6 +209,7 @@ def range_form(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
       (r.min_lr_div_1cycle >= 1, 'min_lr_div_1cycle', f'must be >= 1, got {r.min_lr_div_1cycle}'),
       (0.0 <= r.min_rise < 1.0, 'min_rise', f'must be in [0, 1), got {r.min_rise}'),
       (r.reading in READINGS, 'reading', f'{r.reading!r} is not one of {READINGS}'),
+      (r.momentum in SWEPT_MOMENTA, 'momentum', f'{r.momentum!r} is not one of {SWEPT_MOMENTA}'),
   )
   for ok, field, message in checks:
     if not ok:
@@ -245,6 +253,20 @@ def setting_differences(tested: dict, run: ml_collections.ConfigDict) -> list[st
   return out
 
 
+def tested_momentum(tested: dict, lr: float) -> float:
+  """The momentum a range test (its resolved config, as saved in lr_range.json) swept at LR `lr`:
+  its constant value, or for a cyclical sweep (`lr_range.momentum='cyclical'`) the value at
+  the first update whose LR reached `lr`."""
+  m = tested['momentum_schedule']
+  if m['name'] == 'constant':
+    return float(m['value'])
+  lr_fn, m_fn = optim.build_schedules(ml_collections.ConfigDict(tested))
+  lrs = np.asarray(jax.vmap(lr_fn)(jnp.arange(int(tested['num_steps']))))
+  # The reading is one of the swept LRs (float32, then saved as text): allow for its rounding.
+  reached = np.flatnonzero(lrs >= lr * (1 - 1e-6))
+  return float(m_fn(int(reached[0]) if reached.size else lrs.size - 1))
+
+
 def max_effective_step(config: ml_collections.ConfigDict) -> float:
   """max over the run's updates t of lr(t) / (1 - momentum(t)), SGD's steady-state step size."""
   lr_fn, m_fn = optim.build_schedules(config)
@@ -262,8 +284,9 @@ def apply_suggestion(config: ml_collections.ConfigDict) -> ml_collections.Config
 
   The test must have run at this run's settings (`setting_differences`; a ConfigError names
   each difference unless `lr_range.accept_mismatch`). For SGD, the suggestion is then held to
-  what was tested: the sweep read max_lr at a constant momentum m_tested, so the step it found
-  safe is E = max_lr / (1 - m_tested). `lr_range.effective_step='cap'` (the default) scales every
+  what was tested: the sweep read max_lr at momentum m_tested, so the step it found
+  safe is E = max_lr / (1 - m_tested) (a cyclical sweep: m_tested is its momentum where the LR
+  was max_lr, `tested_momentum`). `lr_range.effective_step='cap'` (the default) scales every
   LR bound by min(1, E / max_t lr(t) / (1 - m(t))): the run never takes a larger effective step
   than the test did, and a run at the tested momentum gets the reading as it is. `'match'`
   scales by that factor up or down, so the run's largest step is E: a 1cycle whose momentum
@@ -324,8 +347,7 @@ def apply_suggestion(config: ml_collections.ConfigDict) -> ml_collections.Config
                       f'{EFFECTIVE_STEP_RULES}.')
   if tested and c.optimizer.name == 'sgd':
     # Every bound scales lr(t) by the same factor, so the largest effective step scales with it.
-    scale = (max_lr / (1.0 - _start_momentum(tested['momentum_schedule']))
-             / max_effective_step(c))
+    scale = max_lr / (1.0 - tested_momentum(tested, max_lr)) / max_effective_step(c)
     if (rule == 'match' and abs(scale - 1.0) > 1e-6) or (rule == 'cap' and scale < 1 - 1e-6):
       set_fields = set_bounds(scale)
       logging.warning('LR bounds scaled by %.3f so that the run\'s largest effective step '

@@ -80,11 +80,58 @@ def test_range_form_checks_the_new_fields_and_sweeps_momentum_at_its_start():
   for field, value, match in (('eval_split', 'train', 'eval_split'),
                               ('eval_examples', 0, 'eval_examples'),
                               ('repeats', 0, 'repeats'), ('min_rise', 1.0, 'min_rise'),
-                              ('reading', 'lr', 'reading')):
+                              ('reading', 'lr', 'reading'), ('momentum', 'max', 'momentum')):
     bad = default.get_config()
     bad.lr_range[field] = value
     with pytest.raises(configure.ConfigError, match=f'lr_range.{match}'):
       configure.range_form(bad)
+
+
+def _cyclical_sweep_of_a_1cycle(**lr_range) -> ml_collections.ConfigDict:
+  """A Caffe 1cycle with momentum 0.95 -> 0.8, as a sweep 0 -> 0.3 over 40 updates."""
+  c = default.get_config()
+  c.schedule = optim.schedule_config('caffe_one_cycle')
+  c.schedule.step_size = 400
+  c.momentum_schedule.name = 'cyclical'
+  c.momentum_schedule.max_momentum, c.momentum_schedule.min_momentum = 0.95, 0.8
+  c.lr_range.update({'min_lr': 0.0, 'max_lr': 0.3, 'num_steps': 40, 'momentum': 'cyclical',
+                     **lr_range})
+  return c
+
+
+def test_a_cyclical_sweep_lowers_the_momentum_as_the_lr_rises():
+  swept = configure.range_form(_cyclical_sweep_of_a_1cycle())
+  assert swept.momentum_schedule.name == 'cyclical' and swept.momentum_schedule.step_size == 40
+  lr_fn, m_fn = optim.build_schedules(swept)
+  # LR k/40 * 0.3 with momentum 0.95 - 0.15 k/40: the pairs of the cycle's first half.
+  for k in (0, 10, 20, 40):
+    assert float(lr_fn(k)) == pytest.approx(0.3 * k / 40, abs=1e-7)
+    assert float(m_fn(k)) == pytest.approx(0.95 - 0.15 * k / 40, abs=1e-6)
+  tested = swept.to_dict()
+  assert configure.tested_momentum(tested, 0.075) == pytest.approx(0.9125, abs=1e-6)  # k = 10
+  assert configure.tested_momentum(tested, 0.15) == pytest.approx(0.875, abs=1e-6)  # k = 20
+  # Past the last update's LR (0.3 x 39/40): that update's momentum.
+  assert configure.tested_momentum(tested, 0.3) == pytest.approx(0.95 - 0.15 * 39 / 40, abs=1e-6)
+  held = configure.range_form(_cyclical_sweep_of_a_1cycle(momentum='start')).to_dict()
+  assert configure.tested_momentum(held, 0.075) == 0.95
+
+
+def test_a_cyclical_sweeps_reading_feeds_the_cycle_as_it_is_under_cap(tmp_path):
+  run = _cyclical_sweep_of_a_1cycle()
+  tested = configure.range_form(run).to_dict()
+  path = tmp_path / 'lr_range.json'
+  path.write_text(json.dumps({
+      'suggestion': {'max_lr': 0.075, 'min_lr_clr': 0.01875, 'min_lr_1cycle': 0.0075,
+                     'reliable': True}, 'settings': {'config': tested}}))
+  run.lr_range_result = str(path)
+  # Tested at 0.075: momentum 0.9125, step 0.075 / 0.0875. The cycle's largest step is at its
+  # peak, 0.075 / (1 - 0.8), below it: 'cap' leaves the reading as it is ...
+  fed = configure.apply_suggestion(run)
+  assert (fed.schedule.max_lr, fed.schedule.base_lr) == pytest.approx((0.075, 0.0075))
+  # ... and 'match' raises the peak until its step is the tested one.
+  run.lr_range.effective_step = 'match'
+  fed = configure.apply_suggestion(run)
+  assert fed.schedule.max_lr == pytest.approx(0.075 * 0.2 / 0.0875, rel=1e-5)
 
 
 def _cli(*args, timeout=600):
@@ -246,6 +293,9 @@ def test_the_report_pairs_the_suggestion_with_the_grid(tmp_path, capsys):
   from experiments import range_trust  # pylint: disable=g-import-not-at-top
   root = tmp_path / 'results'
   args = range_trust.PROTOCOLS['lenet_fashion_mnist']['args']
+  names = range_trust.result_names('lenet_fashion_mnist')
+  assert names['accuracy'] == 'range_trust_lr_range.json'  # the copies committed results read
+  assert names['loss'] == 'range_trust_loss_lr_range.json'
 
   def seed(name, sets, summary, extra=None, run_args=args):
     d = root / 'lenet_fashion_mnist' / name / 'seed0'
@@ -263,7 +313,7 @@ def test_the_report_pairs_the_suggestion_with_the_grid(tmp_path, capsys):
            'settings': {'eval_split': 'validation', 'eval_examples': 2000, 'num_steps': 40,
                         'min_lr': 0.0, 'max_lr': 0.3, 'mode': 'linear',
                         'config': {'momentum_schedule': {'name': 'constant', 'value': 0.95}}}}
-  fed = 'lr_range_result=x/' + range_trust.RESULT_NAME
+  fed = 'lr_range_result=x/' + names['accuracy']
   seed('range', ['mode=lr_range'], {}, {'lr_range.json': sweep})
   # The loss-valley sweep is read from the copy the fed runs read, beside the runs.
   loss_sweep = {**sweep, 'suggestion': {**sweep['suggestion'], 'max_lr': 0.02,
@@ -271,8 +321,8 @@ def test_the_report_pairs_the_suggestion_with_the_grid(tmp_path, capsys):
                 'settings': {**sweep['settings'], 'mode': 'exp', 'num_steps': 100,
                              'config': {**sweep['settings']['config'],
                                         'lr_range': {'reading': 'loss'}}}}
-  (root / 'lenet_fashion_mnist' / range_trust.LOSS_RESULT_NAME).write_text(json.dumps(loss_sweep))
-  seed('loss', ['lr_range_result=x/' + range_trust.LOSS_RESULT_NAME],
+  (root / 'lenet_fashion_mnist' / names['loss']).write_text(json.dumps(loss_sweep))
+  seed('loss', ['lr_range_result=x/' + names['loss']],
        {'final_eval_accuracy': 0.87},
        {'config.json': {'schedule': {'max_lr': 0.08}, 'lr_range': {'effective_step': 'match'}}})
   seed('suggested', [fed], {'final_eval_accuracy': 0.885},
@@ -297,8 +347,9 @@ def test_the_report_pairs_the_suggestion_with_the_grid(tmp_path, capsys):
   # The 12-epoch protocol shares the folder: its runs (another config argument) and its own
   # sweep copy stay out of the 4-epoch report and make up its own.
   args12 = range_trust.PROTOCOLS['lenet_fashion_mnist_12']['args']
-  result12, loss12 = range_trust.result_names('lenet_fashion_mnist_12')
-  assert {result12, loss12}.isdisjoint({range_trust.RESULT_NAME, range_trust.LOSS_RESULT_NAME})
+  names12 = range_trust.result_names('lenet_fashion_mnist_12')
+  assert set(names12.values()).isdisjoint(names.values())
+  result12 = names12['accuracy']
   (root / 'lenet_fashion_mnist' / result12).write_text(
       json.dumps({**sweep, 'cost': {'fraction': 0.064}}))
   seed('cap12', ['lr_range_result=x/' + result12], {'final_eval_accuracy': 0.905},
@@ -313,13 +364,50 @@ def test_the_report_pairs_the_suggestion_with_the_grid(tmp_path, capsys):
   assert r12['grid_best'] == {'peak': 0.12, 'mean': 0.908}
   assert r12['suggested_cap']['gap_points'] == pytest.approx(0.3)
   assert r12['sweep']['cost_fraction'] == 0.064 and r12['sweep_loss'] is None
-  range_trust.main(['--result-name', 'lenet_fashion_mnist_12'])
-  range_trust.main(['--result-name', 'lenet_fashion_mnist', '--set', 'lr_range.reading=loss'])
+  # A cyclical-momentum sweep's copy and the run fed it: the sweep's momentum is reported as it
+  # fell, and its fed run is an arm of its own.
+  cyclical = {**sweep, 'settings': {**sweep['settings'], 'config': {'momentum_schedule': {
+      'name': 'cyclical', 'max_momentum': 0.95, 'min_momentum': 0.8, 'step_size': 40}}}}
+  (root / 'lenet_fashion_mnist' / names12['cyclical']).write_text(json.dumps(cyclical))
+  seed('cyc12', ['lr_range_result=x/' + names12['cyclical']], {'final_eval_accuracy': 0.907},
+       {'config.json': {'schedule': {'max_lr': 0.12}}}, run_args=args12)
+  r12 = range_trust.report(str(root))['protocols']['lenet_fashion_mnist_12']
+  assert r12['sweep_cyclical']['momentum'] == [0.95, 0.8] and r12['sweep']['momentum'] == 0.95
+  assert r12['suggested_cyclical_cap']['values'] == [0.907]
+  assert r12['suggested_cyclical_cap']['gap_points'] == pytest.approx(0.1)
+  assert r12['suggested_cap']['values'] == [0.905]
+  loss, cyc = ['--set', 'lr_range.reading=loss'], ['--set', 'lr_range.momentum=cyclical']
+  for argv in (['lenet_fashion_mnist_12'], ['lenet_fashion_mnist', *loss],
+               ['lenet_fashion_mnist_12', *cyc]):
+    range_trust.main(['--result-name', *argv])
   assert capsys.readouterr().out.split() == [
-      f'lenet_fashion_mnist/{result12}', f'lenet_fashion_mnist/{range_trust.LOSS_RESULT_NAME}']
+      os.path.join('lenet_fashion_mnist', f)
+      for f in (result12, names['loss'], names12['cyclical'])]
   text = range_trust.markdown(range_trust.report(str(root)))
+  assert 'at momentum 0.95 → 0.8 (falling as the LR rises)' in text
+  assert 'cyclical-momentum sweep, cap: **0.10 points**' in text
   assert 'match: **0.50 points**' in text and 'cap: **1.00 points**' in text
   assert 'valley, match: **2.00 points**' in text and 'the valley of its training loss' in text
   assert '20.0 %' in text and '| **0.32** (fed the accuracy reading, `effective_step=match`' in text
   range_trust.plot(range_trust.report(str(root)), str(tmp_path / 'plot.png'))
   assert (tmp_path / 'plot.png').stat().st_size > 0
+
+
+def test_find_sweep_takes_the_sweep_with_exactly_these_range_settings(tmp_path):
+  from experiments import range_trust  # pylint: disable=g-import-not-at-top
+  args = range_trust.PROTOCOLS['lenet_fashion_mnist']['args']
+  for name, sets in (('a_cyclical', ['lr_range.momentum=cyclical']), ('b_held', []),
+                     ('c_unfinished', ['lr_range.num_steps=9'])):
+    d = tmp_path / 'lenet_fashion_mnist' / name / 'seed0'
+    d.mkdir(parents=True)
+    sets = ['mode=lr_range', 'lr_range.max_lr=0.3', *sets]
+    (d / 'run.json').write_text(json.dumps({'args': args, 'sets': sets}))
+    if name != 'c_unfinished':
+      (d / 'summary.json').write_text('{}')
+  find = lambda *sets: range_trust.find_sweep(str(tmp_path), 'lenet_fashion_mnist', list(sets))
+  # The cyclical sweep has every --set of the held one, and sorts first: it is not taken.
+  assert find('lr_range.max_lr=0.3') == str(tmp_path / 'lenet_fashion_mnist' / 'b_held' / 'seed0'
+                                              / 'lr_range.json')
+  assert find('lr_range.max_lr=0.3', 'lr_range.momentum=cyclical').endswith(
+      os.path.join('a_cyclical', 'seed0', 'lr_range.json'))
+  assert find('lr_range.max_lr=0.3', 'lr_range.num_steps=9') is None  # not finished
