@@ -26,10 +26,13 @@
 # Each protocol then feeds the fastai preset's reading (`lr_range.reading=loss`, exponential sweep
 #   1e-7 -> 10 over 100 updates, 3 repeats) into the same run, seeds 0 and 1 (added after the
 #   accuracy readings of both protocols were in: LeNet at the stability edge, ResNet-20 flat).
+# The cyclical-momentum arm (`lr_range.momentum=cyclical`, fed under cap) was run on all three
+#   protocols after the 12-epoch LeNet accuracy arm missed the 0.5-point target.
 # Every finished seed is skipped on a rerun; `python -m experiments.range_trust` reports.
 #   bash experiments/range_trust_cpu.sh            # all three, about 45 + 70 + 45 min on 2 idle cores
 #   PROTOCOL=lenet12 bash experiments/range_trust_cpu.sh
 #   ARMS=cyclical PROTOCOL=lenet12 bash experiments/range_trust_cpu.sh   # one arm
+#   RULES=cap ARMS=cyclical PROTOCOL=resnet20 bash ...   # its fed runs under one rule
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export XLA_FLAGS="${XLA_FLAGS:-} --xla_cpu_experimental_ynn_fusion_type=-individual_convolution"
@@ -48,7 +51,7 @@ sweep_and_feed() {
       --set lr_range.repeats=3 "$@"
   cp "$(python -m experiments.range_trust --find-sweep $name "$@" --set lr_range.repeats=3)" \
       $result
-  for rule in $rules; do
+  for rule in ${RULES:-$rules}; do
     $RUN --config=$config --args "$args" --seeds $SEEDS "${run[@]}" \
         --set "lr_range_result=$result" --set lr_range.effective_step=$rule
   done
