@@ -88,7 +88,8 @@ def sweep_kind(sets: dict) -> str:
 
 
 def _fed_key(kind: str, rule: str) -> str:
-  return 'suggested' + ('' if kind == 'accuracy' else f'_{kind}') + ('_cap' if rule == 'cap' else '')
+  kind_part = '' if kind == 'accuracy' else f'_{kind}'
+  return f"suggested{kind_part}{'_cap' if rule == 'cap' else ''}"
 
 
 def _runs(root: str, name: str):
