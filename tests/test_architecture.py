@@ -7,8 +7,6 @@ import ast
 import glob
 import json
 import os
-import subprocess
-import sys
 
 from flax import nnx
 import jax
@@ -128,13 +126,11 @@ def test_every_docstring_example_is_collected():
   assert not missing, f'docstring examples pytest never runs: {missing}'
 
 
-def test_nnx_lenet_trains_through_the_cli(tmp_path):
+def test_nnx_lenet_trains_through_the_cli(run_cli, tmp_path):
   workdir = str(tmp_path / 'run')
-  cmd = [sys.executable, '-m', 'superconv.main', '--config=configs/lenet_fashion_mnist.py:tiny',
-         '--config.model.name=nnx_lenet', '--config.model.dropout_rate=0.5',
-         '--config.progress_bar=False', f'--workdir={workdir}']
-  done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
-  assert done.returncode == 0, done.stderr[-3000:]
+  run_cli('--config=configs/lenet_fashion_mnist.py:tiny', '--config.model.name=nnx_lenet',
+          '--config.model.dropout_rate=0.5', '--config.progress_bar=False', workdir=workdir,
+          timeout=600, check=0)
   summary = json.load(open(os.path.join(workdir, 'summary.json')))
   assert summary['steps'] == 8 and 0.0 <= summary['final_eval_accuracy'] <= 1.0
   rows = [json.loads(l) for l in open(os.path.join(workdir, 'metrics.jsonl'))]

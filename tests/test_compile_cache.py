@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 from benchmarks import compile_cache
 from configs import default
 from superconv import programs
 
 
+@pytest.mark.integration  # the program in a subprocess (benchmarks.compile_cache launches it)
 def test_a_run_fills_the_cache_folder_it_is_given(tmp_path):
   cache = tmp_path / 'cache'
   row = compile_cache._run('configs/resnet56.py:tiny', str(tmp_path / 'run'), str(cache))

@@ -13,8 +13,6 @@ import functools
 import glob
 import importlib.util
 import os
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -258,13 +256,8 @@ def test_paper_settings(stem, arg, expected):
     ('configs/resnet56_lr_range.py', '--config.schedule.max_lr=2',
      ('--config.schedule.max_lr', 'no such config field')),
 ])
-def test_cli_rejects_a_field_of_another_schedule(tmp_path, config, flag, needles):
-  env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=ROOT)
-  result = subprocess.run(
-      [sys.executable, '-m', 'superconv.main', f'--config={config}',
-       f'--workdir={tmp_path / "run"}', flag], cwd=ROOT, env=env, capture_output=True,
-      text=True, timeout=120)
-  assert result.returncode == 2, result.stderr[-3000:]
+def test_cli_rejects_a_field_of_another_schedule(run_cli, tmp_path, config, flag, needles):
+  result = run_cli(f'--config={config}', flag, workdir=tmp_path / 'run', timeout=120, check=2)
   assert 'Traceback' not in result.stderr, result.stderr[-3000:]
   line = next(l for l in result.stderr.splitlines() if l.startswith('superconv: '))
   for needle in needles:

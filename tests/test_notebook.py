@@ -17,6 +17,8 @@ import pytest
 
 from tests.conftest import CIFAR10_ARCHIVE
 
+pytestmark = pytest.mark.integration  # a kernel in a subprocess
+
 nbformat = pytest.importorskip('nbformat')
 nbclient = pytest.importorskip('nbclient')
 

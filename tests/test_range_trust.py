@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import jax.numpy as jnp
 import ml_collections
@@ -21,8 +19,6 @@ from superconv import model_adapter
 from superconv import optim
 from superconv.data import pipeline
 from superconv.data import sources
-
-from conftest import ROOT
 
 
 def _fake(**data) -> ml_collections.ConfigDict:
@@ -134,21 +130,15 @@ def test_a_cyclical_sweeps_reading_feeds_the_cycle_as_it_is_under_cap(tmp_path):
   assert fed.schedule.max_lr == pytest.approx(0.075 * 0.2 / 0.0875, rel=1e-5)
 
 
-def _cli(*args, timeout=600):
-  return subprocess.run([sys.executable, '-m', 'superconv.main', *args,
-                         '--config.progress_bar=False'], cwd=ROOT, capture_output=True, text=True,
-                        timeout=timeout)
-
-
 @pytest.fixture(scope='module')
-def swept(tmp_path_factory):
+def swept(run_cli, tmp_path_factory):
   """A tiny ResNet-56-config range test read on validation, 2 repeats, through the CLI; its
   suggestion read on the training loss (`lr_range.reading='loss'`, the fastai preset's)."""
   workdir = str(tmp_path_factory.mktemp('range'))
-  done = _cli('--config=configs/resnet56.py:tiny', '--config.mode=lr_range',
-              '--config.lr_range.repeats=2', '--config.lr_range.max_lr=0.1',
-              '--config.lr_range.reading=loss',
-              f'--workdir={workdir}')
+  done = run_cli('--config=configs/resnet56.py:tiny', '--config.mode=lr_range',
+                 '--config.lr_range.repeats=2', '--config.lr_range.max_lr=0.1',
+                 '--config.lr_range.reading=loss', '--config.progress_bar=False',
+                 workdir=workdir, timeout=600)
   assert done.returncode == 0, done.stderr[-3000:]
   return workdir, done.stdout
 
@@ -184,11 +174,12 @@ def _reliable_copy(workdir: str, tmp_path) -> str:
   return str(path)
 
 
-def test_a_run_with_other_momentum_is_stopped_before_compiling(swept, tmp_path):
+def test_a_run_with_other_momentum_is_stopped_before_compiling(run_cli, swept, tmp_path):
   path = _reliable_copy(swept[0], tmp_path)
   workdir = tmp_path / 'run'
-  done = _cli('--config=configs/resnet56.py:tiny', f'--config.lr_range_result={path}',
-              '--config.momentum_schedule.value=0.95', f'--workdir={workdir}')
+  done = run_cli('--config=configs/resnet56.py:tiny', f'--config.lr_range_result={path}',
+                 '--config.momentum_schedule.value=0.95', '--config.progress_bar=False',
+                 workdir=workdir, timeout=600)
   assert done.returncode == 2, done.stderr[-2000:]
   assert 'momentum: tested 0.9, this run starts at 0.95' in done.stderr
   assert 'accept_mismatch' in done.stderr

@@ -7,12 +7,12 @@ mean, augmentation applied at test time) falls out of them.
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
-from conftest import CIFAR10_ARCHIVE, FASHION_MNIST_DIR, ROOT
+from conftest import CIFAR10_ARCHIVE, FASHION_MNIST_DIR, launch
+
+pytestmark = pytest.mark.integration  # the program in a subprocess, on real data
 
 
 @pytest.fixture(scope='module')
@@ -25,13 +25,8 @@ def cache(tmp_path_factory):
 def _run(config, tmp_path, cache, *overrides):
   # Through the real CLI, in its own process: one CPU device, as a user's run on this machine.
   workdir = tmp_path / 'run'
-  env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=ROOT)
-  result = subprocess.run(
-      [sys.executable, '-m', 'superconv.main', f'--config={config}', f'--workdir={workdir}',
-       '--config.progress_bar=False', f'--config.data.cache_dir={cache}',
-       '--config.checkpoint_every_steps=0', *overrides],
-      cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-  assert result.returncode == 0, result.stderr[-3000:]
+  launch(f'--config={config}', '--config.progress_bar=False', f'--config.data.cache_dir={cache}',
+         '--config.checkpoint_every_steps=0', *overrides, workdir=workdir, timeout=600, check=0)
   with open(workdir / 'summary.json') as f:
     return json.load(f)
 

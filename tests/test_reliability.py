@@ -38,13 +38,11 @@ SMOKE = 'configs/resnet56.py:tiny'
 TIMING = ('images_per_sec',)
 
 
-def _cli(workdir, *extra, config=SMOKE, env=None, timeout=300):
-  base = {k: v for k, v in os.environ.items() if k != train.SIGNAL_AT_STEP_ENV}
-  env = dict(base, JAX_PLATFORMS='cpu', PYTHONPATH=ROOT, **(env or {}))
-  return subprocess.run(
-      [sys.executable, '-m', 'superconv.main', f'--config={config}', f'--workdir={workdir}',
-       '--config.progress_bar=False', *extra],
-      cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+@pytest.fixture(scope='session')
+def cli(run_cli):
+  """`cli(workdir, *overrides, config=SMOKE, env=None)`: the program, launched through conftest."""
+  return lambda workdir, *extra, config=SMOKE, **kw: run_cli(
+      f'--config={config}', '--config.progress_bar=False', *extra, workdir=workdir, **kw)
 
 
 def _rows(workdir):
@@ -83,10 +81,10 @@ def _assert_clean_failure(result, code, *needles):
 
 
 @pytest.fixture(scope='module')
-def reference(tmp_path_factory):
+def reference(cli, tmp_path_factory):
   """The uninterrupted smoke run every interrupted run must reproduce exactly."""
   workdir = str(tmp_path_factory.mktemp('reference') / 'run')
-  result = _cli(workdir)
+  result = cli(workdir)
   assert result.returncode == 0, result.stderr[-3000:]
   assert _ckpt_steps(workdir) == [4, 8]
   assert [r['step'] for r in _rows(workdir)] == [2, 4, 6, 8]
@@ -97,21 +95,21 @@ def reference(tmp_path_factory):
 # 1-2. Preemption and exact resume
 
 
-def test_preemption_at_an_odd_update_resumes_exactly(reference, tmp_path):
+def test_preemption_at_an_odd_update_resumes_exactly(cli, reference, tmp_path):
   # SIGINT right after update 3: inside the first CLR half cycle, between log rows (every 2) and
   # checkpoints (every 4), with the metric sums of update 3 pending. The hook sends the signal
   # through the real handler at an exact update.
   c = resnet56.get_config('tiny')
   assert 3 % c.log_every_steps and 3 % c.checkpoint_every_steps and 3 < c.schedule.step_size
   workdir = str(tmp_path / 'run')
-  result = _cli(workdir, env={train.SIGNAL_AT_STEP_ENV: '3:SIGINT'})
+  result = cli(workdir, env={train.SIGNAL_AT_STEP_ENV: '3:SIGINT'})
   assert result.returncode == 0, result.stderr[-3000:]
   assert 'Received SIGINT: saved a checkpoint at update 3 of 8' in result.stdout
   assert _ckpt_steps(workdir) == [3]
   assert not os.path.exists(os.path.join(workdir, 'summary.json'))  # the run is not finished
   assert _rows(workdir) == _rows(reference)[:1]
 
-  result = _cli(workdir)  # the same command again
+  result = cli(workdir)  # the same command again
   assert result.returncode == 0, result.stderr[-3000:]
   assert 'Resumed from the checkpoint at update 3' in result.stderr
   assert _rows(workdir) == _rows(reference)  # every logged and evaluated number, bit for bit
@@ -120,6 +118,7 @@ def test_preemption_at_an_odd_update_resumes_exactly(reference, tmp_path):
     assert json.load(f)['resumed_from'] == 3
 
 
+@pytest.mark.integration  # the program in a subprocess, signalled from outside
 def test_sigterm_from_outside_checkpoints_and_exits_cleanly(tmp_path):
   # A long run signalled by another process once it has logged, as a cluster scheduler would.
   workdir = str(tmp_path / 'run')
@@ -162,11 +161,11 @@ def _corrupt_step(workdir, step):
   assert hit
 
 
-def test_unreadable_latest_checkpoint_falls_back_to_the_previous_one(reference, tmp_path):
+def test_unreadable_latest_checkpoint_falls_back_to_the_previous_one(cli, reference, tmp_path):
   workdir = str(tmp_path / 'run')
   shutil.copytree(reference, workdir)
   _corrupt_step(workdir, 8)
-  result = _cli(workdir)
+  result = cli(workdir)
   assert result.returncode == 0, result.stderr[-3000:]
   assert re.search(r'Checkpoint at step 8 in \S+ is unreadable \(.+\); trying the previous one',
                    result.stderr)
@@ -213,12 +212,12 @@ def test_checkpointer_skips_half_written_and_unreadable_steps(tmp_path, caplog):
   ck.close()
 
 
-def test_changed_config_on_an_old_workdir_is_refused_not_restarted(reference, tmp_path):
+def test_changed_config_on_an_old_workdir_is_refused_not_restarted(cli, reference, tmp_path):
   # Another model on the same workdir: no checkpoint fits. Silently training from scratch
   # (or setting the old run aside) would lose it; the run stops and says why.
   workdir = str(tmp_path / 'run')
   shutil.copytree(reference, workdir)
-  result = _cli(workdir, '--config.model.name=lenet')
+  result = cli(workdir, '--config.model.name=lenet')
   _assert_clean_failure(result, 2, 'none of the checkpoints [8, 4]', 'use a new --workdir')
   assert _ckpt_steps(workdir) == [4, 8]
   assert not os.path.exists(os.path.join(workdir, 'checkpoints_unreadable'))
@@ -234,7 +233,7 @@ def _rename_batch_stats_to_plain_ema(tree):
   return tree
 
 
-def test_checkpoint_of_the_plain_ema_layout_is_refused_with_its_reason(reference, tmp_path):
+def test_checkpoint_of_the_plain_ema_layout_is_refused_with_its_reason(cli, reference, tmp_path):
   # Checkpoints written before BN kept Caffe's sums and count cannot resume exactly (the plain
   # EMA mixed in its (0, 1) start), so they are refused in one line rather than migrated.
   workdir = str(tmp_path / 'run')
@@ -245,7 +244,7 @@ def test_checkpoint_of_the_plain_ema_layout_is_refused_with_its_reason(reference
     state['batch_stats'] = _rename_batch_stats_to_plain_ema(state['batch_stats'])
     shutil.rmtree(path)
     ocp.StandardCheckpointer().save(path, state)
-  result = _cli(workdir)
+  result = cli(workdir)
   _assert_clean_failure(result, 2, "Caffe's decayed sums", 'use a new --workdir')
   assert _ckpt_steps(workdir) == [4, 8]
 
@@ -254,11 +253,11 @@ def test_checkpoint_of_the_plain_ema_layout_is_refused_with_its_reason(reference
 # 3. Divergence
 
 
-def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
+def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(cli, tmp_path):
   # max_lr=1e6: CLR 0.1 -> 1e6 over 4 updates. With BN the loss stays finite for a while after
   # the parameters overflow; the non-finite gradient norm catches it.
   workdir = str(tmp_path / 'run')
-  result = _cli(workdir, '--config.schedule.max_lr=1e6', '--config.checkpoint_every_steps=1')
+  result = cli(workdir, '--config.schedule.max_lr=1e6', '--config.checkpoint_every_steps=1')
   line = _assert_clean_failure(result, 3, 'lower maximum learning rate', '--config.mode=lr_range',
                                'last good checkpoint is kept')
   match = re.search(r'non-finite at update (\d+) \(learning rate (\S+), momentum (\S+)\)', line)
@@ -278,11 +277,11 @@ def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
   assert not os.path.exists(os.path.join(workdir, 'summary.json'))
 
 
-def test_lr_range_divergence_ends_the_sweep_and_is_reported(tmp_path):
+def test_lr_range_divergence_ends_the_sweep_and_is_reported(cli, tmp_path):
   # The paper's range tests run to the end (diverge_factor 0), but a NaN loss still stops them.
   workdir = str(tmp_path / 'range')
-  result = _cli(workdir, '--config.lr_range.max_lr=1e6', '--config.model.name=lenet',
-                config='configs/resnet56_lr_range.py:tiny')
+  result = cli(workdir, '--config.lr_range.max_lr=1e6', '--config.model.name=lenet',
+               config='configs/resnet56_lr_range.py:tiny')
   assert result.returncode == 0, result.stderr[-3000:]
   assert 'Stopped early: the training loss became nan' in result.stdout
   with open(os.path.join(workdir, 'lr_range.json')) as f:
@@ -381,10 +380,10 @@ def test_valid_smoke_config_passes_on_one_and_four_devices():
     ('--config.num_steps=10', ('num_steps=10', 'step_size')),
     ('--config.data.train_subset=1000', ('config.data.train_subset', '1000')),
 ])
-def test_cli_rejects_bad_config_quickly_without_traceback(tmp_path, flag, needles):
+def test_cli_rejects_bad_config_quickly_without_traceback(cli, tmp_path, flag, needles):
   workdir = str(tmp_path / 'run')
   t = time.perf_counter()
-  result = _cli(workdir, flag)
+  result = cli(workdir, flag)
   elapsed = time.perf_counter() - t
   _assert_clean_failure(result, 2, *needles)
   # Rejected before anything was written, loaded or compiled.
@@ -393,8 +392,8 @@ def test_cli_rejects_bad_config_quickly_without_traceback(tmp_path, flag, needle
   assert elapsed < 30, elapsed  # imports only (a compile + run takes ~10 s more)
 
 
-def test_cli_rejects_unknown_config_argument(tmp_path):
-  result = _cli(str(tmp_path), config='configs/resnet56.py:smok')
+def test_cli_rejects_unknown_config_argument(cli, tmp_path):
+  result = cli(str(tmp_path), config='configs/resnet56.py:smok')
   _assert_clean_failure(result, 2, "unknown config argument(s) ['smok']")
 
 
@@ -437,10 +436,10 @@ def _bad_not_archive(root):
 
 @pytest.mark.parametrize('make', [_bad_missing, _bad_layout, _bad_image, _bad_label, _bad_counts,
                                   _bad_not_archive])
-def test_cli_bad_data_is_a_clear_error_naming_the_file(tmp_path, make):
+def test_cli_bad_data_is_a_clear_error_naming_the_file(cli, tmp_path, make):
   path, name, needle = make(tmp_path)
-  result = _cli(str(tmp_path / 'run'), '--config.data.source=files', f'--config.data.path={path}',
-                f'--config.data.name={name}', f'--config.data.cache_dir={tmp_path / "cache"}')
+  result = cli(str(tmp_path / 'run'), '--config.data.source=files', f'--config.data.path={path}',
+               f'--config.data.name={name}', f'--config.data.cache_dir={tmp_path / "cache"}')
   _assert_clean_failure(result, 2, needle)
   assert 'Compiled' not in result.stderr
   assert not os.path.exists(os.path.join(tmp_path, 'run', 'checkpoints'))
@@ -471,11 +470,11 @@ def test_seed_fixes_init_and_data_order():
                                                    jax.tree.leaves(other.params)))
 
 
-def test_different_seed_changes_the_run(reference, tmp_path):
+def test_different_seed_changes_the_run(cli, reference, tmp_path):
   # Same seed, separate processes: identical metrics (checked bit for bit by the resume tests
   # above, each a new process against `reference`). A different seed gives a different run.
   workdir = str(tmp_path / 'seed1')
-  result = _cli(workdir, '--config.seed=1')
+  result = cli(workdir, '--config.seed=1')
   assert result.returncode == 0, result.stderr[-3000:]
   ref, other = _rows(reference), _rows(workdir)
   assert [r['step'] for r in other] == [r['step'] for r in ref]

@@ -30,8 +30,8 @@ from superconv.data import streaming
 import optax
 
 from test_reliability import _assert_clean_failure as assert_clean_failure
-from test_reliability import _cli as reliability_cli
-from test_train import _cli, _rows, _tiny_problem
+from test_train import _rows, _tiny_problem
+from test_train import cli  # noqa: F401  (a fixture)
 
 IMAGENET_SMOKE = 'configs/resnet50_imagenet.py:tiny'
 
@@ -160,7 +160,7 @@ def write_image_folders(root: pathlib.Path, classes=3, train_per_class=8, val_pe
         Image.fromarray(im.astype(np.uint8)).save(d / f'{i}.jpg')
 
 
-def test_streamed_run_preempted_at_an_odd_update_resumes_exactly(tmp_path):
+def test_streamed_run_preempted_at_an_odd_update_resumes_exactly(cli, tmp_path):
   # SIGINT right after update 3 (between log rows and checkpoints) while the reader thread is
   # decoding ahead: the run saves, stops its reader and exits 0; the same command then ends
   # with exactly the rows of an uninterrupted run.
@@ -170,36 +170,35 @@ def test_streamed_run_preempted_at_an_odd_update_resumes_exactly(tmp_path):
   args = ('--config.data.source=files', f'--config.data.path={root}',
           '--config.model.name=resnet8')
   reference = str(tmp_path / 'reference')
-  assert reliability_cli(reference, *args, config=IMAGENET_SMOKE).returncode == 0
+  assert cli(reference, *args, config=IMAGENET_SMOKE).returncode == 0
   workdir = str(tmp_path / 'run')
-  result = reliability_cli(workdir, *args, config=IMAGENET_SMOKE,
-                           env={train.SIGNAL_AT_STEP_ENV: '3:SIGINT'})
+  result = cli(workdir, *args, config=IMAGENET_SMOKE, env={train.SIGNAL_AT_STEP_ENV: '3:SIGINT'})
   assert result.returncode == 0, result.stderr[-3000:]
   assert 'Received SIGINT: saved a checkpoint at update 3 of 8' in result.stdout
-  result = reliability_cli(workdir, *args, config=IMAGENET_SMOKE)
+  result = cli(workdir, *args, config=IMAGENET_SMOKE)
   assert result.returncode == 0, result.stderr[-3000:]
   assert 'Resumed from the checkpoint at update 3' in result.stderr
   assert _rows(workdir) == _rows(reference)
 
 
-def test_streamed_corrupt_image_is_a_clear_error_naming_the_file(tmp_path):
+def test_streamed_corrupt_image_is_a_clear_error_naming_the_file(cli, tmp_path):
   # Decoded in the reader thread, raised in the training loop: one line, exit 2, no traceback.
   root = tmp_path / 'imagenet'
   write_image_folders(root)
   (root / 'train' / 'n00000001' / 'broken.jpg').write_bytes(b'not a jpeg')
-  result = reliability_cli(str(tmp_path / 'run'), '--config.data.source=files',
-                           f'--config.data.path={root}', config=IMAGENET_SMOKE)
+  result = cli(str(tmp_path / 'run'), '--config.data.source=files',
+               f'--config.data.path={root}', config=IMAGENET_SMOKE)
   assert_clean_failure(result, 2, 'cannot decode image', 'broken.jpg')
 
 
-def test_cli_streams_image_folders_and_resumes_exactly(tmp_path):
+def test_cli_streams_image_folders_and_resumes_exactly(cli, tmp_path):
   root = tmp_path / 'imagenet'
   write_image_folders(root)
   workdir = str(tmp_path / 'run')
   args = ('--config.data.source=files', f'--config.data.path={root}',
           '--config.data.eval_batch_size=4')
   config = 'configs/resnet50_imagenet.py:tiny'
-  result = _cli(workdir, *args, config=config)
+  result = cli(workdir, *args, config=config)
   assert result.returncode == 0, result.stderr[-3000:]
   assert 'imagenet2012 streamed input' in result.stderr
   rows = _rows(workdir)
@@ -213,7 +212,7 @@ def test_cli_streams_image_folders_and_resumes_exactly(tmp_path):
 
   # Interrupted after update 4: the stream reopens at update 4 and the run ends identically.
   shutil.rmtree(os.path.join(workdir, 'checkpoints', '8'))
-  result = _cli(workdir, *args, config=config)
+  result = cli(workdir, *args, config=config)
   assert result.returncode == 0, result.stderr[-3000:]
   assert 'Resumed from the checkpoint at update 4' in result.stderr
   assert _rows(workdir) == rows

@@ -3,8 +3,6 @@
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import jax
 import numpy as np
@@ -15,8 +13,6 @@ from configs import resnet56
 from superconv import models
 from superconv import sharding
 from superconv import step as step_lib
-
-from conftest import ROOT
 
 
 def _tiny_problem(n=64, seed=0):
@@ -134,12 +130,11 @@ def test_unrolled_cpu_updates_equal_one_update_per_call():
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
-def _cli(workdir, *extra, config='configs/resnet56.py:tiny'):
-  env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=ROOT)
-  return subprocess.run(
-      [sys.executable, '-m', 'superconv.main', f'--config={config}', f'--workdir={workdir}',
-       '--config.progress_bar=False', *extra],
-      cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+@pytest.fixture
+def cli(run_cli):
+  """`cli(workdir, *overrides, config=..., env=None)`: the program, launched through conftest."""
+  return lambda workdir, *extra, config='configs/resnet56.py:tiny', **kw: run_cli(
+      f'--config={config}', '--config.progress_bar=False', *extra, workdir=workdir, **kw)
 
 
 def _rows(workdir):
@@ -149,13 +144,13 @@ def _rows(workdir):
   return [{k: v for k, v in r.items() if k not in timing} for r in rows]
 
 
-def test_readme_smoke_run_learns(tmp_path):
+def test_readme_smoke_run_learns(cli, tmp_path):
   """The README's first command: ResNet-56's `smoke` (ResNet-8, 32 updates of the Fig. 1a CLR
   shape at peak 0.06) on the generated set. Measured on the 2-core CPU, seeds 0-2: 0.70, 0.80,
   0.78 final eval accuracy (chance 0.10); at the paper's peak of 3.0 it ended at 0.10 with an
   eval loss of 5e5. The end-of-run note says what was seen and what to run next."""
   workdir = str(tmp_path / 'run')
-  result = _cli(workdir, config='configs/resnet56.py:smoke')
+  result = cli(workdir, config='configs/resnet56.py:smoke')
   assert result.returncode == 0, result.stderr[-3000:]
   with open(os.path.join(workdir, 'summary.json')) as f:
     summary = json.load(f)
@@ -168,9 +163,9 @@ def test_readme_smoke_run_learns(tmp_path):
   assert '--config=configs/resnet56.py:data=' in result.stdout
 
 
-def test_cli_smoke_run_writes_artifacts_and_resumes_exactly(tmp_path):
+def test_cli_smoke_run_writes_artifacts_and_resumes_exactly(cli, tmp_path):
   workdir = str(tmp_path / 'run')
-  result = _cli(workdir)
+  result = cli(workdir)
   assert result.returncode == 0, result.stderr[-3000:]
   for name in ('config.json', 'metrics.jsonl', 'summary.json'):
     assert os.path.exists(os.path.join(workdir, name)), name
@@ -189,7 +184,7 @@ def test_cli_smoke_run_writes_artifacts_and_resumes_exactly(tmp_path):
   # Interrupt: drop the final checkpoint, run the same command again; it resumes at 4 and
   # ends with exactly the same metrics as the uninterrupted run.
   shutil.rmtree(os.path.join(workdir, 'checkpoints', '8'))
-  result = _cli(workdir)
+  result = cli(workdir)
   assert result.returncode == 0, result.stderr[-3000:]
   assert 'Resumed from the checkpoint at update 4' in result.stderr
   assert _rows(workdir) == rows
@@ -201,17 +196,17 @@ def test_cli_smoke_run_writes_artifacts_and_resumes_exactly(tmp_path):
   assert resumed['final_eval_accuracy'] == summary['final_eval_accuracy']
 
 
-def test_cli_rejects_unknown_override(tmp_path):
-  result = _cli(str(tmp_path), '--config.schedule.max_lrr=2.0')
+def test_cli_rejects_unknown_override(cli, tmp_path):
+  result = cli(str(tmp_path), '--config.schedule.max_lrr=2.0')
   assert result.returncode != 0
   assert 'max_lrr' in result.stderr
 
 
-def test_lr_estimate_is_logged_during_training(tmp_path):
+def test_lr_estimate_is_logged_during_training(cli, tmp_path):
   workdir = str(tmp_path / 'est')
-  result = _cli(workdir, '--config.lr_estimate.enabled=True', '--config.model.name=lenet',
-                '--config.schedule.base_lr=0.001', '--config.schedule.max_lr=0.01',
-                '--config.data.scale=0.01')
+  result = cli(workdir, '--config.lr_estimate.enabled=True', '--config.model.name=lenet',
+               '--config.schedule.base_lr=0.001', '--config.schedule.max_lr=0.01',
+               '--config.data.scale=0.01')
   assert result.returncode == 0, result.stderr[-3000:]
   rows = _rows(workdir)
   assert all('lr_estimate' in r and 'lr_estimate_ema' in r for r in rows)
