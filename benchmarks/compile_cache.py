@@ -2,11 +2,11 @@ r"""What the persistent compilation cache saves: compile time of a first, a seco
 a second-seed run, and of a run with the cache off, each a fresh `python -m superconv.main`.
 
   python -m benchmarks.compile_cache [--config configs/resnet56.py:smoke] [--out FILE]
-  python -m benchmarks.compile_cache --readme README.md    # the README block from the results
 
 Each run gets its own workdir; the cache folder is fresh at the start, so the first run is cold.
 The figures are each run's `compile_seconds` (train and eval steps, from summary.json) and its
-wall time. Written to benchmarks/results/compile_cache_<platform>.json with the hardware.
+wall time. Written to benchmarks/results/compile_cache_<platform>.json with the hardware;
+docs/performance.md's table comes from that file (`python -m benchmarks.tables --write`).
 """
 
 from __future__ import annotations
@@ -39,11 +39,8 @@ def _run(config: str, workdir: str, cache: str, *extra: str) -> dict:
                                                 if k in summary}}
 
 
-START, END = '<!-- compile-cache:start -->', '<!-- compile-cache:end -->'
-
-
 def markdown(result: dict, path: str) -> str:
-  """The README block: each run's compile seconds, from a results file."""
+  """The docs block: each run's compile seconds, from a results file."""
   rows = result['runs']
   first = rows['first (cold cache)']
   lines = ['| run | compile s (train + eval steps) | process wall s |', '|---|---|---|']
@@ -55,24 +52,11 @@ def markdown(result: dict, path: str) -> str:
   return '\n'.join(lines)
 
 
-def write_readme(readme: str, result_path: str) -> None:
-  text = markdown(json.load(open(result_path)), result_path)
-  doc = open(readme).read()
-  before, rest = doc.split(START, 1)
-  _, after = rest.split(END, 1)
-  with open(readme, 'w') as f:
-    f.write(f'{before}{START}\n{text}{END}{after}')
-
-
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   p.add_argument('--config', default='configs/resnet56.py:smoke')
   p.add_argument('--out', default='')
-  p.add_argument('--readme', default='', help='only rewrite this README block from --out')
   ns = p.parse_args(argv)
-  if ns.readme:
-    write_readme(ns.readme, ns.out or os.path.join(HERE, 'results', 'compile_cache_cpu.json'))
-    return 0
   with tempfile.TemporaryDirectory() as tmp:
     cache = os.path.join(tmp, 'cache')
     rows = {

@@ -9,7 +9,7 @@ long one would), the compilation cache off. The runs of one model alternate betw
 (k1, k4, k1, k4, ...), so a change in the machine's load falls on every k alike. Figures: the
 training images/s and the compile seconds each run's summary.json reports. Written to
 benchmarks/results/cpu_unroll_cpu.json with the hardware and the load before and after; the
-README's table comes from that file (`python -m benchmarks.readme README.md`).
+table in docs/performance.md comes from that file (`python -m benchmarks.tables --write`).
 """
 
 from __future__ import annotations

@@ -44,17 +44,51 @@ _NOT_EXPERIMENT_FIELDS = PRESENTATION_KEYS + (
 CONFIGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs')
 
 
-def replace_block(text: str, block: str, start: str, end: str) -> str:
-  """`text` with everything between the markers `start` and `end` replaced by `block`.
+def markers(name: str) -> tuple[str, str]:
+  """The comment lines that open and close the generated block `name` in a docs page."""
+  return f'<!-- begin {name} -->', f'<!-- end {name} -->'
 
-  The README's generated blocks (results tables, the super-convergence and range-trust
-  reports) are all filled by this one function.
-  """
+
+def replace_block(text: str, block: str, start: str, end: str) -> str:
+  """`text` with everything between the markers `start` and `end` replaced by `block`."""
   if start not in text or end not in text or text.index(end) < text.index(start):
-    raise ValueError(f'the README has no {start} ... {end} block to fill')
+    raise ValueError(f'no {start} ... {end} block to fill')
   before, rest = text.split(start, 1)
   _, after = rest.split(end, 1)
   return f'{before}{start}\n{block}{end}{after}'
+
+
+def read_block(path: str, name: str) -> str:
+  """The text of the generated block `name` in the file `path` (what `write_block` wrote)."""
+  start, end = markers(name)
+  with open(path) as f:
+    text = f.read()
+  if start not in text or end not in text:
+    raise ValueError(f'{path}: no {start} ... {end} block')
+  return text.split(start + '\n', 1)[1].split(end, 1)[0]
+
+
+def write_block(path: str, name: str, text: str) -> None:
+  """Replaces the generated block `name` of the docs page `path` with `text`.
+
+  The one writer of generated documentation: every table and report that a script derives from
+  committed results goes between `<!-- begin NAME -->` and `<!-- end NAME -->` in a page of
+  docs/. README.md is written by hand and refused here.
+  """
+  if os.path.basename(path) == 'README.md':
+    raise ValueError('README.md is written by hand; generated blocks live in docs/*.md')
+  with open(path) as f:
+    doc = f.read()
+  start, end = markers(name)
+  try:
+    new = replace_block(doc, text if text.endswith('\n') else text + '\n', start, end)
+  except ValueError as e:
+    raise ValueError(f'{path}: {e}') from None
+  with open(path, 'w') as f:
+    f.write(new)
+
+
+DOCS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'docs')
 
 
 def split_args(args: str) -> list[str]:

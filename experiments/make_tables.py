@@ -1,7 +1,7 @@
 r"""Markdown results table from experiments/results/, with the paper's and the authors' numbers.
 
   python -m experiments.make_tables                       # print the table
-  python -m experiments.make_tables --readme README.md    # replace the results block in README
+  python -m experiments.make_tables --write              # rewrite docs/results.md's table
   python -m experiments.make_tables --pair resnet56_baseline resnet56:policy=clr
 
 One row per group of seeds (config stem + args): config | paper ref | schedule | steps | paper
@@ -25,7 +25,7 @@ from typing import Sequence
 from experiments import collect
 from superconv import schedule_registry
 
-START, END = '<!-- results:start -->', '<!-- results:end -->'
+DOC, BLOCK = os.path.join(collect.DOCS, 'results.md'), 'results'
 
 # (config stem, args) -> (paper reference, paper value %, authors' log %). Digest §2, §6, §7.
 REFERENCES: dict[tuple[str, str], tuple[str, str, str]] = {
@@ -282,16 +282,12 @@ def speedup_lines(results: Sequence[dict]) -> str:
   return '\n'.join(lines) + ('\n' if lines else '')
 
 
-def replace_block(text: str, block: str) -> str:
-  """`text` with everything between the results markers replaced by `block`."""
-  return collect.replace_block(text, block, START, END)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
   parser = argparse.ArgumentParser(prog='python -m experiments.make_tables', description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('--results', default=os.path.join(os.path.dirname(__file__), 'results'))
-  parser.add_argument('--readme', default='', help='replace the results block of this file')
+  parser.add_argument('--write', nargs='?', const=DOC, default='', metavar='PAGE',
+                      help=f'rewrite the {BLOCK!r} block of this docs page (default {DOC})')
   parser.add_argument('--output', default='', help='also write the markdown here')
   parser.add_argument('--pair', nargs=2, action='append', metavar=('BASELINE', 'FAST'),
                       help="'stem[:args]' of a baseline and a fast group (default: PAIRS)")
@@ -305,11 +301,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   if ns.output:
     with open(ns.output, 'w') as f:
       f.write(text)
-  if ns.readme:
-    with open(ns.readme) as f:
-      readme = f.read()
-    with open(ns.readme, 'w') as f:
-      f.write(replace_block(readme, text))
+  if ns.write:
+    collect.write_block(ns.write, BLOCK, text)
   return 0
 
 

@@ -1,14 +1,13 @@
 """How good is the range test's answer? The runs of `experiments/range_trust_cpu.sh`, reported.
 
-  python -m experiments.range_trust [--readme README.md]
+  python -m experiments.range_trust [--write]
 
 For each protocol of that script (LeNet / Fashion-MNIST at 4 and at 12 epochs; ResNet-20 / a
 CIFAR-10 subset): the range test (3 repeats, read on a split held out of training), the 1cycle
 run fed its median suggestion, and the same 1cycle run at each peak LR of a grid. Writes
 `experiments/results/range_trust.json` (every number below), the plot
 `experiments/results/range_trust.png` (final test accuracy against peak LR, seeds as points, the
-suggested runs marked) and, with `--readme`, the README block between `<!-- range-trust:start -->`
-and `<!-- range-trust:end -->`. Runs are found by what they ran (run.json: their `--set`s), and
+suggested runs marked) and, with `--write`, the `range-trust` block of docs/results.md. Runs are found by what they ran (run.json: their `--set`s), and
 a fed run's peak LR is read from its resolved config.json, so a rerun of part of a protocol
 updates the report.
 """
@@ -26,7 +25,7 @@ from experiments.superconvergence import seed_stats
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(REPO, 'experiments', 'results')
-START, END = '<!-- range-trust:start -->', '<!-- range-trust:end -->'
+DOC, BLOCK = os.path.join(collect.DOCS, 'results.md'), 'range-trust'
 # The copy of a protocol's sweep result that its fed runs read, one per kind of sweep, in its
 # results folder: f'{prefix}{infix}lr_range.json' (the prefix is the protocol's, by default
 # 'range_trust_': two protocols share a folder). The kinds: the accuracy reading at the cycle's
@@ -280,8 +279,8 @@ def markdown(report_: dict) -> str:
       lines += _protocol_markdown(name, r)
   lines += ["Target: within 0.5 points of the grid's best, no divergence, at most 10 % of the "
             "run's compute. From `experiments/results/range_trust.json` (`bash "
-            "experiments/range_trust_cpu.sh`, then `python -m experiments.range_trust --readme "
-            "README.md`). Plot: `experiments/results/range_trust.png`.", '']
+            "experiments/range_trust_cpu.sh`, then `python -m experiments.range_trust "
+            "--write`). Plot: `experiments/results/range_trust.png`.", '']
   return '\n'.join(lines)
 
 
@@ -355,7 +354,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser = argparse.ArgumentParser(prog='python -m experiments.range_trust', description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('--results', default=RESULTS)
-  parser.add_argument('--readme', default='')
+  parser.add_argument('--write', nargs='?', const=DOC, default='', metavar='PAGE',
+                      help=f'rewrite the {BLOCK!r} block of this docs page (default {DOC})')
   parser.add_argument('--find-sweep', default='', metavar='PROTOCOL',
                       help="print the lr_range.json of PROTOCOL's sweep run with the --set's")
   parser.add_argument('--set', action='append', default=[], help='with --find-sweep')
@@ -381,14 +381,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     plot(r, os.path.join(ns.results, 'range_trust.png'))
   text = markdown(r)
   print(text)
-  if ns.readme:
-    readme = open(ns.readme).read()
-    try:
-      new = collect.replace_block(readme, text, START, END)
-    except ValueError as e:
-      raise SystemExit(f'{ns.readme}: {e}') from None
-    with open(ns.readme, 'w') as f:
-      f.write(new)
+  if ns.write:
+    collect.write_block(ns.write, BLOCK, text)
   return 0
 
 

@@ -1,10 +1,10 @@
 """The super-convergence comparisons of `experiments/superconvergence_cpu.sh`, from the results.
 
-  python -m experiments.superconvergence [--readme README.md]
+  python -m experiments.superconvergence [--write]
 
 Reads `experiments/results/` and writes `experiments/results/superconvergence.json` (every number
 below), one plot per comparison (test accuracy against iterations, seeds as +-1 std bands) and,
-with `--readme`, the README block between `<!-- superconvergence:start -->` and `:end -->`.
+with `--write`, the `superconvergence` block of docs/results.md.
 Groups are found by what they ran (their config.json), not by folder names:
 
 - LeNet on Fashion-MNIST at batch 512: Caffe 1cycle (the 2018 LeNet row), Caffe `inv`, warm-up +
@@ -29,7 +29,7 @@ from experiments import plots
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(REPO, 'experiments', 'results')
-START, END = '<!-- superconvergence:start -->', '<!-- superconvergence:end -->'
+DOC, BLOCK = os.path.join(collect.DOCS, 'results.md'), 'superconvergence'
 SUBSETS = (2500, 10000)
 
 
@@ -245,22 +245,16 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser = argparse.ArgumentParser(prog='python -m experiments.superconvergence',
                                    description=__doc__.split('\n\n')[0])
   parser.add_argument('--results', default=RESULTS)
-  parser.add_argument('--readme', default='')
+  parser.add_argument('--write', nargs='?', const=DOC, default='', metavar='PAGE',
+                      help=f'rewrite the {BLOCK!r} block of this docs page (default {DOC})')
   ns = parser.parse_args(argv)
   r = report(ns.results)
   with open(os.path.join(ns.results, 'superconvergence.json'), 'w') as f:
     json.dump(r, f, indent=1, sort_keys=True)
   text = markdown(r)
   print(text)
-  if ns.readme:
-    with open(ns.readme) as f:
-      readme = f.read()
-    try:
-      new = collect.replace_block(readme, text, START, END)
-    except ValueError as e:
-      raise SystemExit(f'{ns.readme}: {e}') from None
-    with open(ns.readme, 'w') as f:
-      f.write(new)
+  if ns.write:
+    collect.write_block(ns.write, BLOCK, text)
   return 0
 
 

@@ -25,7 +25,7 @@ import pytest
 from tests.conftest import ROOT
 
 MODULES = ('superconv.main', 'experiments.run', 'benchmarks.throughput',
-           'benchmarks.input_pipeline')
+           'benchmarks.input_pipeline', 'experiments.make_tables', 'benchmarks.tables')
 SEPARATORS = {'&&', '||', ';', '|', '&'}
 DOCS = sorted(glob.glob(os.path.join(ROOT, 'docs', '*.md'))) + [os.path.join(ROOT, 'README.md')]
 
@@ -177,6 +177,13 @@ def test_command_parses(where, module, argv, monkeypatch):
     from experiments import run  # pylint: disable=g-import-not-at-top
     ns = parse_argparse(run.main, argv, monkeypatch)
     run.build_config(ns.config, ns.args, ns.seeds[0], ns.sets, ns.data)  # fields must exist
+  elif module in ('experiments.make_tables', 'benchmarks.tables'):
+    from benchmarks import tables  # pylint: disable=g-import-not-at-top
+    from experiments import make_tables  # pylint: disable=g-import-not-at-top
+    main = make_tables.main if module == 'experiments.make_tables' else tables.main
+    ns = parse_argparse(main, argv, monkeypatch)
+    assert ns.write.endswith('.md') and os.path.exists(ns.write)  # a docs page, never README
+    assert os.path.basename(ns.write) != 'README.md'
   elif module == 'benchmarks.input_pipeline':
     from benchmarks import input_pipeline  # pylint: disable=g-import-not-at-top
     ns = parse_argparse(input_pipeline.main, argv, monkeypatch)

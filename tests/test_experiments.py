@@ -157,17 +157,18 @@ def test_plots_write_pngs_next_to_results(results):
   assert os.path.getsize(out) > 5000
 
 
-def test_readme_block_replaced(results, tmp_path):
-  readme = tmp_path / 'README.md'
-  readme.write_text('# superconv\n\nintro\n<!-- results:start -->\nold table\n'
-                    '<!-- results:end -->\n\n## After\n')
-  assert make_tables.main(['--results', str(results), '--readme', str(readme)]) == 0
-  text = readme.read_text()
-  assert text.startswith('# superconv\n\nintro\n<!-- results:start -->\n| config |')
-  assert text.endswith('<!-- results:end -->\n\n## After\n')
+def test_docs_block_replaced(results, tmp_path):
+  page = tmp_path / 'results.md'
+  page.write_text('# Results\n\nintro\n<!-- begin results -->\nold table\n'
+                  '<!-- end results -->\n\n## After\n')
+  assert make_tables.main(['--results', str(results), '--write', str(page)]) == 0
+  text = page.read_text()
+  assert text.startswith('# Results\n\nintro\n<!-- begin results -->\n| config |')
+  assert text.endswith('<!-- end results -->\n\n## After\n')
   assert 'old table' not in text and '10.0x fewer iterations' in text
-  with pytest.raises(ValueError, match='results:start'):
-    make_tables.replace_block('no markers here', 'x')
+  (tmp_path / 'plain.md').write_text('no markers here')
+  with pytest.raises(ValueError, match='begin results'):
+    make_tables.main(['--results', str(results), '--write', str(tmp_path / 'plain.md')])
 
 
 def test_every_reference_pair_and_figure_names_a_real_config_row():

@@ -1,31 +1,129 @@
-"""The README's generated tables equal what their committed results files give today."""
+"""README.md is a front page whose numbers are the docs' generated ones, and every generated
+docs block equals what its script gives from the committed results today."""
 
 from __future__ import annotations
 
-import json
+import glob
 import os
+import re
 
-from benchmarks import compile_cache
-from benchmarks import readme
+import pytest
+
+from benchmarks import tables
+from experiments import collect
+from experiments import make_tables
+from experiments import range_trust
+from experiments import superconvergence
 
 from conftest import ROOT
 
 README = os.path.join(ROOT, 'README.md')
+RESULTS_DOC = os.path.join(ROOT, 'docs', 'results.md')
+PERF_DOC = os.path.join(ROOT, 'docs', 'performance.md')
+RESULTS = os.path.join(ROOT, 'experiments', 'results')
+
+# README headline row (its first cell) -> the row of docs/results.md's generated table it quotes.
+HEADLINE = {
+    '1708 Fig. 1a, ResNet-56, CLR 0.1–3, 10k updates (bf16)':
+        '`resnet56:bn_groups=8 [model.dtype=bfloat16]`',
+    '1708 Fig. 4b, ResNet-20 CLR, 5k images, 500 updates':
+        '`resnet20:policy=clr [batch_size=128, data.train_subset=5000, model.bn_momentum=0.95, '
+        'num_steps=500, schedule.max_lr=1.0, schedule.step_size=250]`',
+    '1708 Fig. 4b, ResNet-20 PC-LR, 5k images, 1k updates':
+        '`resnet20:policy=pclr [batch_size=128, data.train_subset=5000, model.bn_momentum=0.95, '
+        'num_steps=1000, schedule.boundaries=(630, 870)]`',
+    '1708 Table 1 at CPU scale: ResNet-20, 2.5k images, one CLR cycle, 150 updates':
+        '`resnet20:policy=clr [batch_size=64, data.train_subset=2500, model.bn_momentum=0.95, '
+        'model.virtual_batch_size=0, num_steps=150, schedule.max_lr=1.0, schedule.step_size=75]`',
+    'the same, PC-LR over 600 updates':
+        '`resnet20:policy=pclr [batch_size=64, data.train_subset=2500, model.bn_momentum=0.95, '
+        'model.virtual_batch_size=0, num_steps=600, schedule.boundaries=(375, 525)]`',
+    '1803 LeNet 1cycle, 12 epochs (Fashion-MNIST; the paper\'s is MNIST)':
+        '`lenet_fashion_mnist:policy=1cycle`',
+    '1803 LeNet `inv`, 24 epochs at batch 512 (Fashion-MNIST)':
+        '`lenet_fashion_mnist:batch=512,epochs=24,policy=inv`',
+}
+OURS = re.compile(r'^(?P<mean>\d+\.\d+)(?: ± (?P<std>\d+\.\d+))? \(n=(?P<n>\d+)\)')
 
 
-def _block(text: str, name: str) -> str:
-  return text.split(f'<!-- {name}:start -->\n', 1)[1].split(f'<!-- {name}:end -->', 1)[0]
+def _rows(markdown: str) -> list[list[str]]:
+  """The cells of every table row that is not a header rule."""
+  return [[c.strip() for c in line.strip().strip('|').split('|')]
+          for line in markdown.splitlines()
+          if line.startswith('|') and not re.fullmatch(r'[|\-: ]+', line.strip())]
+
+
+def _headline() -> dict[str, dict[str, str]]:
+  text = open(README).read()
+  section = text.split('\n## Results\n', 1)[1].split('\n## ', 1)[0]
+  head, *rows = _rows(section)
+  return {r[0]: dict(zip(head, r)) for r in rows}
+
+
+def test_readme_is_a_front_page():
+  text = open(README, encoding='utf-8').read()
+  lines = text.splitlines()
+  assert len(lines) <= 200 and len(text.encode()) <= 14_000, (len(lines), len(text.encode()))
+  assert max(map(len, lines)) <= 200
+  assert '<!--' not in text, 'README.md is written by hand: generated blocks live in docs/'
+  assert 'shared' not in text and '<owner>' not in text
+  for link in re.findall(r'\]\(([^)#]+)\)', text):
+    assert os.path.exists(os.path.join(ROOT, link)), link
+
+
+def test_no_docs_page_names_the_development_layout():
+  for path in glob.glob(os.path.join(ROOT, 'docs', '*.md')):
+    assert '../shared' not in open(path).read(), path
+
+
+def test_readme_numbers_are_the_generated_tables():
+  headline = _headline()
+  assert set(headline) == set(HEADLINE), 'each README row quotes one docs row (HEADLINE)'
+  docs = {r[0]: r for r in _rows(collect.read_block(RESULTS_DOC, 'results'))}
+  for label, row in headline.items():
+    d = docs[HEADLINE[label]]
+    paper, log, ours = d[4], d[5], d[6]
+    assert row['paper'] == paper, label
+    assert log.startswith(row['log']), label
+    want, got = OURS.match(ours), OURS.match(row['ours'])
+    assert want and got, (label, ours, row['ours'])
+    assert (got['mean'], got['n']) == (want['mean'], want['n']), label
+    assert got['std'] in (None, want['std']), label
+    assert got['std'] is not None or want['n'] == '1', f'{label}: n > 1 needs its std'
+
+
+def test_results_blocks_are_regenerated_from_the_results():
+  groups = collect.load_groups(RESULTS)
+  text = make_tables.table(groups)
+  fast = make_tables.speedup_lines(make_tables.speedups(groups, make_tables.PAIRS))
+  if fast:
+    text += '\nIterations to reach the baseline\'s final accuracy:\n\n' + fast
+  assert collect.read_block(RESULTS_DOC, 'results') == text
+  assert collect.read_block(RESULTS_DOC, 'range-trust') == range_trust.markdown(
+      range_trust.report(RESULTS))
+  assert collect.read_block(RESULTS_DOC, 'superconvergence') == superconvergence.markdown(
+      superconvergence.report(RESULTS))
 
 
 def test_performance_tables_are_regenerated_from_the_results():
-  text = open(README).read()
-  assert readme.replace_blocks(text, readme.blocks()) == text
+  for name, text in tables.blocks().items():
+    assert collect.read_block(PERF_DOC, name) == text, name
 
 
-def test_compilation_cache_table_is_the_results_file():
-  path = os.path.join(ROOT, 'benchmarks', 'results', 'compile_cache_cpu.json')
-  text = open(README).read()
-  assert _block(text, 'compile-cache') == compile_cache.markdown(json.load(open(path)), path)
+def test_write_block_replaces_one_block_and_refuses_the_readme(tmp_path):
+  page = tmp_path / 'page.md'
+  page.write_text('# t\n<!-- begin a -->\nold\n<!-- end a -->\n<!-- begin b -->\nb\n'
+                  '<!-- end b -->\n')
+  collect.write_block(str(page), 'a', 'new')
+  assert page.read_text() == ('# t\n<!-- begin a -->\nnew\n<!-- end a -->\n<!-- begin b -->\nb\n'
+                              '<!-- end b -->\n')
+  assert collect.read_block(str(page), 'b') == 'b\n'
+  with pytest.raises(ValueError, match='no <!-- begin c -->'):
+    collect.write_block(str(page), 'c', 'x')
+  readme = tmp_path / 'README.md'
+  readme.write_text('<!-- begin a -->\n<!-- end a -->\n')
+  with pytest.raises(ValueError, match='by hand'):
+    collect.write_block(str(readme), 'a', 'x')
 
 
 def test_cpu_table_states_the_eager_goal_from_the_figures():
@@ -33,6 +131,6 @@ def test_cpu_table_states_the_eager_goal_from_the_figures():
     return {'model': 'lenet', 'batch': 8, 'host_cpu': 'a CPU', 'jax': '0', 'command': 'cmd',
             'runs': [{'framework': 'jax (superconv train step)', 'images_per_sec': jax_ips},
                      {'framework': 'torch eager', 'images_per_sec': eager, 'torch': '2'}]}
-  assert '**0.60x**' in readme.cpu_table([record(60.0, 100.0)])
-  assert 'is **met**' in readme.cpu_table([record(60.0, 100.0)])
-  assert 'is **not met**' in readme.cpu_table([record(60.0, 100.0), record(40.0, 100.0)])
+  assert '**0.60x**' in tables.cpu_table([record(60.0, 100.0)])
+  assert 'is **met**' in tables.cpu_table([record(60.0, 100.0)])
+  assert 'is **not met**' in tables.cpu_table([record(60.0, 100.0), record(40.0, 100.0)])

@@ -1,9 +1,10 @@
-r"""The README's CPU performance tables, regenerated from the committed benchmark results.
+r"""The performance tables of docs/performance.md, regenerated from the committed results.
 
-  python -m benchmarks.readme README.md
+  python -m benchmarks.tables            # print them
+  python -m benchmarks.tables --write    # rewrite their blocks in docs/performance.md
 
-Each table sits between `<!-- perf-NAME:start -->` and `<!-- perf-NAME:end -->` and comes from one
-file of `benchmarks/results/` (the command that made it is in the file):
+Each table is a generated block (`experiments.collect.write_block`) and comes from one file of
+`benchmarks/results/` (the command that made it is in the file):
 
   perf-convs      convs_cpu.json       python -m benchmarks.throughput --convs
   perf-breakdown  breakdown_cpu.json   python -m benchmarks.convs --breakdown
@@ -11,17 +12,22 @@ file of `benchmarks/results/` (the command that made it is in the file):
   perf-dispatch   dispatch_cpu.json    python -m benchmarks.throughput --dispatch resnet56,resnet20 ...
   perf-unroll     cpu_unroll_cpu.json  python -m benchmarks.cpu_unroll --ks 1 4 8 ...
   perf-cpu        cpu_2core.jsonl      python -m benchmarks.throughput --model M --torch eager,compile
+  compile-cache   compile_cache_cpu.json  python -m benchmarks.compile_cache
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
-import sys
+from typing import Sequence
 
+from benchmarks import compile_cache
 from benchmarks import cpu_unroll
+from experiments import collect
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results')
+DOC = os.path.join(collect.DOCS, 'performance.md')
 
 
 def _load(name: str) -> dict:
@@ -97,27 +103,22 @@ def blocks() -> dict[str, str]:
       'perf-dispatch': dispatch_table(dispatch) + _source(dispatch, 'dispatch_cpu.json'),
       'perf-unroll': cpu_unroll.markdown(_load('cpu_unroll_cpu.json'),
                                          os.path.join(RESULTS, 'cpu_unroll_cpu.json')),
+      'compile-cache': compile_cache.markdown(
+          _load('compile_cache_cpu.json'), os.path.join(RESULTS, 'compile_cache_cpu.json')),
   }
 
 
-def replace_blocks(text: str, new: dict[str, str]) -> str:
-  for name, body in new.items():
-    start, end = f'<!-- {name}:start -->', f'<!-- {name}:end -->'
-    if start not in text or end not in text:
-      raise SystemExit(f'no {start} ... {end} block')
-    before, rest = text.split(start, 1)
-    _, after = rest.split(end, 1)
-    text = f'{before}{start}\n{body}{end}{after}'
-  return text
-
-
-def main(argv=None) -> int:
-  argv = sys.argv[1:] if argv is None else argv
-  path = argv[0] if argv else 'README.md'
-  with open(path) as f:
-    text = f.read()
-  with open(path, 'w') as f:
-    f.write(replace_blocks(text, blocks()))
+def main(argv: Sequence[str] | None = None) -> int:
+  parser = argparse.ArgumentParser(prog='python -m benchmarks.tables',
+                                   description=__doc__.split('\n')[0])
+  parser.add_argument('--write', nargs='?', const=DOC, default='', metavar='PAGE',
+                      help=f'rewrite the blocks of this docs page (default {DOC})')
+  ns = parser.parse_args(argv)
+  for name, text in blocks().items():
+    if ns.write:
+      collect.write_block(ns.write, name, text)
+    else:
+      print(f'{name}:\n{text}')
   return 0
 
 
