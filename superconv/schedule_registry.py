@@ -230,6 +230,45 @@ SCHEDULES: dict[str, ScheduleKind] = {
         durations=('warmup_steps',),
         describe=lambda s: (f"warm-up {s.get('warmup_steps', 0)} + cosine, "
                             f"peak {_g(s['max_lr'])}")),
+    'linear_decay': ScheduleKind(
+        factory='linear_decay',
+        fields={
+            'max_lr': (0.1, 'peak LR, at warmup_steps; then linear to end_lr at num_steps'),
+            'warmup_steps': (0, 'linear warm-up updates from 0 (0: decay from update 0)'),
+            'end_lr': (0.0, 'LR reached at num_steps (0: decay to zero)'),
+        },
+        factory_args={'peak_lr': 'max_lr', 'warmup_steps': 'warmup_steps', 'end_lr': 'end_lr'},
+        total_steps_arg='total_steps', length=_run_length, lr_fields=('max_lr', 'end_lr'),
+        durations=('warmup_steps',),
+        describe=lambda s: (f"linear decay {_g(s['max_lr'])} → {_g(s['end_lr'])}"
+                            + (f", warm-up {s['warmup_steps']}" if s['warmup_steps'] else ''))),
+    'wsd': ScheduleKind(
+        factory='warmup_stable_decay',
+        fields={
+            'max_lr': (0.1, 'the stable (peak) LR'),
+            'warmup_steps': (0, 'linear warm-up updates from 0'),
+            'decay_fraction': (0.2, 'fraction of num_steps spent cooling down, at the end'),
+            'cooldown': ('1-sqrt', "cooldown shape: '1-sqrt' (Hägele et al. 2024) | 'linear'"),
+            'end_lr': (0.0, 'LR reached at num_steps'),
+        },
+        factory_args={'peak_lr': 'max_lr', 'warmup_steps': 'warmup_steps',
+                      'decay_fraction': 'decay_fraction', 'cooldown': 'cooldown',
+                      'end_lr': 'end_lr'},
+        total_steps_arg='total_steps', length=_run_length, lr_fields=('max_lr', 'end_lr'),
+        durations=('warmup_steps',),
+        describe=lambda s: (f"WSD {_g(s['max_lr'])}, {s['cooldown']} cooldown over "
+                            f"{_g(100 * s['decay_fraction'])} %")),
+    'warmup_constant': ScheduleKind(
+        factory='warmup_constant',
+        fields={
+            'max_lr': (0.1, 'the LR after the warm-up'),
+            'warmup_steps': (0, 'linear warm-up updates from 0'),
+        },
+        factory_args={'peak_lr': 'max_lr', 'warmup_steps': 'warmup_steps'},
+        total_steps_arg='total_steps', lr_fields=('max_lr',), durations=('warmup_steps',),
+        describe=lambda s: (f"constant {_g(s['max_lr'])}"
+                            + (f" after {s['warmup_steps']} warm-up" if s['warmup_steps']
+                               else ''))),
 }
 
 # What the momentum schedules read from the LR schedule, so that the momentum is lowest exactly

@@ -30,8 +30,10 @@ import numpy as np
 import optax
 
 __all__ = [
-    'caffe_one_cycle', 'constant', 'cyclical_momentum', 'inv', 'lr_range', 'multistep',
-    'one_cycle', 'one_cycle_momentum', 'step_decay', 'triangular', 'warmup_cosine',
+    'COOLDOWNS', 'TORCH_ONE_CYCLE', 'TORCH_ONE_CYCLE_MOMENTUM', 'caffe_one_cycle', 'constant',
+    'cyclical_momentum', 'inv', 'linear_decay', 'lr_range', 'multistep', 'one_cycle',
+    'one_cycle_momentum', 'step_decay', 'triangular', 'warmup_constant', 'warmup_cosine',
+    'warmup_stable_decay',
 ]
 
 _F32 = jnp.float32
@@ -260,10 +262,51 @@ def _piecewise_anneal(step, starts, ends, values, anneal):
   return out
 
 
+# torch.optim.lr_scheduler.OneCycleLR's defaults, for a call ported from PyTorch:
+# `one_cycle(T, max_lr, **TORCH_ONE_CYCLE)` and `one_cycle_momentum(T, **TORCH_ONE_CYCLE_MOMENTUM)`
+# give torch's curves (superconv's own defaults are Smith's 2018 recipe: see `one_cycle`).
+TORCH_ONE_CYCLE = {'pct_start': 0.3, 'div_factor': 25.0, 'final_div_factor': 1e4,
+                   'three_phase': False, 'anneal': 'cos'}
+TORCH_ONE_CYCLE_MOMENTUM = {'base_momentum': 0.85, 'max_momentum': 0.95, 'pct_start': 0.3,
+                            'three_phase': False, 'anneal': 'cos'}
+
+# torch keywords that superconv spells differently or places elsewhere: a ported call that
+# uses one must fail with a pointer, not fall through to another curve.
+_TORCH_NAMES = {
+    'anneal_strategy': "use anneal= ('linear' | 'cos'; torch's default is 'cos', superconv's "
+                       "'linear': pass anneal='cos' for torch's curve)",
+    'cycle_momentum': 'the momentum is a separate schedule: one_cycle_momentum(total_steps, ...)',
+    'base_momentum': 'the momentum is a separate schedule: one_cycle_momentum(total_steps, ...)',
+    'max_momentum': 'the momentum is a separate schedule: one_cycle_momentum(total_steps, ...)',
+    'epochs': 'pass total_steps = epochs * steps_per_epoch',
+    'steps_per_epoch': 'pass total_steps = epochs * steps_per_epoch',
+    'optimizer': 'an optax schedule takes no optimizer: pass the schedule to the optimizer',
+    'last_epoch': 'an optax schedule is a function of the step: call it at any step',
+}
+
+
+def _reject_torch_names(fn: str, kwargs: dict, allowed: Sequence[str] = ()) -> None:
+  for name in kwargs:
+    if name in _TORCH_NAMES and name not in allowed:
+      raise TypeError(f'{fn}() got the PyTorch OneCycleLR keyword {name!r}: '
+                      f'{_TORCH_NAMES[name]}. superconv.schedules.TORCH_ONE_CYCLE holds '
+                      "torch's defaults.")
+  if kwargs:
+    raise TypeError(f'{fn}() got unexpected keyword argument(s) {sorted(kwargs)}')
+
+
 def one_cycle(total_steps: int, max_lr: float, *, pct_start: float = 0.45,
               div_factor: float = 10.0, final_div_factor: float = 1000.0,
-              three_phase: bool = True, anneal: str = 'linear') -> optax.Schedule:
-  r"""The 1cycle learning rate, step-for-step equal to torch's `OneCycleLR`.
+              three_phase: bool = True, anneal: str = 'linear', **torch_names
+              ) -> optax.Schedule:
+  r"""The 1cycle learning rate: torch's `OneCycleLR` arithmetic, Smith's 2018 defaults.
+
+  Step for step equal to `OneCycleLR` *given the same five settings* (`pct_start`,
+  `div_factor`, `final_div_factor`, `three_phase`, `anneal` = torch's `anneal_strategy`); all
+  five defaults differ from torch's, so a call ported from PyTorch passes them explicitly:
+  `one_cycle(T, max_lr, **TORCH_ONE_CYCLE)` is torch's default curve. A torch-only keyword
+  (`anneal_strategy=`, `cycle_momentum=`, `epochs=`, ...) is a TypeError naming the
+  superconv spelling.
 
   With `initial = max_lr / div_factor`, `min = initial / final_div_factor`, `T = total_steps`,
   `p = pct_start`, the phases end at (all in updates, possibly fractional)::
@@ -308,6 +351,7 @@ def one_cycle(total_steps: int, max_lr: float, *, pct_start: float = 0.45,
   References:
     Smith, arXiv:1803.09820 (2018), Sec. 4.1; Smith & Topin, arXiv:1708.07120 (2017).
   """
+  _reject_torch_names('one_cycle', torch_names)
   total_steps, pct_start, starts, ends = _one_cycle_phases(total_steps, pct_start, three_phase)
   max_lr = _check_real('max_lr', max_lr, lo=0.0, lo_open=True)
   div_factor = _check_real('div_factor', div_factor, lo=0.0, lo_open=True)
@@ -321,8 +365,13 @@ def one_cycle(total_steps: int, max_lr: float, *, pct_start: float = 0.45,
 
 def one_cycle_momentum(total_steps: int, *, base_momentum: float = 0.85,
                        max_momentum: float = 0.95, pct_start: float = 0.45,
-                       three_phase: bool = True, anneal: str = 'linear') -> optax.Schedule:
+                       three_phase: bool = True, anneal: str = 'linear', **torch_names
+                       ) -> optax.Schedule:
   r"""The momentum that mirrors `one_cycle`: OneCycleLR's momentum with `cycle_momentum=True`.
+
+  Its `pct_start`, `three_phase` and `anneal` defaults are Smith's, not torch's (0.3, False,
+  'cos'): `one_cycle_momentum(T, **TORCH_ONE_CYCLE_MOMENTUM)` is torch's default momentum.
+  `base_momentum > max_momentum` (the two swapped, which would invert the cycle) is an error.
 
   Same phases as `one_cycle` (same `total_steps`, `pct_start`, `three_phase`, `anneal`)::
 
@@ -350,9 +399,16 @@ def one_cycle_momentum(total_steps: int, *, base_momentum: float = 0.85,
   References:
     Smith, arXiv:1803.09820 (2018), Sec. 4.3 (cyclical momentum).
   """
+  _reject_torch_names('one_cycle_momentum', torch_names,
+                      allowed=('base_momentum', 'max_momentum'))
   total_steps, pct_start, starts, ends = _one_cycle_phases(total_steps, pct_start, three_phase)
   base_momentum = _check_real('base_momentum', base_momentum, lo=0.0, hi=1.0)
   max_momentum = _check_real('max_momentum', max_momentum, lo=0.0, hi=1.0)
+  if base_momentum > max_momentum:
+    raise ValueError(
+        f'base_momentum={base_momentum} > max_momentum={max_momentum}: base_momentum is the '
+        f'momentum at the LR peak (the low end, torch 0.85) and max_momentum the one at the start '
+        f'and end (torch 0.95); swapped, they would invert the cycle')
   anneal = _check_choice('anneal', anneal, ('linear', 'cos'))
   values = ([max_momentum, base_momentum, max_momentum, max_momentum] if three_phase
             else [max_momentum, base_momentum, max_momentum])
@@ -603,3 +659,158 @@ def warmup_cosine(total_steps: int, peak_lr: float, warmup_steps: int, *,
   peak = _check_real('peak_lr', peak_lr, lo=0.0, lo_open=True)
   end = _check_real('end_lr', end_lr, lo=0.0)
   return optax.warmup_cosine_decay_schedule(0.0, peak, w, t, end)
+
+
+# ---------------------------------------------------------------------------------------------
+# 2020s schedules: linear decay to zero and warmup-stable-decay (the equal-budget study's arms).
+
+
+def _warmup_and_total(total_steps, warmup_steps):
+  t = _check_int('total_steps', total_steps)
+  w = _check_int('warmup_steps', warmup_steps, minimum=0)
+  if w >= t:
+    raise ValueError(f'warmup_steps={w} must be below total_steps={t}')
+  return t, w
+
+
+def _ramp_up(it: jnp.ndarray, warmup_steps: int, peak: float) -> jnp.ndarray:
+  """peak * it / W (0 at it = 0): the linear warm-up; W = 0 gives a flat `peak`."""
+  if warmup_steps == 0:
+    return jnp.full(it.shape, peak, _F32)
+  return _F32(peak) * (it.astype(_F32) / _F32(warmup_steps))
+
+
+def linear_decay(total_steps: int, peak_lr: float, warmup_steps: int = 0, *,
+                 end_lr: float = 0.0) -> optax.Schedule:
+  r"""Linear decay to `end_lr` (default zero) at the end of the run, after an optional warm-up.
+
+  With W = `warmup_steps` and T = `total_steps`::
+
+    lr(k) = peak * k / W                                  k < W
+    lr(k) = end + (peak - end) * (T - k) / (T - W)        W <= k <= T    (end from k = T on)
+
+  With W = 0 the first update uses `peak` and the LR falls by (peak - end) / T per update, as
+  the 2024-2025 CIFAR-10 speed records (airbench94_muon, hiverge) and the budget-aware decay of
+  Li et al. (ICLR 2020) and Defazio et al. (arXiv:2310.07831). The last update (k = T - 1)
+  uses end + (peak - end) / (T - W).
+
+  Args:
+    total_steps: updates in the run (>= 1); the LR reaches `end_lr` at update T.
+    peak_lr: the LR at update W (> 0).
+    warmup_steps: linear warm-up updates from 0 (>= 0, < total_steps).
+    end_lr: the LR reached at update T (>= 0, <= peak_lr).
+
+  Returns:
+    An `optax.Schedule` mapping the update counter to a float32 learning rate.
+
+  Examples:
+    >>> lr = linear_decay(10, 1.0)
+    >>> [round(float(lr(k)), 6) for k in (0, 1, 5, 9, 10, 12)]
+    [1.0, 0.9, 0.5, 0.1, 0.0, 0.0]
+    >>> lr = linear_decay(10, 1.0, 2)
+    >>> [round(float(lr(k)), 6) for k in (0, 1, 2, 6, 10)]
+    [0.0, 0.5, 1.0, 0.5, 0.0]
+
+  References:
+    Li, Yumer & Ramanan, "Budgeted Training", ICLR 2020; Defazio et al., arXiv:2310.07831.
+  """
+  t, w = _warmup_and_total(total_steps, warmup_steps)
+  peak = _check_real('peak_lr', peak_lr, lo=0.0, lo_open=True)
+  end = _check_real('end_lr', end_lr, lo=0.0, hi=peak)
+
+  def schedule(step):
+    it = jnp.minimum(_step(step), t)
+    # Integer numerator (T - k): exact at both ends of the decay.
+    frac = (t - it).astype(_F32) / _F32(t - w)
+    return jnp.where(it < w, _ramp_up(it, w, peak), _F32(end) + _F32(peak - end) * frac)
+
+  return schedule
+
+
+COOLDOWNS = ('linear', '1-sqrt')
+
+
+def warmup_stable_decay(total_steps: int, peak_lr: float, warmup_steps: int = 0, *,
+                        decay_fraction: float = 0.2, cooldown: str = '1-sqrt',
+                        end_lr: float = 0.0) -> optax.Schedule:
+  r"""Warmup-stable-decay (WSD): warm up, hold `peak_lr`, cool down to `end_lr` at the end.
+
+  With W = `warmup_steps`, T = `total_steps`, D = round(`decay_fraction` T) cooldown updates
+  and S = T - D where the cooldown starts::
+
+    lr(k) = peak * k / W                                  k < W
+    lr(k) = peak                                          W <= k < S
+    lr(k) = end + (peak - end) * c((k - S) / D)           S <= k <= T    (end from k = T on)
+
+  with the cooldown shape c(t) = 1 - t ('linear') or 1 - sqrt(t) ('1-sqrt', which Hägele et al.
+  found better than linear). `decay_fraction=0` is the warm-up + constant schedule that
+  schedule-free optimizers take (`optax.warmup_constant_schedule`).
+
+  Args:
+    total_steps: updates in the run (>= 1).
+    peak_lr: the stable LR (> 0).
+    warmup_steps: linear warm-up updates from 0 (>= 0, <= S).
+    decay_fraction: fraction of the run spent cooling down, in [0, 1].
+    cooldown: '1-sqrt' | 'linear'.
+    end_lr: the LR reached at update T (>= 0, <= peak_lr).
+
+  Returns:
+    An `optax.Schedule` mapping the update counter to a float32 learning rate.
+
+  Examples:
+    >>> lr = warmup_stable_decay(20, 1.0, 2, decay_fraction=0.2)  # S = 16, D = 4
+    >>> [round(float(lr(k)), 6) for k in (0, 1, 2, 15, 16, 17, 19, 20)]
+    [0.0, 0.5, 1.0, 1.0, 1.0, 0.5, 0.133975, 0.0]
+    >>> lin = warmup_stable_decay(20, 1.0, decay_fraction=0.2, cooldown='linear')
+    >>> [round(float(lin(k)), 6) for k in (0, 16, 17, 19, 20)]
+    [1.0, 1.0, 0.75, 0.25, 0.0]
+
+  References:
+    Hu et al. (MiniCPM), arXiv:2404.06395; Hägele et al., "Scaling Laws and Compute-Optimal
+    Training Beyond Fixed Training Durations", NeurIPS 2024 (arXiv:2405.18392).
+  """
+  t, w = _warmup_and_total(total_steps, warmup_steps)
+  peak = _check_real('peak_lr', peak_lr, lo=0.0, lo_open=True)
+  end = _check_real('end_lr', end_lr, lo=0.0, hi=peak)
+  fraction = _check_real('decay_fraction', decay_fraction, lo=0.0, hi=1.0)
+  cooldown = _check_choice('cooldown', cooldown, COOLDOWNS)
+  d = int(round(fraction * t))
+  s = t - d
+  if w > s:
+    raise ValueError(f'warmup_steps={w} overlaps the cooldown, which starts at update {s} '
+                     f'(decay_fraction={fraction} of total_steps={t}): need warmup_steps <= {s}')
+
+  def schedule(step):
+    it = jnp.minimum(_step(step), t)
+    if d == 0:
+      stable = jnp.full(it.shape, peak, _F32)
+      return jnp.where(it < w, _ramp_up(it, w, peak), stable)
+    done = jnp.clip(it - s, 0, d)
+    if cooldown == 'linear':  # integer numerator: exact at both ends
+      shape = (d - done).astype(_F32) / _F32(d)
+    else:
+      shape = 1 - jnp.sqrt(done.astype(_F32) / _F32(d))
+    decayed = _F32(end) + _F32(peak - end) * shape
+    decayed = jnp.where(it >= t, _F32(end), decayed)  # exactly end_lr, whatever XLA fuses
+    return jnp.where(it < w, _ramp_up(it, w, peak), decayed)
+
+  return schedule
+
+
+def warmup_constant(total_steps: int, peak_lr: float, warmup_steps: int = 0) -> optax.Schedule:
+  r"""Linear warm-up from 0 to `peak_lr` over `warmup_steps`, then `peak_lr` to the end.
+
+  ::
+
+    lr(k) = peak * k / W        k < W
+    lr(k) = peak                k >= W
+
+  `warmup_stable_decay` without a cooldown: the LR a schedule-free optimizer takes
+  (`optax.warmup_constant_schedule(0, peak, W)`, on superconv's 0-based update counter).
+
+  Examples:
+    >>> lr = warmup_constant(10, 0.5, 4)
+    >>> [round(float(lr(k)), 6) for k in (0, 2, 4, 9, 20)]
+    [0.0, 0.25, 0.5, 0.5, 0.5]
+  """
+  return warmup_stable_decay(total_steps, peak_lr, warmup_steps, decay_fraction=0.0)

@@ -208,6 +208,10 @@ ALL = {
     'step_decay': S.step_decay(0.1, 40, 0.5),
     'inv': S.inv(0.01, 1e-2, 0.75),
     'constant': S.constant(0.9),
+    'linear_decay': S.linear_decay(237, 0.4, 20),
+    'wsd': S.warmup_stable_decay(237, 0.4, 20, decay_fraction=0.3),
+    'wsd_linear': S.warmup_stable_decay(237, 0.4, decay_fraction=0.3, cooldown='linear'),
+    'warmup_constant': S.warmup_constant(237, 0.4, 20),
 }
 
 
@@ -310,3 +314,89 @@ def test_one_cycle_matches_torch(case):
 def test_invalid_arguments_name_the_argument(factory, kwargs, arg):
   with pytest.raises(ValueError, match=rf'\b{arg}\b'):
     factory(**kwargs)
+
+
+# ---------------------------------------------------------------------------------------------
+# The 2020s schedules of the equal-budget study: every value written out from the formula.
+
+
+def test_linear_decay_every_step_without_and_with_warmup():
+  T = 8
+  assert_f32(values(S.linear_decay(T, 0.4), range(-1, T + 3)),
+             [0.4] + [0.4 * (T - k) / T for k in range(T + 1)] + [0.0, 0.0])
+  W = 3  # 0, peak/3, 2 peak/3, then peak (T - k) / (T - W) from k = W
+  expected = [0.4 * k / W for k in range(W)] + [0.4 * (T - k) / (T - W) for k in range(W, T + 1)]
+  assert_f32(values(S.linear_decay(T, 0.4, W), range(T + 1)), expected)
+  end = values(S.linear_decay(T, 0.4, end_lr=0.1), [0, 4, T, T + 5])
+  assert_f32(end, [0.4, 0.25, 0.1, 0.1])
+
+
+@pytest.mark.parametrize('cooldown,shape', [('linear', lambda t: 1 - t),
+                                            ('1-sqrt', lambda t: 1 - np.sqrt(t))])
+def test_warmup_stable_decay_every_step(cooldown, shape):
+  T, W, peak = 20, 4, 0.3
+  fn = S.warmup_stable_decay(T, peak, W, decay_fraction=0.25, cooldown=cooldown)
+  D = 5  # round(0.25 * 20)
+  S0 = T - D
+  expected = ([peak * k / W for k in range(W)] + [peak] * (S0 - W)
+              + [peak * shape((k - S0) / D) for k in range(S0, T + 1)] + [0.0])
+  np.testing.assert_allclose(values(fn, range(T + 2)), expected, rtol=3e-7, atol=1e-8)
+  assert float(fn(S0 - 1)) == np.float32(peak) and float(fn(T)) == 0.0
+
+
+def test_wsd_cooldown_length_rounds_and_1_sqrt_sits_below_linear():
+  lin = values(S.warmup_stable_decay(1000, 1.0, decay_fraction=0.1, cooldown='linear'),
+               range(1001))
+  sq = values(S.warmup_stable_decay(1000, 1.0, decay_fraction=0.1), range(1001))
+  assert (lin[:900] == 1.0).all() and lin[901] < 1.0 and (sq[:900] == 1.0).all()
+  assert (sq[901:1000] < lin[901:1000]).all()  # (1 - sqrt) drops faster at first, as Hägele
+  assert_f32(sq[[925, 975]], [1 - np.sqrt(0.25), 1 - np.sqrt(0.75)])
+
+
+def test_warmup_constant_is_wsd_without_cooldown():
+  assert_f32(values(S.warmup_constant(10, 0.5, 4), range(12)),
+             [0.0, 0.125, 0.25, 0.375] + [0.5] * 8)
+  assert_f32(values(S.warmup_constant(10, 0.5), [0, 9, 50]), [0.5] * 3)
+
+
+@pytest.mark.parametrize('factory,kwargs,arg', [
+    (S.linear_decay, dict(total_steps=10, peak_lr=0.0), 'peak_lr'),
+    (S.linear_decay, dict(total_steps=10, peak_lr=1.0, warmup_steps=10), 'warmup_steps'),
+    (S.linear_decay, dict(total_steps=10, peak_lr=1.0, end_lr=2.0), 'end_lr'),
+    (S.warmup_stable_decay, dict(total_steps=10, peak_lr=1.0, decay_fraction=1.5),
+     'decay_fraction'),
+    (S.warmup_stable_decay, dict(total_steps=10, peak_lr=1.0, cooldown='cos'), 'cooldown'),
+    (S.warmup_stable_decay, dict(total_steps=10, peak_lr=1.0, warmup_steps=9,
+                                 decay_fraction=0.5), 'warmup_steps'),
+    (S.one_cycle_momentum, dict(total_steps=100, base_momentum=0.95, max_momentum=0.85),
+     'base_momentum'),
+])
+def test_new_schedules_and_swapped_momentum_name_the_argument(factory, kwargs, arg):
+  with pytest.raises(ValueError, match=rf'\b{arg}\b'):
+    factory(**kwargs)
+
+
+@pytest.mark.parametrize('fn,kwargs,points_to', [
+    (S.one_cycle, dict(anneal_strategy='cos'), 'anneal='),
+    (S.one_cycle, dict(cycle_momentum=True), 'one_cycle_momentum'),
+    (S.one_cycle, dict(epochs=3), 'total_steps'),
+    (S.one_cycle_momentum, dict(anneal_strategy='linear'), 'anneal='),
+])
+def test_a_torch_keyword_is_a_type_error_naming_the_superconv_spelling(fn, kwargs, points_to):
+  args = (100, 1.0) if fn is S.one_cycle else (100,)
+  with pytest.raises(TypeError, match=points_to):
+    fn(*args, **kwargs)
+  with pytest.raises(TypeError, match='unexpected'):
+    fn(*args, pct=0.3)
+
+
+def test_torch_defaults_give_torchs_default_curve():
+  case = next(c for c in _torch_cases()
+              if {k: c['args'][k] for k in S.TORCH_ONE_CYCLE} == S.TORCH_ONE_CYCLE)
+  total, steps = case['args']['total_steps'], np.arange(case['args']['total_steps'])
+  lr = S.one_cycle(total, case['args']['max_lr'], **S.TORCH_ONE_CYCLE)
+  m = S.one_cycle_momentum(total, **S.TORCH_ONE_CYCLE_MOMENTUM)
+  np.testing.assert_allclose(values(lr, steps), case['lr'], rtol=1e-6, atol=0)
+  np.testing.assert_allclose(values(m, steps), case['momentum'], rtol=1e-6, atol=0)
+  # ... and superconv's own defaults are another curve (why a port must pass them).
+  assert not np.allclose(values(S.one_cycle(total, case['args']['max_lr']), steps), case['lr'])
