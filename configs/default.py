@@ -59,6 +59,9 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   c.data.fake_num_train = 512      # examples in the generated 'fake' train split
   c.data.fake_num_test = 256       # examples in the generated 'fake' test split
   c.data.cache_dir = ''            # where decoded local archives are cached as .npz ('' = ~/.cache/superconv)
+  c.data.check_counts = True       # [op] a local copy of a set of known size (cifar10/100, mnist,
+                                   # fashion_mnist) must hold all of it, class by class (False: a
+                                   # deliberately smaller copy; superconv.data.sources.check_counts)
   # Streamed sets (imagenet2012): decoded and cropped on each host, a batch per update.
   c.data.image_size = 0            # side of the square train/eval crops in pixels (0: the set's, 224)
   c.data.num_threads = 16          # decoding threads per host

@@ -27,10 +27,13 @@ FASHION_MNIST_DIR = pathlib.Path('/usr/share/datasets/fashion-mnist')
 
 
 def data_cfg(tmp_path, **overrides) -> ml_collections.ConfigDict:
+  # check_counts=False: the files below are small stand-ins, not the whole named set
+  # (test_counts_* check the sizes).
   cfg = ml_collections.ConfigDict(dict(
       name='cifar10', source='files', path='', tfds_data_dir='', train_subset=0, subset_seed=0,
       mirror=True, crop_padding=0, mean='pixel', scale=1.0, eval_batch_size=8,
-      fake_num_train=40, fake_num_test=20, cache_dir=str(tmp_path / 'cache')))
+      fake_num_train=40, fake_num_test=20, cache_dir=str(tmp_path / 'cache'),
+      check_counts=False))
   cfg.update(overrides)
   return cfg
 
@@ -114,17 +117,24 @@ def test_decoded_archive_is_cached_and_invalidated_by_a_change(tmp_path):
   assert len(list((tmp_path / 'cache').glob('*.npz'))) == 1
   with unittest.mock.patch.object(sources, '_decode_files', side_effect=AssertionError('decoded')):
     assert_equal_arrays(load_both(cfg), first)  # both splits from the cache, no decoding
-    os.utime(archive, ns=(0, 10**18))  # a new mtime: the cache key changes
+    os.utime(archive, ns=(0, 10**18))  # a new date, the same contents: still the cache
+    assert_equal_arrays(load_both(cfg), first)
+    (tmp_path / 'src' / 'cifar10' / 'test' / 'truck' / '0020.png').write_bytes(png_bytes(image(9)))
+    with tarfile.open(archive, 'w:gz') as tar:  # new contents: the cache key changes
+      tar.add(tmp_path / 'src' / 'cifar10', arcname='cifar10')
     with pytest.raises(AssertionError, match='decoded'):
       sources.load_split(cfg, 'train')
 
 
-def cifar_pickle(data: np.ndarray, labels, label_key: bytes) -> bytes:
-  return pickle.dumps({b'data': data, label_key: list(labels), b'batch_label': b'x'})
+def cifar_pickle(data: np.ndarray, labels, label_key: bytes, protocol: int = 2) -> bytes:
+  # Protocol 2 as CIFAR's own files (bytes through _codecs.encode, arrays through
+  # _reconstruct); 5 pickles arrays through _frombuffer.
+  return pickle.dumps({b'data': data, label_key: list(labels), b'batch_label': b'x',
+                       b'filenames': [b'a.png'] * len(labels)}, protocol=protocol)
 
 
-@pytest.mark.parametrize('archived', [True, False])
-def test_cifar10_pickles(tmp_path, archived):
+@pytest.mark.parametrize('archived,protocol', [(True, 2), (False, 2), (True, 5)])
+def test_cifar10_pickles(tmp_path, archived, protocol):
   rng = np.random.default_rng(0)
   root = tmp_path / 'src' / 'cifar-10-batches-py'
   root.mkdir(parents=True)
@@ -132,7 +142,7 @@ def test_cifar10_pickles(tmp_path, archived):
   raw = {}
   for name, n in batches.items():
     raw[name] = (rng.integers(0, 256, (n, 3072), dtype=np.uint8), rng.integers(0, 10, n))
-    (root / name).write_bytes(cifar_pickle(*raw[name], b'labels'))
+    (root / name).write_bytes(cifar_pickle(*raw[name], b'labels', protocol))
   (root / 'batches.meta').write_bytes(pickle.dumps({}))
   path = root
   if archived:
@@ -203,8 +213,8 @@ def test_idx_files(tmp_path, compress):
 def test_real_fashion_mnist_from_debian(tmp_path):
   if not (FASHION_MNIST_DIR / 'train-images-idx3-ubyte.gz').exists():
     pytest.skip('apt-get install dataset-fashion-mnist')
-  x_train, y_train, x_test, y_test = load_both(
-      data_cfg(tmp_path, name='fashion_mnist', path=str(FASHION_MNIST_DIR)))
+  x_train, y_train, x_test, y_test = load_both(  # the whole set: its counts are checked
+      data_cfg(tmp_path, name='fashion_mnist', path=str(FASHION_MNIST_DIR), check_counts=True))
   assert x_train.shape == (60000, 28, 28, 1) and x_test.shape == (10000, 28, 28, 1)
   assert np.bincount(y_train).tolist() == [6000] * 10
   assert np.bincount(y_test).tolist() == [1000] * 10
@@ -215,7 +225,8 @@ def test_real_fashion_mnist_from_debian(tmp_path):
 def test_real_cifar10_jpeg_archive(tmp_path):
   if not CIFAR10_ARCHIVE.exists():
     pytest.skip(f'{CIFAR10_ARCHIVE} absent')
-  x_train, y_train, x_test, y_test = load_both(data_cfg(tmp_path, path=str(CIFAR10_ARCHIVE)))
+  x_train, y_train, x_test, y_test = load_both(
+      data_cfg(tmp_path, path=str(CIFAR10_ARCHIVE), check_counts=True))
   assert x_train.shape == (50000, 32, 32, 3) and x_test.shape == (10000, 32, 32, 3)
   assert np.bincount(y_train).tolist() == [5000] * 10
   assert np.bincount(y_test).tolist() == [1000] * 10
@@ -290,6 +301,267 @@ def test_error_image_size_differs_from_the_dataset(tmp_path):
 def test_error_imagenet_is_streaming_only(tmp_path):
   with pytest.raises(DataError, match='streaming'):
     sources.load_split(data_cfg(tmp_path, name='imagenet2012', source='tfds'), 'train')
+
+
+# ------------------------------------------------------------------------------------------------
+# Complete data or none: a damaged archive, a short copy, a replaced file
+
+
+def folder_tar(tmp_path, compress: bool = True) -> bytes:
+  """FOLDER_TREE as the bytes of a tar (gzipped if `compress`), members in sorted order."""
+  write_folders(tmp_path / 'src' / 'cifar10')
+  buf = io.BytesIO()
+  with tarfile.open(fileobj=buf, mode='w') as tar:
+    tar.add(tmp_path / 'src' / 'cifar10', arcname='cifar10')
+  raw = buf.getvalue()
+  return gzip.compress(raw, mtime=0) if compress else raw
+
+
+def header_offsets(raw_tar: bytes) -> list[int]:
+  """Byte offsets of the member headers in an uncompressed tar."""
+  with tarfile.open(fileobj=io.BytesIO(raw_tar)) as tar:
+    return [m.offset for m in tar]
+
+
+def damage(kind: str, tmp_path) -> bytes:
+  """A .tar.gz of FOLDER_TREE damaged as `kind`."""
+  if kind == 'header':  # a garbled member header: tarfile takes it for the end of the archive
+    raw = bytearray(folder_tar(tmp_path, compress=False))
+    at = header_offsets(bytes(raw))[-3]  # two more images follow it
+    raw[at:at + 8] = bytes(8)  # 8 zero bytes over the name: the header checksum fails
+    return gzip.compress(bytes(raw), mtime=0)  # a valid gzip of a damaged tar
+  gz = bytearray(folder_tar(tmp_path))
+  if kind == 'crc':  # the stored CRC-32 (gzip trailer) no longer matches the data
+    gz[-8] ^= 0xFF
+  elif kind == 'deflate':  # 8 zero bytes inside the compressed data
+    gz[len(gz) // 2:len(gz) // 2 + 8] = bytes(8)
+  elif kind == 'truncated':
+    gz = gz[:len(gz) * 2 // 3]
+  return bytes(gz)
+
+
+@pytest.mark.parametrize('kind', ['header', 'crc', 'deflate', 'truncated'])
+def test_damaged_archive_is_refused_and_nothing_cached(tmp_path, kind):
+  archive = tmp_path / 'data.tar.gz'
+  archive.write_bytes(damage(kind, tmp_path))
+  cfg = data_cfg(tmp_path, path=str(archive))
+  with pytest.raises(DataError, match=r'data\.tar\.gz: damaged archive') as info:
+    sources.load_split(cfg, 'train')
+  if kind == 'header':  # tarfile alone lists fewer files without a word
+    with tarfile.open(archive) as tar:
+      assert 0 < len([m for m in tar if m.isfile()]) < 9
+    assert 'stops at a broken header' in str(info.value) and 'data follows' in str(info.value)
+  if kind == 'crc':
+    assert 'CRC' in str(info.value)
+  assert not (tmp_path / 'cache').exists()  # nothing partial is cached
+
+
+def test_undamaged_archive_with_trailing_zero_records_loads(tmp_path):
+  # What tar writers pad with (zero blocks up to a 10 KiB record, and more) is not damage.
+  raw = folder_tar(tmp_path, compress=False) + bytes(50 * 512)
+  (tmp_path / 'data.tar.gz').write_bytes(gzip.compress(raw))
+  got = load_both(data_cfg(tmp_path, path=str(tmp_path / 'data.tar.gz')))
+  assert_equal_arrays(got, expected_folders())
+
+
+def test_damaged_zip_member_is_refused(tmp_path):
+  write_folders(tmp_path / 'src')
+  archive = tmp_path / 'data.zip'
+  with zipfile.ZipFile(archive, 'w', zipfile.ZIP_STORED) as zf:
+    for p in sorted((tmp_path / 'src').rglob('*.png')):
+      zf.write(p, p.relative_to(tmp_path / 'src').as_posix())
+  raw = bytearray(archive.read_bytes())
+  raw[raw.index(b'IDAT') + 8] ^= 0xFF  # inside the first stored PNG: its CRC-32 no longer matches
+  archive.write_bytes(bytes(raw))
+  with pytest.raises(DataError, match='data.zip: cannot read archive.*CRC'):
+    sources.load_split(data_cfg(tmp_path, path=str(archive)), 'train')
+
+
+def full_idx(root: pathlib.Path, per_class: int, test_per_class: int, drop: int = -1) -> None:
+  """Uncompressed IDX files with `per_class` train / `test_per_class` test images of each class,
+  less train example `drop` (if >= 0). Blank images: only the counts matter here."""
+  root.mkdir(parents=True, exist_ok=True)
+  for prefix, n in (('train', per_class), ('t10k', test_per_class)):
+    labels = np.repeat(np.arange(10), n)
+    if prefix == 'train' and drop >= 0:
+      labels = np.delete(labels, drop)
+    (root / f'{prefix}-images-idx3-ubyte').write_bytes(
+        idx_bytes(np.zeros((len(labels), 28, 28), np.uint8)))
+    (root / f'{prefix}-labels-idx1-ubyte').write_bytes(idx_bytes(labels))
+
+
+def test_counts_a_whole_set_loads_a_short_copy_is_refused(tmp_path):
+  full_idx(tmp_path / 'full', 6000, 1000)  # Fashion-MNIST's sizes: 6,000 / 1,000 per class
+  cfg = data_cfg(tmp_path, name='fashion_mnist', path=str(tmp_path / 'full'), check_counts=True)
+  assert len(sources.load_split(cfg, 'train')[1]) == 60000
+  full_idx(tmp_path / 'short', 6000, 1000, drop=3 * 6000)  # one image of class 3 missing
+  cfg = data_cfg(tmp_path, name='fashion_mnist', path=str(tmp_path / 'short'), check_counts=True)
+  with pytest.raises(DataError, match=r'short: not the whole fashion_mnist set: train holds '
+                     r'59,999 examples, fashion_mnist has 60,000 \(class 3: 5,999 of 6,000\)'
+                     r'.*check_counts=False'):
+    sources.load_split(cfg, 'train')
+  assert not list((tmp_path / 'cache').glob('*short*'))  # refused before it is cached
+  cfg.check_counts = False  # a deliberately smaller copy, said so
+  assert len(sources.load_split(cfg, 'train')[1]) == 59999
+  cfg.check_counts = True  # its cache entry is no way around the check
+  with pytest.raises(DataError, match='not the whole fashion_mnist set'):
+    sources.load_split(cfg, 'train')
+
+
+def test_counts_mnist_per_class_and_sets_without_known_sizes():
+  # MNIST's classes are not balanced: its own per-class counts are the reference.
+  spec = sources.SPECS['mnist']
+  assert sum(spec.train_per_class) == spec.train_size == 60000
+  assert sum(spec.test_per_class) == spec.test_size == 10000
+  labels = np.repeat(np.arange(10), 6000).astype(np.int32)  # 60,000, but balanced
+  test = np.repeat(np.arange(10), spec.test_per_class).astype(np.int32)
+  with pytest.raises(DataError, match=r'class 0: 6,000 of 5,923; class 1: 6,000 of 6,742'):
+    sources.check_counts({'train_labels': labels, 'test_labels': test}, 'mnist', 'here')
+  right = np.repeat(np.arange(10), spec.train_per_class).astype(np.int32)
+  sources.check_counts({'train_labels': right, 'test_labels': test}, 'mnist', 'here')
+  sources.check_counts({'train_labels': labels[:5], 'test_labels': test[:5]}, 'fake', 'here')
+
+
+def test_cache_follows_the_file_contents_not_its_date(tmp_path):
+  # Two different archives of the same size and modification time: the second is decoded.
+  write_idx(tmp_path / 'a', compress=False)
+  b = write_idx(tmp_path / 'b', compress=False)
+  (tmp_path / 'b' / 'train-images-idx3-ubyte').write_bytes(
+      idx_bytes(255 - b['train-images-idx3-ubyte']))
+  archive = tmp_path / 'mnist.tar'
+  cfg = data_cfg(tmp_path, name='mnist', path=str(archive))
+  first = None
+  for src in ('a', 'b'):
+    with tarfile.open(archive, 'w') as tar:
+      for f in sorted((tmp_path / src).iterdir()):
+        info = tar.gettarinfo(f, arcname=f.name)
+        info.mtime = 0
+        with open(f, 'rb') as fh:
+          tar.addfile(info, fh)
+    os.utime(archive, ns=(10**18, 10**18))
+    images, _ = sources.load_split(cfg, 'train')
+    if first is None:
+      first, size = images, archive.stat().st_size
+  assert archive.stat().st_size == size
+  np.testing.assert_array_equal(images, 255 - first)
+  assert len(list((tmp_path / 'cache').glob('*.npz'))) == 2
+
+
+# ------------------------------------------------------------------------------------------------
+# No data file runs code
+
+
+class RunsCode:
+  """Unpickled, calls `os.system` (through pickle's REDUCE), as a malicious data file would."""
+
+  def __init__(self, command: str):
+    self.command = command
+
+  def __reduce__(self):
+    return os.system, (self.command,)
+
+
+def poisoned_cifar10(root: pathlib.Path, marker: pathlib.Path, archived: bool = True):
+  """A CIFAR-10 python archive whose data_batch_1 runs `touch marker` when unpickled."""
+  batches = root / 'cifar-10-batches-py'
+  batches.mkdir(parents=True)
+  for name in [f'data_batch_{i}' for i in range(1, 6)] + ['test_batch']:
+    batch = {b'data': np.zeros((2, 3072), np.uint8), b'labels': [0, 1]}
+    if name == 'data_batch_1':
+      batch[b'batch_label'] = RunsCode(f'touch {marker}')
+    (batches / name).write_bytes(pickle.dumps(batch, protocol=2))
+  if not archived:
+    return batches
+  archive = root / 'cifar-10-python.tar.gz'
+  with tarfile.open(archive, 'w:gz') as tar:
+    tar.add(batches, arcname='cifar-10-batches-py')
+  return archive
+
+
+def test_pickle_that_would_run_a_command_is_refused_before_it_runs(tmp_path):
+  marker = tmp_path / 'pwned'
+  archive = poisoned_cifar10(tmp_path, marker)
+  pickle.loads(pickle.dumps(RunsCode(f'touch {marker}.check')))  # the pickle does run code
+  assert (tmp_path / 'pwned.check').exists()
+  with pytest.raises(DataError, match=r'cifar-10-python.tar.gz: cifar-10-batches-py/data_batch_1: '
+                     r'refused to unpickle (posix|os|nt)\.system'):
+    sources.load_split(data_cfg(tmp_path, path=str(archive)), 'train')
+  assert not marker.exists()
+  assert not (tmp_path / 'cache').exists()
+
+
+@pytest.mark.parametrize('payload', [
+    ('builtins', 'eval'), ('subprocess', 'Popen'), ('numpy', 'load'), ('copyreg', '_reconstructor'),
+    ('numpy.testing._private.utils', 'runstring')])
+def test_unpickler_refuses_every_other_global(tmp_path, payload):
+  module, name = payload
+  # protocol-2 GLOBAL opcode naming `module.name`, then a call with one argument, then STOP.
+  raw = b'\x80\x02c' + f'{module}\n{name}\n'.encode() + b'X\x01\x00\x00\x001\x85R.'
+  unpickler = sources._CifarUnpickler(io.BytesIO(raw), 'f')  # pylint: disable=protected-access
+  with pytest.raises(DataError, match=f'f: refused to unpickle {module}.{name}'):
+    unpickler.load()
+
+
+def test_unpickler_refuses_a_codec_other_than_latin1():
+  raw = b'\x80\x02c_codecs\nencode\nX\x01\x00\x00\x00aX\x04\x00\x00\x00hex1\x86R.'
+  with pytest.raises(DataError, match="encoding 'hex1'"):
+    sources._CifarUnpickler(io.BytesIO(raw), 'f').load()  # pylint: disable=protected-access
+
+
+# ------------------------------------------------------------------------------------------------
+# The same through the real CLI: one line, exit 2, nothing cached, nothing run
+
+
+def cli_on_data(run_cli, tmp_path, path, *extra):
+  """The tiny ResNet config on local data `path`; returns (result, its one `superconv:` line)."""
+  result = run_cli('--config=configs/resnet56.py:tiny', '--config.progress_bar=False',
+                   '--config.data.source=files', f'--config.data.path={path}',
+                   f'--config.data.cache_dir={tmp_path / "cache"}', *extra,
+                   workdir=tmp_path / 'run', timeout=300)
+  assert result.returncode == 2, result.stderr[-3000:]
+  assert 'Traceback' not in result.stderr, result.stderr[-3000:]
+  lines = [l for l in result.stderr.splitlines() if l.startswith('superconv: ')]
+  assert len(lines) == 1, result.stderr[-3000:]
+  return result, lines[0]
+
+
+def test_cli_damaged_archive_exits_2_and_caches_nothing(run_cli, tmp_path):
+  archive = tmp_path / 'data.tar.gz'
+  archive.write_bytes(damage('header', tmp_path))
+  _, line = cli_on_data(run_cli, tmp_path, archive)
+  assert 'data.tar.gz: damaged archive' in line and 'stops at a broken header' in line
+  assert not (tmp_path / 'cache').exists()
+  assert not (tmp_path / 'run' / 'checkpoints').exists()
+
+
+@pytest.mark.skipif(not CIFAR10_ARCHIVE.exists(), reason='the CIFAR-10 JPEG archive is absent')
+@pytest.mark.parametrize('offset', [19_200_000, 19_000_000, 5_000_000])
+def test_cli_real_archive_damaged_at_the_issues_offsets(run_cli, tmp_path, offset):
+  # Issue 24: 8 zero bytes at 19,200,000 loaded 48,959 train images and trained; at 19,000,000
+  # a zlib traceback; at 5,000,000 "test classes [...] have no train folder".
+  raw = bytearray(CIFAR10_ARCHIVE.read_bytes())
+  raw[offset:offset + 8] = bytes(8)
+  archive = tmp_path / 'cifar10-jpeg.tar.gz'
+  archive.write_bytes(bytes(raw))
+  _, line = cli_on_data(run_cli, tmp_path, archive)
+  assert 'cifar10-jpeg.tar.gz: damaged archive' in line and 'Nothing was loaded' in line
+  assert not (tmp_path / 'cache').exists()
+
+
+def test_cli_pickle_that_would_run_a_command_exits_2_and_runs_nothing(run_cli, tmp_path):
+  marker = tmp_path / 'pwned'
+  archive = poisoned_cifar10(tmp_path, marker)
+  _, line = cli_on_data(run_cli, tmp_path, archive)
+  assert 'refused to unpickle' in line and '.system' in line
+  assert not marker.exists()
+  assert not (tmp_path / 'cache').exists()
+
+
+def test_cli_short_copy_exits_2_naming_what_is_missing(run_cli, tmp_path):
+  full_idx(tmp_path / 'short', 6000, 1000, drop=0)
+  _, line = cli_on_data(run_cli, tmp_path, tmp_path / 'short', '--config.data.name=fashion_mnist')
+  assert 'not the whole fashion_mnist set' in line and 'class 0: 5,999 of 6,000' in line
+  assert not (tmp_path / 'cache').exists()
 
 
 # ------------------------------------------------------------------------------------------------

@@ -5,9 +5,10 @@ Three sources, chosen by `data_cfg.source` (`data_cfg.name == 'fake'` always mea
 - `'tfds'`: `tfds.data_source(name, split, data_dir=data_cfg.tfds_data_dir)`. TFDS downloads and
   prepares the set on first use; offline, it must already be in the data dir.
 - `'files'`: a local file or folder at `data_cfg.path`, in one of the layouts below. The decoded
-  arrays are cached as `.npz` (in `data_cfg.cache_dir`, default `~/.cache/superconv`), keyed by the
-  absolute path, size and modification time, so only the first load pays for decoding (about 10 s
-  for the 60,000 CIFAR-10 JPEGs on one core; later loads take well under a second).
+  arrays are cached as `.npz` (in `data_cfg.cache_dir`, default `~/.cache/superconv`), keyed by
+  the file's contents (a BLAKE2 hash of an archive; for a folder, every file's name, size and
+  modification time), so only the first load pays for decoding (about 10 s for the 60,000 CIFAR-10
+  JPEGs on one core; later loads take well under a second) and a replaced file is decoded again.
 - `'fake'`: deterministic generated images whose class is visible in their colour and stripes, so a
   smoke run can beat chance. Sizes `data_cfg.fake_num_train` / `fake_num_test`.
 
@@ -16,33 +17,43 @@ Local layouts (`'files'`), each as a directory, `.tar`, `.tar.gz`/`.tgz` or `.zi
 (a) image folders `[top/]{train,test}/<class>/<image>.{png,jpg,...}`; labels are the class folder
     names in alphabetical order (CIFAR-10's standard label order is alphabetical);
 (b) CIFAR python pickles: `cifar-10-python.tar.gz` (`data_batch_1..5`, `test_batch`) or
-    `cifar-100-python.tar.gz` (`train`, `test`; the 100 fine labels). Pickles can run code when
-    loaded: only point this at archives you trust;
+    `cifar-100-python.tar.gz` (`train`, `test`; the 100 fine labels). They are read by an
+    unpickler that builds only what the format holds (numpy arrays, dicts, lists, bytes, str,
+    numbers): a pickle naming any other class or function is refused before anything runs;
 (c) MNIST-format IDX files `{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]` (MNIST,
     Fashion-MNIST).
 
-Every problem raises `DataError` naming the file or member; nothing is silently skipped.
+Complete data or none. Every problem raises `DataError` naming the file or member; nothing is
+silently skipped. A compressed archive is read to its end, so its checksum is checked (a .tar.gz's
+gzip CRC, each zip member's CRC), and a tar listing that stops before the end of its stream (a
+damaged header reads to `tarfile` as the end of the archive) is an error. A local copy of a set
+whose sizes are known (CIFAR-10/100, MNIST, Fashion-MNIST: `DatasetSpec`) must hold exactly its
+train and test examples, class by class; a deliberately smaller copy says so with
+`data.check_counts=False`. Nothing is cached before every check has passed.
 """
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import gzip
 import hashlib
 import io
 import json
+import lzma
 import os
 import pathlib
 import pickle
 import re
 import tarfile
 import zipfile
+import zlib
 from typing import Any, Mapping
 
 import numpy as np
 
 __all__ = ['DataError', 'DatasetSpec', 'SPECS', 'image_shape', 'num_classes', 'load_split',
-           'tfds_data_source', 'fake_split', 'streamed']
+           'check_counts', 'tfds_data_source', 'fake_split', 'streamed']
 
 
 class DataError(ValueError):
@@ -57,14 +68,24 @@ class DatasetSpec:
   in_memory: bool = True              # False: too big to hold, use superconv.data.streaming
   train_size: int = 0                 # examples per split (TFDS sizes; 0: set by the config, fake)
   test_size: int = 0
+  # Examples of each class per split, where the set defines them (a local copy is checked
+  # against them); () where not.
+  train_per_class: tuple[int, ...] = ()
+  test_per_class: tuple[int, ...] = ()
 
 
 SPECS: dict[str, DatasetSpec] = {
-    'cifar10': DatasetSpec(10, (32, 32, 3), (32, 32, 3), train_size=50_000, test_size=10_000),
-    'cifar100': DatasetSpec(100, (32, 32, 3), (32, 32, 3), train_size=50_000, test_size=10_000),
-    'mnist': DatasetSpec(10, (28, 28, 1), (28, 28, 1), train_size=60_000, test_size=10_000),
+    'cifar10': DatasetSpec(10, (32, 32, 3), (32, 32, 3), train_size=50_000, test_size=10_000,
+                           train_per_class=(5000,) * 10, test_per_class=(1000,) * 10),
+    'cifar100': DatasetSpec(100, (32, 32, 3), (32, 32, 3), train_size=50_000, test_size=10_000,
+                            train_per_class=(500,) * 100, test_per_class=(100,) * 100),
+    'mnist': DatasetSpec(10, (28, 28, 1), (28, 28, 1), train_size=60_000, test_size=10_000,
+                         train_per_class=(5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851,
+                                          5949),
+                         test_per_class=(980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009)),
     'fashion_mnist': DatasetSpec(10, (28, 28, 1), (28, 28, 1), train_size=60_000,
-                                 test_size=10_000),
+                                 test_size=10_000, train_per_class=(6000,) * 10,
+                                 test_per_class=(1000,) * 10),
     'imagenet2012': DatasetSpec(1000, (224, 224, 3), (64, 64, 3), in_memory=False,
                                 train_size=1_281_167, test_size=50_000),
     'fake': DatasetSpec(10, (32, 32, 3), (32, 32, 3)),
@@ -80,7 +101,7 @@ _FORMATS_HELP = (
     "data_batch_1..5 and test_batch, or cifar-100-python.tar.gz with train and test), archived or "
     "extracted; (c) a directory of MNIST-format IDX files train-images-idx3-ubyte[.gz], "
     "train-labels-idx1-ubyte[.gz], t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz]")
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2
 
 
 def _spec(name: str) -> DatasetSpec:
@@ -109,7 +130,7 @@ def load_split(data_cfg: Any, split: str) -> tuple[np.ndarray, np.ndarray]:
 
   Args:
     data_cfg: `config.data` (name, source, path, tfds_data_dir, fake_num_train, fake_num_test,
-      cache_dir).
+      cache_dir, check_counts).
     split: 'train' or 'test'.
 
   Returns:
@@ -131,7 +152,8 @@ def load_split(data_cfg: Any, split: str) -> tuple[np.ndarray, np.ndarray]:
     images, labels = _load_tfds(name, split, data_cfg.get('tfds_data_dir', ''))
     where = f'tfds {name}/{split}'
   elif source == 'files':
-    arrays = _load_files_cached(name, data_cfg.path, data_cfg.get('cache_dir', ''))
+    arrays = _load_files_cached(name, data_cfg.path, data_cfg.get('cache_dir', ''),
+                                data_cfg.get('check_counts', True))
     images, labels = arrays[f'{split}_images'], arrays[f'{split}_labels']
     where = f'{data_cfg.path} ({split})'
   else:
@@ -153,6 +175,33 @@ def _check(images: np.ndarray, labels: np.ndarray, name: str, where: str) -> Non
     i = int(np.argmax(bad))
     raise DataError(f'{where}: label {int(labels[i])} of example {i} is outside '
                     f'[0, {spec.num_classes}) for {name}')
+
+
+def check_counts(arrays: Mapping[str, np.ndarray], name: str, where: str) -> None:
+  """Raises DataError unless both splits hold exactly the set's examples, class by class.
+
+  `arrays` holds `{split}_labels` for 'train' and 'test'. Sets without known sizes (fake,
+  ImageNet) pass. The message names each split that differs and its classes that differ.
+  """
+  spec = _spec(name)
+  problems = []
+  for split in _SPLITS:
+    labels = arrays[f'{split}_labels']
+    total = spec.train_size if split == 'train' else spec.test_size
+    per_class = spec.train_per_class if split == 'train' else spec.test_per_class
+    if not total:
+      continue
+    counts = np.bincount(labels, minlength=len(per_class) or 1)
+    off = [f'class {k}: {int(counts[k]):,} of {n:,}' for k, n in enumerate(per_class)
+           if counts[k] != n]
+    if len(labels) != total or off:
+      shown = '; '.join(off[:5]) + ('; ...' if len(off) > 5 else '')
+      problems.append(f'{split} holds {len(labels):,} examples, {name} has {total:,}'
+                      + (f' ({shown})' if off else ''))
+  if problems:
+    raise DataError(f'{where}: not the whole {name} set: {", ".join(problems)}. The copy is '
+                    'incomplete or damaged (fetch it again); if it is a deliberately smaller '
+                    'copy, say so with --config.data.check_counts=False')
 
 
 # ------------------------------------------------------------------------------------------------
@@ -207,14 +256,12 @@ def _read_tree(path: pathlib.Path) -> Mapping[str, Any]:
     return tree
   try:
     if tarfile.is_tarfile(path):
-      with tarfile.open(path) as tar:
-        # One sequential pass: a .tar.gz has no random access.
-        return {m.name.removeprefix('./'): tar.extractfile(m).read()
-                for m in tar if m.isfile() and wanted(m.name.removeprefix('./'))}
+      return _read_tar(path, wanted)
     if zipfile.is_zipfile(path):
       with zipfile.ZipFile(path) as zf:
+        # Every member is read, so every member's CRC is checked.
         return {n: zf.read(n) for n in zf.namelist() if not n.endswith('/') and wanted(n)}
-  except (tarfile.TarError, zipfile.BadZipFile, OSError, EOFError) as e:
+  except _ARCHIVE_ERRORS as e:
     raise DataError(f'{path}: cannot read archive ({type(e).__name__}: {e})') from e
   if path.parent.is_dir() and _IDX_RE.match(path.name):
     return _read_tree(path.parent)  # one IDX file named: use its folder
@@ -222,35 +269,95 @@ def _read_tree(path: pathlib.Path) -> Mapping[str, Any]:
                   f'{_FORMATS_HELP}')
 
 
+# What a damaged or truncated archive raises while it is read (gzip's CRC and length checks give
+# OSError / EOFError, a garbled deflate stream zlib.error).
+_ARCHIVE_ERRORS = (tarfile.TarError, zipfile.BadZipFile, OSError, EOFError, zlib.error,
+                   lzma.LZMAError)
+
+
+def _read_tar(path: pathlib.Path, wanted) -> dict[str, bytes]:
+  """Every wanted file of a (compressed) tar, the whole stream read and checked.
+
+  `tarfile` takes a header whose checksum fails for the end of the archive and stops without a
+  word, so a damaged .tar.gz would load only the files before the damage. Here the listing must
+  end where the stream ends: whatever follows the last header read must be the zero blocks that
+  close a tar. Reading on to the end of the stream makes gzip (bz2, xz) check its CRC and length.
+  """
+  tree, count, last = {}, 0, '(none)'
+  with tarfile.open(path) as tar:
+    try:
+      # One sequential pass: a .tar.gz has no random access.
+      for member in tar:
+        name = member.name.removeprefix('./')
+        if member.isfile() and wanted(name):
+          tree[name] = tar.extractfile(member).read()
+        count, last = count + 1, member.name
+      end = tar.offset
+      stream = tar.fileobj
+      stream.seek(end)
+      while chunk := stream.read(1 << 20):
+        if chunk.count(0) != len(chunk):
+          raise DataError(
+              f'{path}: damaged archive: its tar listing stops at a broken header at byte '
+              f'{end:,} of the unpacked stream, after {count:,} entries (the last '
+              f'{last}), but data follows, so every file after that is missing. Nothing was '
+              'loaded; fetch the archive again (`gzip -t` checks a .tar.gz)')
+    except _ARCHIVE_ERRORS as e:
+      raise DataError(f'{path}: damaged archive: cannot read past entry {count:,} (the last '
+                      f'read: {last}) ({type(e).__name__}: {e}). Nothing was loaded; fetch the '
+                      'archive again (`gzip -t` checks a .tar.gz)') from e
+  return tree
+
+
+def _source_key(path: pathlib.Path) -> list:
+  """What identifies the contents of `path`: a hash of a file, a listing of a folder."""
+  if path.is_dir():  # hashing 60,000 images would cost what the cache saves; stat them
+    return sorted((str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns)
+                  for p in path.rglob('*') if p.is_file())
+  digest = hashlib.blake2b(digest_size=16)
+  with open(path, 'rb') as f:
+    while chunk := f.read(1 << 22):  # ~0.1 s for CIFAR-10's 20 MB archive
+      digest.update(chunk)
+  return [path.stat().st_size, digest.hexdigest()]
+
+
 def _bytes(tree: Mapping[str, Any], member: str) -> bytes:
   value = tree[member]
   return value.read_bytes() if isinstance(value, pathlib.Path) else value
 
 
-def _load_files_cached(name: str, path_str: str, cache_dir: str) -> Mapping[str, np.ndarray]:
-  """Both splits of the local data set at `path_str`, decoded once and cached as .npz."""
+def _load_files_cached(name: str, path_str: str, cache_dir: str,
+                       counts: bool = True) -> Mapping[str, np.ndarray]:
+  """Both splits of the local data set at `path_str`, decoded once and cached as .npz.
+
+  Cached only once every check has passed; with `counts`, the set's sizes are checked on every
+  load (a cached copy too: the cache of a deliberately smaller copy is not the whole set).
+  """
   if not path_str:
     raise DataError("data.source='files' needs --config.data.path=PATH; " + _FORMATS_HELP)
   path = pathlib.Path(path_str).expanduser().resolve()
   if not path.exists():
     raise DataError(f'data path {path} does not exist')
-  stat = path.stat()
-  key = [_CACHE_VERSION, name, str(path), stat.st_size, stat.st_mtime_ns]
-  if path.is_dir():  # a directory's own mtime misses edits to files below it
-    key.append(sorted((str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns)
-                      for p in path.rglob('*') if p.is_file()))
+  key = [_CACHE_VERSION, name, str(path), _source_key(path)]
   digest = hashlib.sha1(json.dumps(key).encode()).hexdigest()[:16]
   cache_root = pathlib.Path(cache_dir or '~/.cache/superconv').expanduser()
   cache_file = cache_root / f'{name}-{path.name}-{digest}.npz'
+  arrays = None
   if cache_file.exists():
     try:
-      with np.load(cache_file) as z:
-        return {k: z[k] for k in z.files}
+      with np.load(cache_file, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile):
       pass  # a broken cache file (e.g. an interrupted write elsewhere): decode again
+  if arrays is not None:
+    if counts:
+      check_counts(arrays, name, str(path))
+    return arrays
   arrays = _decode_files(name, path)
   for split in _SPLITS:
     _check(arrays[f'{split}_images'], arrays[f'{split}_labels'], name, f'{path} ({split})')
+  if counts:
+    check_counts(arrays, name, str(path))
   cache_root.mkdir(parents=True, exist_ok=True)
   tmp = cache_file.with_suffix(f'.tmp{os.getpid()}.npz')
   np.savez(tmp, **arrays)  # uncompressed: loading 180 MB of CIFAR is then I/O-bound
@@ -350,6 +457,61 @@ def _decode_image_folders(name: str, path: pathlib.Path, tree: Mapping[str, Any]
   return out
 
 
+def _latin1(text: str, encoding: str) -> bytes:
+  """`_codecs.encode` as pickle protocol 2 uses it for bytes, for latin-1 only."""
+  if encoding not in ('latin1', 'latin-1'):
+    raise DataError(f'pickle asks for bytes in encoding {encoding!r}; protocol 2 writes latin1')
+  return codecs.encode(text, 'latin1')
+
+
+def _pickle_globals() -> dict[tuple[str, str], Any]:
+  """The only globals a CIFAR pickle may name: what rebuilds a numpy array, and bytes.
+
+  CIFAR's own files are protocol-2 pickles of dicts (bytes keys) holding a uint8 array, lists
+  of ints and bytes; numpy pickles an array as `_reconstruct(ndarray, shape, dtype)` + state
+  (protocols 2-4) or `_frombuffer(buffer, dtype, shape, order)` (5), under `numpy.core` (numpy
+  1) or `numpy._core` (numpy 2). None of these can reach code outside numpy's array building.
+  """
+  try:
+    from numpy._core import multiarray, numeric  # pylint: disable=g-import-not-at-top
+  except ImportError:  # numpy 1
+    from numpy.core import multiarray, numeric  # pylint: disable=g-import-not-at-top
+  allowed: dict[tuple[str, str], Any] = {('numpy', 'ndarray'): np.ndarray,
+                                         ('numpy', 'dtype'): np.dtype,
+                                         ('_codecs', 'encode'): _latin1}
+  # pylint: disable=protected-access  (numpy's own pickle entry points)
+  for package in ('numpy.core', 'numpy._core'):
+    allowed[(f'{package}.multiarray', '_reconstruct')] = multiarray._reconstruct
+    allowed[(f'{package}.multiarray', 'scalar')] = multiarray.scalar
+    allowed[(f'{package}.numeric', '_frombuffer')] = numeric._frombuffer
+  return allowed
+
+
+class _CifarUnpickler(pickle.Unpickler):
+  """Unpickles what a CIFAR batch holds and refuses, before it is called, anything else.
+
+  A pickle runs code by naming a callable (GLOBAL / STACK_GLOBAL) and calling it (REDUCE);
+  every name goes through `find_class`, so refusing there stops it before any call.
+  """
+
+  def __init__(self, file: io.BytesIO, where: str):
+    super().__init__(file, encoding='bytes')  # CIFAR's Python-2 str are bytes
+    self._where = where
+    self._allowed = _pickle_globals()
+
+  def find_class(self, module: str, name: str) -> Any:
+    found = self._allowed.get((module, name))
+    if found is None:
+      raise DataError(
+          f'{self._where}: refused to unpickle {module}.{name}: a CIFAR pickle holds only numpy '
+          'arrays, dicts, lists, bytes, str and numbers, and any other class or function could '
+          'run code. Nothing from this file was run; do not use this archive')
+    return found
+
+  def persistent_load(self, pid: Any) -> Any:
+    raise DataError(f'{self._where}: refused a persistent id in a CIFAR pickle')
+
+
 def _decode_cifar_pickles(name: str, path: pathlib.Path, tree: Mapping[str, Any],
                           by_base: dict[str, list[str]], kind: str) -> dict[str, np.ndarray]:
   """CIFAR python pickles: dicts with b'data' uint8 [N, 3072] (channel-major) and labels."""
@@ -367,9 +529,11 @@ def _decode_cifar_pickles(name: str, path: pathlib.Path, tree: Mapping[str, Any]
         raise DataError(f'{path}: expected exactly one {base} pickle, found {members or "none"}')
       member = members[0]
       try:
-        batch = pickle.loads(_bytes(tree, member), encoding='bytes')
+        batch = _CifarUnpickler(io.BytesIO(_bytes(tree, member)), f'{path}: {member}').load()
         data = np.asarray(batch[b'data'], np.uint8)
         label = np.asarray(batch[label_key], np.int64)
+      except DataError:
+        raise
       except Exception as e:  # pylint: disable=broad-except  (any malformed pickle)
         raise DataError(f'{path}: cannot read CIFAR pickle {member} '
                         f'({type(e).__name__}: {e})') from e
