@@ -56,6 +56,9 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   c.data.mean = 'pixel'            # subtract the train-set mean 'pixel' (Caffe mean file) | 'channel' | 'none'
   c.data.scale = 1.0               # multiply after mean subtraction (Caffe CIFAR: 1.0 on 0-255 pixels)
   c.data.eval_batch_size = 1000    # images per evaluation batch (last partial batch is counted)
+  c.data.validation_examples = 0   # > 0: hold this many training examples out (a class-balanced
+                                   # draw, the same for every seed) and evaluate on them instead
+                                   # of the test split (tuning reads validation, never test)
   c.data.fake_num_train = 512      # examples in the generated 'fake' train split
   c.data.fake_num_test = 256       # examples in the generated 'fake' test split
   c.data.cache_dir = ''            # where decoded local archives are cached as .npz ('' = ~/.cache/superconv)
@@ -82,7 +85,8 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   # MOMENTUM_FROM_LR), so its minimum falls exactly on the LR peak.
 
   c.optimizer = ml_collections.ConfigDict()
-  c.optimizer.name = 'sgd'               # sgd | adam | adamw | adagrad | adadelta | rmsprop
+  c.optimizer.name = 'sgd'               # sgd | adam | adamw | adagrad | adadelta | rmsprop |
+                                         # schedule_free_sgd | schedule_free_adamw (b1: momentum)
   c.optimizer.momentum_form = 'caffe'    # 'caffe': v = mu v + lr g, w -= v | 'optax': lr scales the trace
   c.optimizer.nesterov = False           # Nesterov momentum (SGD)
   c.optimizer.weight_decay = 1e-4        # L2 factor (per update, Caffe semantics)
@@ -96,6 +100,10 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   c.optimizer.eps = 1e-8                 # Adam/AdaGrad/AdaDelta/RMSProp epsilon (Caffe delta)
   c.optimizer.rho = 0.0                  # AdaDelta decay (Caffe: the removed momentum line = 0) / RMSProp decay
   c.optimizer.initial_accumulator = 0.0  # AdaGrad initial accumulator
+  c.optimizer.eval_bn_batches = 50       # schedule_free_*: train-mode batches run at the averaged
+                                         # point x to recompute the BN statistics before every
+                                         # evaluation (0: evaluate with the statistics of y)
+
 
   c.lr_range = ml_collections.ConfigDict()
   c.lr_range.min_lr = 0.0          # LR at update 0

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 from jax.sharding import NamedSharding, PartitionSpec as P
 import ml_collections
 
+from superconv import optim
 from superconv import step as step_lib
 from superconv.data import pipeline
 from superconv.data import sources
@@ -35,6 +36,9 @@ class _Evaluator:
     self._mean = replicate(mean, mesh)
     self._fn = step_lib.make_eval_fn(model, mesh, spec)
     self.compile_seconds = 0.0
+    # The hook an optimizer's evaluation point needs (schedule-free: the average x, BN
+    # statistics recomputed there): state -> the state to evaluate. None: the state as it is.
+    self.prepare = None
 
   def compile(self, state: step_lib.TrainState) -> None:
     t = time.perf_counter()
@@ -43,6 +47,8 @@ class _Evaluator:
     self.compile_seconds = time.perf_counter() - t
 
   def __call__(self, state: step_lib.TrainState) -> dict:
+    if self.prepare is not None:
+      state = self.prepare(state)
     total = None
     for batch in self._batches():
       sums = self._fn(state.params, state.batch_stats, *batch, self._mean)
@@ -163,6 +169,10 @@ class MemoryInputs:
 
   def __init__(self, config: ml_collections.ConfigDict, **eval_kw):
     self.config = config
+    if not eval_kw and config.data.get('validation_examples', 0):
+      # Evaluate on training examples held out (tuning never reads the test split).
+      eval_kw = {'eval_split': 'validation',
+                 'eval_examples': int(config.data.validation_examples)}
     self.data = pipeline.load(config, **eval_kw)
     self.num_classes = self.data.num_classes
     self.image_shape = tuple(self.data.train_images.shape[1:])
@@ -173,8 +183,22 @@ class MemoryInputs:
 
   def evaluator(self, model, mesh, spec: step_lib.StepSpec) -> Evaluator:
     d = self.data
-    return Evaluator(model, mesh, spec, d.test_images, d.test_labels, d.mean,
-                     self.config.data.eval_batch_size)
+    evaluator = Evaluator(model, mesh, spec, d.test_images, d.test_labels, d.mean,
+                          self.config.data.eval_batch_size)
+    o = self.config.optimizer
+    if o.name in optim.SCHEDULE_FREE:  # evaluate at x, BN statistics recomputed there
+      point = step_lib.make_eval_point_fn(model, mesh, spec, int(o.eval_bn_batches))
+      train = None
+
+      def prepare(state):
+        nonlocal train
+        if train is None:  # replicated on the first evaluation only
+          train = replicate({'images': d.train_images, 'labels': d.train_labels,
+                             'mean': d.mean}, mesh)
+        return point(state, train)
+
+      evaluator.prepare = prepare
+    return evaluator
 
 
 class StreamInputs:
@@ -192,7 +216,17 @@ class StreamInputs:
     return StreamFeed(self.config, mesh, start_step, steps_per_call, source=self.train_source)
 
   def evaluator(self, model, mesh, spec: step_lib.StepSpec) -> StreamEvaluator:
-    return StreamEvaluator(model, mesh, spec, self.config, source=self.test_source)
+    o = self.config.optimizer
+    if o.name in optim.SCHEDULE_FREE and o.eval_bn_batches:
+      raise sources.DataError(
+          f'{self.config.data.name} is streamed: recomputing the BN statistics of a schedule-free '
+          'run before evaluation needs an in-memory training set; set '
+          'optimizer.eval_bn_batches=0 (evaluates x with the statistics of y)')
+    evaluator = StreamEvaluator(model, mesh, spec, self.config, source=self.test_source)
+    if o.name in optim.SCHEDULE_FREE:
+      point = step_lib.make_eval_point_fn(model, mesh, spec, 0)
+      evaluator.prepare = lambda state: point(state, None)
+    return evaluator
 
 
 def open_inputs(config: ml_collections.ConfigDict, **eval_kw) -> MemoryInputs | StreamInputs:

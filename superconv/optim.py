@@ -39,14 +39,18 @@ from superconv.schedule_registry import (SCHEDULES, apply_lr_bounds, schedule_co
                                          sweep_schedule)
 
 __all__ = [
-    'CaffeSgdState', 'SCHEDULES', 'apply_lr_bounds', 'build_schedules', 'caffe_sgd',
-    'check_schedule', 'create_optimizer', 'current_hyperparams', 'decay_mask', 'schedule_config',
-    'schedule_length', 'sweep_schedule',
+    'CaffeSgdState', 'SCHEDULES', 'SCHEDULE_FREE', 'apply_lr_bounds', 'build_schedules',
+    'caffe_sgd', 'check_schedule', 'create_optimizer', 'current_hyperparams', 'decay_mask',
+    'eval_params', 'schedule_config', 'schedule_length', 'sweep_schedule',
 ]
 
 LR_SCHEDULES = tuple(SCHEDULES)
 MOMENTUM_SCHEDULES = ('constant', 'one_cycle', 'cyclical')
-OPTIMIZERS = ('sgd', 'adam', 'adamw', 'adagrad', 'adadelta', 'rmsprop')
+OPTIMIZERS = ('sgd', 'adam', 'adamw', 'adagrad', 'adadelta', 'rmsprop', 'schedule_free_sgd',
+              'schedule_free_adamw')
+# Schedule-free (Defazio et al. 2024): the momentum schedule's value is the interpolation b1,
+# and the evaluated point is the average x (`eval_params`), not the gradient point y.
+SCHEDULE_FREE = ('schedule_free_sgd', 'schedule_free_adamw')
 # Optimizers without a heavy-ball term: their 'momentum' hyperparameter is held at 0.
 _NO_MOMENTUM = ('adagrad', 'adadelta', 'rmsprop')
 
@@ -322,6 +326,20 @@ def check_optimizer(o: ml_collections.ConfigDict) -> None:
         hi is not None and v >= hi):
       bound = f'in [{lo}, {hi})' if hi is not None else f'>= {lo}'
       raise ValueError(f'optimizer.{field} must be a number {bound}, got {v!r}')
+  if o.name in SCHEDULE_FREE:
+    n = o.eval_bn_batches
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+      raise ValueError(f'optimizer.eval_bn_batches must be an integer >= 0, got {n!r}')
+
+
+def _check_schedule_free(config: ml_collections.ConfigDict) -> None:
+  """Schedule-free takes a constant b1 (the state keeps the first one for `eval_params`)."""
+  m = config.momentum_schedule
+  if m.name != 'constant' or not 0 < m.value < 1:
+    raise ValueError(
+        f'optimizer.name={config.optimizer.name!r} reads its interpolation b1 from a constant '
+        f'momentum_schedule.value in (0, 1); got momentum_schedule.name={m.name!r}, value='
+        f'{m.value!r}')
 
 
 def create_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
@@ -354,6 +372,8 @@ def create_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransfo
   lr_fn, momentum_fn = build_schedules(config)
   if o.name in _NO_MOMENTUM:
     momentum_fn = schedules.constant(0.0)
+  if o.name in SCHEDULE_FREE:
+    _check_schedule_free(config)
   decoupled = o.decoupled_weight_decay or o.name == 'adamw'
   wd = float(o.weight_decay)
 
@@ -361,6 +381,8 @@ def create_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransfo
     return decay_mask(params, o.decay_bias, o.decay_bn, o.decay_fc_bias)
 
   def make(learning_rate, momentum) -> optax.GradientTransformation:
+    if o.name in SCHEDULE_FREE:
+      return _schedule_free(o, learning_rate, momentum, mask)
     parts = []
     if o.grad_clip_norm > 0:
       parts.append(optax.clip_by_global_norm(o.grad_clip_norm))
@@ -393,6 +415,86 @@ def create_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransfo
 
   return optax.inject_hyperparams(make, hyperparam_dtype=jnp.float32)(
       learning_rate=lr_fn, momentum=momentum_fn)
+
+
+def _schedule_free(o: ml_collections.ConfigDict, learning_rate, b1, mask
+                   ) -> optax.GradientTransformation:
+  r"""`optax.contrib.schedule_free` around momentum-free SGD or Adam(W), the LR a scalar.
+
+  With z the base optimizer's iterate, x the average that is evaluated and y the point where
+  the gradient is taken (the model's `params`)::
+
+    z_{k+1} = z_k + base_update(grad f(y_k), lr_k)
+    c_{k+1} = lr_max^p / sum_{i <= k} lr_max,i^p     (p = 2; lr_max: the largest LR so far)
+    x_{k+1} = (1 - c_{k+1}) x_k + c_{k+1} z_{k+1}
+    y_{k+1} = b1 x_{k+1} + (1 - b1) z_{k+1}
+
+  `learning_rate` arrives as this update's scalar from `optax.inject_hyperparams`, whose count
+  starts at 0 like superconv's update counter. Given a schedule instead, the released optax
+  (0.2.8) would read it at its own `step_count`, which starts at 1: the averaging weight of
+  update k would use lr(k + 1) while the step uses lr(k) (a warm-up's first weight is then not
+  0). Passing the scalar keeps both on lr(k) (tests/test_optim.py checks it against the
+  recursion by hand).
+
+  'schedule_free_sgd': base = coupled L2 (Caffe, `weight_decay` x mask) then -lr g, as
+  `optax.contrib.schedule_free_sgd`; 'schedule_free_adamw': base = RMS scaling with bias
+  correction, decoupled decay, then -lr, as `optax.contrib.schedule_free_adamw`.
+  """
+  parts = []
+  if o.grad_clip_norm > 0:
+    parts.append(optax.clip_by_global_norm(o.grad_clip_norm))
+  wd = float(o.weight_decay)
+  if o.name == 'schedule_free_sgd':
+    if wd > 0:
+      parts.append(optax.add_decayed_weights(wd, mask))
+  else:
+    parts.append(optax.scale_by_rms(decay=o.b2, eps=o.eps, eps_in_sqrt=False,
+                                    bias_correction=True))
+    if wd > 0:
+      parts.append(optax.add_decayed_weights(wd, mask))
+  parts.append(optax.scale_by_learning_rate(learning_rate))
+  if o.bias_lr_mult != 1.0:
+    parts.append(optax.masked(optax.scale(o.bias_lr_mult), _bias_mask))
+  return optax.contrib.schedule_free(optax.chain(*parts), learning_rate=learning_rate, b1=b1)
+
+
+def _find_schedule_free(state: Any) -> Any:
+  if isinstance(state, optax.contrib.ScheduleFreeState):
+    return state
+  if isinstance(state, Mapping):
+    children = list(state.values())
+  elif isinstance(state, (tuple, list)):
+    children = list(state)
+  else:
+    children = [getattr(state, 'inner_state', None)] if hasattr(state, 'inner_state') else []
+  for child in children:
+    found = _find_schedule_free(child)
+    if found is not None:
+      return found
+  return None
+
+
+def eval_params(opt_state: Any, params: Any) -> Any:
+  """The weights to evaluate: schedule-free's average x, else `params` unchanged.
+
+  For a schedule-free state (found anywhere in `opt_state`), `params` is the gradient point
+  y = b1 x + (1 - b1) z, so x = (y - (1 - b1) z) / b1
+  (`optax.contrib.schedule_free_eval_params`). Pure: usable under `jax.jit`.
+
+  Examples:
+    >>> import jax.numpy as jnp, optax
+    >>> tx = optax.contrib.schedule_free(optax.sgd(1.0), learning_rate=1.0, b1=0.5)
+    >>> y = jnp.asarray(1.0); state = tx.init(y)
+    >>> u, state = tx.update(jnp.asarray(1.0), state, y)  # z: 1 -> 0, x: 1 -> 0 (c = 1)
+    >>> y = y + u; float(y), float(eval_params(state, y))
+    (0.0, 0.0)
+    >>> eval_params({'no': 'schedule-free'}, 3.0)
+    3.0
+  """
+  sf = _find_schedule_free(opt_state)
+  if sf is None:
+    return params
+  return optax.contrib.schedule_free_eval_params(sf, params)
 
 
 def _find_hyperparams(state: Any) -> Mapping[str, jax.Array] | None:

@@ -398,6 +398,52 @@ def make_eval_fn(model, mesh, spec: StepSpec):
   return jax.jit(sharded)
 
 
+# Recalibration batches are drawn from their own stream (the run key folded with this), so they
+# never coincide with the training batches of any update by construction of the key.
+RECALIBRATION_STREAM = 0x5EC0
+
+
+def make_eval_point_fn(model, mesh, spec: StepSpec, num_batches: int):
+  """`fn(state, data) -> state`: the weights and BN statistics an evaluation reads.
+
+  The weights are `optim.eval_params(opt_state, params)` (schedule-free's average x; the params
+  themselves for other optimizers). With `num_batches` > 0 and a model with BN statistics, those
+  statistics are then recomputed at the evaluated weights by `num_batches` train-mode forward
+  passes (no update), each folding its batch's statistics into the running averages with the
+  model's BN momentum, as a training step would, starting from the state's statistics. Batch i
+  is the training batch `_memory_batch` draws at step i with the key
+  `fold_in(state.key, RECALIBRATION_STREAM)`. The training state itself is not changed.
+
+  `data`: the in-memory training set as the train step takes it.
+  """
+  model = model_adapter.adapt(model)
+  num_devices = mesh.devices.size
+  average = jax.jit(lambda s: s.replace(params=optim.eval_params(s.opt_state, s.params)))
+
+  def local_recalibrate(params, batch_stats, key, i, data):
+    draw = TrainState(step=i, params=params, batch_stats=batch_stats, opt_state=(), key=key,
+                      sums={})
+    images, _ = _memory_batch(draw, data, spec, num_devices)
+    _, batch_stats = model.apply(params, batch_stats, images, train=True,
+                                 dropout_key=jax.random.fold_in(key, i))
+    return lax.pmean(batch_stats, AXIS)
+
+  recalibrate = jax.jit(jax.shard_map(local_recalibrate, mesh=mesh, in_specs=(P(),) * 5,
+                                      out_specs=P()))
+
+  def fn(state: TrainState, data: dict) -> TrainState:
+    state = average(state)
+    if not num_batches or not jax.tree.leaves(state.batch_stats):
+      return state
+    key = jax.random.fold_in(state.key, RECALIBRATION_STREAM)
+    stats = state.batch_stats
+    for i in range(num_batches):  # one dispatch per batch: a loop body keeps XLA:CPU's slow convs
+      stats = recalibrate(state.params, stats, key, jnp.asarray(i, jnp.int32), data)
+    return state.replace(batch_stats=stats)
+
+  return fn
+
+
 @jax.jit
 def reset_sums(state: TrainState | PackedState) -> TrainState | PackedState:
   """The state (either form) with its metric sums zeroed (after a log row has read them)."""

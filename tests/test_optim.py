@@ -415,8 +415,10 @@ def test_grad_clip_norm_clips_the_raw_gradient_first():
 
 @pytest.mark.parametrize('name', optim.OPTIMIZERS)
 def test_every_optimizer_runs_and_exposes_hyperparams(name):
+  # Schedule-free takes a constant b1 (its state keeps it for the evaluated average).
+  momentum = 'constant' if name in optim.SCHEDULE_FREE else 'one_cycle'
   c = cfg(**{'optimizer.name': name, 'optimizer.rho': 0.9, 'schedule.name': 'one_cycle',
-             'num_steps': 10, 'momentum_schedule.name': 'one_cycle'})
+             'num_steps': 10, 'momentum_schedule.name': momentum})
   tx = optim.create_optimizer(c)
   params = _tree(lambda x: x)
   state = tx.init(params)
@@ -531,3 +533,150 @@ def test_paper_decay_mask_of_caffe_resnet56_parameter_by_parameter():
     undecayed += 0 if want else math.prod(leaf.shape)
   assert sum(not m for m in mask.values()) == 55 and undecayed == 1936
   assert sum(math.prod(v.shape) for v in flat.values()) == 808_682
+
+
+# ---------------------------------------------------------------------------------------------
+# Schedule-free SGD / AdamW: the recursion by hand, the step-count offset, the evaluated point.
+
+
+def _sf_config(name, **extra):
+  return cfg(**{'optimizer.name': name, 'optimizer.weight_decay': 0.0,
+                'optimizer.bias_lr_mult': 1.0, 'schedule.name': 'warmup_constant',
+                'schedule.max_lr': 0.1, 'schedule.warmup_steps': 3, 'num_steps': 8,
+                'momentum_schedule.name': 'constant', 'momentum_schedule.value': 0.9, **extra})
+
+
+def _sf_by_hand(lr_fn, y0, grad_fn, steps, b1=0.9, lr_offset=0):
+  """Defazio et al.'s SGD recursion, update k with lr(k + lr_offset) in the averaging weight."""
+  y = z = x = np.asarray(y0, np.float64)
+  max_lr = weight_sum = 0.0
+  for k in range(steps):
+    z = z - float(lr_fn(k)) * grad_fn(y)
+    max_lr = max(max_lr, float(lr_fn(k + lr_offset)))
+    weight_sum += max_lr**2
+    c = max_lr**2 / weight_sum if weight_sum else 0.0
+    x = (1 - c) * x + c * z
+    y = b1 * x + (1 - b1) * z
+  return y, x
+
+
+def test_schedule_free_sgd_is_the_recursion_on_superconvs_0_based_count():
+  c = _sf_config('schedule_free_sgd')
+  lr_fn, _ = optim.build_schedules(c)
+  a = np.asarray([1.0, 3.0, 0.5], np.float32)
+  grad = lambda y: a * y
+  tx = optim.create_optimizer(c)
+  y = {'fc': {'kernel': jnp.asarray([1.0, -2.0, 4.0])}}
+  state = tx.init(y)
+  update = jax.jit(tx.update)
+  for _ in range(8):
+    u, state = update(jax.tree.map(lambda t: a * t, y), state, y)
+    y = optax.apply_updates(y, u)
+  want_y, want_x = _sf_by_hand(lr_fn, [1.0, -2.0, 4.0], grad, 8)
+  np.testing.assert_allclose(y['fc']['kernel'], want_y, rtol=2e-6)
+  np.testing.assert_allclose(optim.eval_params(state, y)['fc']['kernel'], want_x, rtol=2e-6)
+  # The released optax's own warm-up reads its schedule at step_count = k + 1 (the offset the
+  # wrapper avoids): by hand with that offset the trajectory is measurably different.
+  off_y, _ = _sf_by_hand(lr_fn, [1.0, -2.0, 4.0], grad, 8, lr_offset=1)
+  assert np.max(np.abs(off_y - want_y)) > 1e-4
+  ref = optax.contrib.schedule_free_sgd(0.1, warmup_steps=3, b1=0.9)
+  r_state, r_y = ref.init(jnp.asarray([1.0, -2.0, 4.0])), jnp.asarray([1.0, -2.0, 4.0])
+  for _ in range(8):
+    u, r_state = ref.update(a * r_y, r_state, r_y)
+    r_y = optax.apply_updates(r_y, u)
+  step_count_from = int(ref.init(r_y).step_count)
+  np.testing.assert_allclose(r_y, off_y if step_count_from == 1 else want_y, rtol=2e-6)
+  assert float(optim.current_hyperparams(state)['lr']) == pytest.approx(0.1)
+  assert float(optim.current_hyperparams(state)['momentum']) == pytest.approx(0.9)
+
+
+def test_schedule_free_adamw_matches_optax_at_a_constant_lr():
+  c = _sf_config('schedule_free_adamw', **{'schedule.warmup_steps': 0,
+                                           'optimizer.weight_decay': 0.01})
+  tx, ref = optim.create_optimizer(c), optax.contrib.schedule_free_adamw(
+      0.1, b1=0.9, weight_decay=0.01)
+  y = r_y = {'fc': {'kernel': jnp.asarray([1.0, -2.0, 4.0])}}
+  state, r_state = tx.init(y), ref.init(r_y)
+  for k in range(5):
+    g = jax.tree.map(lambda t: t * (k + 1.0), y)
+    u, state = tx.update(g, state, y)
+    y = optax.apply_updates(y, u)
+    ru, r_state = ref.update(jax.tree.map(lambda t: t * (k + 1.0), r_y), r_state, r_y)
+    r_y = optax.apply_updates(r_y, ru)
+  np.testing.assert_allclose(y['fc']['kernel'], r_y['fc']['kernel'], rtol=1e-6)
+  np.testing.assert_allclose(optim.eval_params(state, y)['fc']['kernel'],
+                             optax.contrib.schedule_free_eval_params(r_state, r_y)['fc']['kernel'],
+                             rtol=1e-6)
+
+
+def test_schedule_free_needs_a_constant_b1_and_eval_params_leaves_others_alone():
+  with pytest.raises(ValueError, match='constant momentum_schedule'):
+    optim.create_optimizer(_sf_config('schedule_free_sgd',
+                                      **{'momentum_schedule.name': 'one_cycle'}))
+  c = cfg(**{'schedule.name': 'constant'})
+  tx = optim.create_optimizer(c)
+  params = _tree(lambda x: x)
+  assert optim.eval_params(tx.init(params), params) is params
+
+
+def test_schedule_free_evaluates_x_with_bn_statistics_recomputed_there():
+  """Eval of a BN model under schedule-free: differs from y's uncalibrated eval, equals x with
+  the statistics recomputed by hand over `eval_bn_batches` train-mode batches."""
+  from configs import resnet56  # pylint: disable=g-import-not-at-top
+  from superconv import inputs as inputs_lib  # pylint: disable=g-import-not-at-top
+  from superconv import sharding  # pylint: disable=g-import-not-at-top
+  from superconv.data import pipeline  # pylint: disable=g-import-not-at-top
+
+  c = resnet56.get_config('tiny').unlock()
+  c.optimizer.name, c.optimizer.eval_bn_batches = 'schedule_free_sgd', 3
+  c.momentum_schedule.name, c.momentum_schedule.value = 'constant', 0.9
+  c.schedule = optim.schedule_config('warmup_constant', max_lr=0.05, warmup_steps=2)
+  c.data.mirror, c.data.crop_padding = False, 0
+  mesh = sharding.make_mesh(jax.devices()[:1])  # BN over the whole batch, as the hand version
+  inputs = inputs_lib.open_inputs(c)
+  model = step_lib.build_model(c, inputs.num_classes)
+  tx = optim.create_optimizer(c)
+  spec = step_lib.StepSpec.from_config(c)
+  state = step_lib.create_train_state(model, tx, jax.random.PRNGKey(0), inputs.image_shape, mesh)
+  train = step_lib.make_train_fn(model, tx, mesh, spec, 1)
+  feed = inputs.feed(mesh)
+  for _ in range(6):
+    state = train(state, next(feed))
+  assert jax.tree.leaves(state.batch_stats)
+
+  evaluator = inputs.evaluator(model, mesh, spec)
+  assert evaluator.prepare is not None
+  calibrated = evaluator(state)
+  prepare, evaluator.prepare = evaluator.prepare, None
+  at_y = evaluator(state)
+  sf_state = optim._find_schedule_free(state.opt_state)
+  x = optax.contrib.schedule_free_eval_params(sf_state, state.params)
+  evaluator.prepare = lambda s: s.replace(params=x)
+  x_uncalibrated = evaluator(state)
+
+  # By hand: the recalibration batches (their own key stream), train-mode applies at x.
+  d = inputs.data
+  key = jax.random.fold_in(state.key, step_lib.RECALIBRATION_STREAM)
+  order_key = jax.random.split(key, 3)[0]
+  stats = state.batch_stats
+  adapter = model_adapter_of(model)
+  for i in range(3):
+    idx = pipeline.batch_indices(order_key, i, c.batch_size, len(d.train_labels))
+    images = pipeline.preprocess_eval(jnp.asarray(d.train_images)[idx], mean=d.mean,
+                                      scale=c.data.scale)
+    _, stats = adapter.apply(x, stats, images, train=True, dropout_key=jax.random.PRNGKey(i))
+  evaluator.prepare = lambda s: s.replace(params=x, batch_stats=stats)
+  by_hand = evaluator(state)
+  evaluator.prepare = prepare
+
+  assert calibrated['eval_loss'] != x_uncalibrated['eval_loss']
+  assert calibrated['eval_loss'] != at_y['eval_loss']
+  np.testing.assert_allclose(calibrated['eval_loss'], by_hand['eval_loss'], rtol=1e-5)
+  assert calibrated['eval_accuracy'] == by_hand['eval_accuracy']
+  # Evaluating does not change the training state.
+  assert evaluator(state) == calibrated
+
+
+def model_adapter_of(model):
+  from superconv import model_adapter  # pylint: disable=g-import-not-at-top
+  return model_adapter.adapt(model)
