@@ -253,6 +253,49 @@ def setting_differences(tested: dict, run: ml_collections.ConfigDict) -> list[st
   return out
 
 
+def run_identity(config: ml_collections.ConfigDict) -> dict:
+  """What a range test records of the training it swept (`lr_range.find`'s `identity`), for the
+  run `config` would train: model class and parameter count (from shapes alone, nothing is
+  computed), input shape, number of classes, batch size, optimizer, starting momentum."""
+  from superconv import step as step_lib  # pylint: disable=g-import-not-at-top  (heavy)
+  d = config.data
+  n = sources.num_classes(d.name)
+  spec = sources.SPECS[d.name]
+  shape = tuple(d.get('fake_image_shape', None) or spec.fake_shape) if d.source == 'fake' else (
+      tuple(spec.image_shape))
+  model = step_lib.build_model(config, n)
+  try:
+    params, _ = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0),
+                                                  jnp.zeros((1, *shape), jnp.float32)))
+    count = int(sum(np.prod(x.shape) for x in jax.tree.leaves(params)))
+  except Exception:  # pylint: disable=broad-except  (a model that cannot be traced abstractly)
+    count = None
+  return {'model': model.name, 'params': count, 'input_shape': list(shape), 'num_classes': n,
+          'batch_size': int(config.batch_size), 'optimizer': {'name': config.optimizer.name},
+          'momentum': _start_momentum(config.momentum_schedule.to_dict())}
+
+
+def identity_differences(tested: dict, run: ml_collections.ConfigDict) -> list[str]:
+  """What differs between a range test's recorded identity (saved from Python) and the run
+  `run` would train: model class, parameter count, input shape, classes, batch size, momentum
+  (where the test recorded them; an optimizer given as a factory records no momentum)."""
+  mine = run_identity(run)
+  out = []
+  for field in ('model', 'params', 'input_shape', 'num_classes', 'batch_size'):
+    a, b = tested.get(field), mine[field]
+    if a is not None and b is not None and a != b:
+      out.append(f'{field}: tested {a!r}, this run {b!r}')
+  m = tested.get('momentum')
+  if isinstance(m, list):  # swept from m[0] down as the LR rose: compare where it started
+    m = m[0]
+  if m is not None and abs(float(m) - mine['momentum']) > 1e-9:
+    out.append(f'momentum: tested {float(m):g}, this run starts at {mine["momentum"]:g}')
+  name = (tested.get('optimizer') or {}).get('name')
+  if name is not None and name != mine['optimizer']['name']:
+    out.append(f'optimizer: tested {name!r}, this run {mine["optimizer"]["name"]!r}')
+  return out
+
+
 def tested_momentum(tested: dict, lr: float) -> float:
   """The momentum a range test (its resolved config, as saved in lr_range.json) swept at LR `lr`:
   its constant value, or for a cyclical sweep (`lr_range.momentum='cyclical'`) the value at
@@ -325,8 +368,19 @@ def apply_suggestion(config: ml_collections.ConfigDict) -> ml_collections.Config
       logging.warning('Using the range test in %s although its settings differ: %s.', path,
                       '; '.join(differences))
   else:
-    logging.warning('The range test in %s records no config; its settings cannot be compared '
-                    'with this run\'s.', path)
+    # A result saved from Python records what it swept (`lr_range.find`'s identity), not a
+    # config: compared field by field with what this run would train.
+    identity = result.get('settings', {}).get('identity')
+    differences = (identity_differences(identity, c) if identity else
+                   ['it records neither its config nor what it swept (model, data, optimizer)'])
+    if differences and not c.lr_range.accept_mismatch:
+      raise ConfigError(
+          f'config.lr_range_result: the range test in {path!r} is not a test of this run '
+          f'({"; ".join(differences)}). Rerun the test with this run\'s settings, or pass '
+          '--config.lr_range.accept_mismatch=True to use it anyway.')
+    if differences:
+      logging.warning('Using the range test in %s although its settings differ: %s.', path,
+                      '; '.join(differences))
 
   if not s.get('reliable', True):
     raise ConfigError(
@@ -345,9 +399,17 @@ def apply_suggestion(config: ml_collections.ConfigDict) -> ml_collections.Config
   if rule not in EFFECTIVE_STEP_RULES:
     raise ConfigError(f'config.lr_range.effective_step: {rule!r} is not one of '
                       f'{EFFECTIVE_STEP_RULES}.')
-  if tested and c.optimizer.name == 'sgd':
+  m_tested = None
+  if tested:
+    m_tested = tested_momentum(tested, max_lr)
+  elif result.get('settings', {}).get('identity'):  # saved from Python: its recorded momentum
+    from superconv.lr_range import result as result_lib  # pylint: disable=g-import-not-at-top
+    m_tested = result_lib.RangeTestResult(
+        np.asarray(result.get('lr', []), np.float64), *[np.zeros(0)] * 6, suggestion=s,
+        loss_suggestion={}, settings=result['settings']).tested_momentum(max_lr)
+  if m_tested is not None and c.optimizer.name == 'sgd':
     # Every bound scales lr(t) by the same factor, so the largest effective step scales with it.
-    scale = max_lr / (1.0 - tested_momentum(tested, max_lr)) / max_effective_step(c)
+    scale = max_lr / (1.0 - m_tested) / max_effective_step(c)
     if (rule == 'match' and abs(scale - 1.0) > 1e-6) or (rule == 'cap' and scale < 1 - 1e-6):
       set_fields = set_bounds(scale)
       logging.warning('LR bounds scaled by %.3f so that the run\'s largest effective step '

@@ -192,6 +192,7 @@ def test_range_test_files_on_gcs_and_a_run_reads_the_suggestion(gcs):
       eval_loss=np.array([2.0, 1.5, 1.8]), suggestion=suggestion, loss_suggestion={})
   workdir = f'gs://{BUCKET}/range'
   path = result.save(workdir)
+  result.save_run_files(workdir)  # what a sweep run as a program (mode=lr_range) also writes
   run = storage.path(workdir)
   assert json.loads(storage.path(path).read_text())['suggestion']['max_lr'] == 0.5
   assert (run / lr_range.PLOT_FILE).read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'

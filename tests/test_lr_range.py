@@ -14,6 +14,7 @@ from configs import default
 from superconv import configure
 from superconv import lr_range
 from superconv import optim
+from superconv.lr_range import core
 from superconv import step as step_lib
 
 LRS = np.linspace(0.0, 3.0, 61)                             # evaluations every 0.05
@@ -172,11 +173,22 @@ def _assert_unchanged(tree, snapshot):
     np.testing.assert_array_equal(np.asarray(leaf), before)
 
 
-def test_range_test_leaves_caller_state_untouched(monkeypatch):
+def _spy_on_the_update(monkeypatch):
+  """The jitted update functions `find` builds (to count their compilations)."""
   made = []
-  make_train_fn = step_lib.make_train_fn
-  monkeypatch.setattr(step_lib, 'make_train_fn',  # keywords too: the sweep asks for packed=True
-                      lambda *a, **kw: made.append(make_train_fn(*a, **kw)) or made[-1])
+  jit = jax.jit
+
+  def spy(fn, *a, **kw):
+    out = jit(fn, *a, **kw)
+    if getattr(fn, '__name__', '') == 'update':
+      made.append(out)
+    return out
+  monkeypatch.setattr(core.jax, 'jit', spy)
+  return made
+
+
+def test_range_test_leaves_caller_state_untouched(monkeypatch):
+  made = _spy_on_the_update(monkeypatch)
   model = _TinyNet()
   images, labels = _problem()
   key = jax.random.PRNGKey(42)
@@ -303,6 +315,7 @@ def _result_file(tmp_path, **suggestion):
 
 def test_apply_suggestion(tmp_path):
   c = default.get_config()
+  c.lr_range.accept_mismatch = True  # these files record no settings (see the test below)
   assert configure.apply_suggestion(c) is c                 # lr_range_result empty: unchanged
   c.lr_range_result = _result_file(tmp_path)
   clr = configure.apply_suggestion(c)

@@ -12,8 +12,11 @@ Any config runs as a range test: `configure.resolve` gives it the sweep's form (
 eval_every_steps, ...}); model, data, optimizer, momentum, weight decay and devices are the
 training run's.
 
-The package: `reading` (the rules, numpy only), `result` (`RangeTestResult`: files and plot),
-`sweep` (the one sweep, behind `run(config, workdir)` and `range_test(model, ...)`).
+The package: `core` (`find`: the one sweep, for any loss function, parameters and batches;
+jax, optax and numpy only), `reading` (the rules, numpy only), `result` (`RangeTestResult`:
+files, plot, `load`, the schedules of the run it feeds), `sweep` (the image-classifier doors:
+`run(config, workdir)`, the CLI's, and `range_test(model, ...)`, both clients of `find`; loaded
+on first use, as they pull in the data and config modules).
 
 What is recorded (conventions):
   * update s (s = 0 .. n-1) uses lr_s = schedule(s); its training loss is the loss of batch s,
@@ -21,11 +24,9 @@ What is recorded (conventions):
   * the evaluation after s updates is paired with schedule(s) (Caffe's "Iteration s, Testing"
     line and its lr; the last one is max_lr). The first evaluation is at s = 0, the untrained
     net, so the rise of the accuracy is measured from its start.
-  * per-update losses: the sweep dispatches one update per call (`step.make_train_fn` with
-    steps_per_call = 1) and moves each update's loss out of `state.sums` with a small donated
-    jitted function. Losses stay on the device and are fetched only at evaluation points, so
-    dispatch stays asynchronous; the cost is ~1 ms of host time per update, hidden behind the
-    device for any real model.
+  * per-update losses: the sweep dispatches one jitted update per call, which returns its
+    loss. Losses stay on the device and are fetched only at evaluation points, so dispatch
+    stays asynchronous.
 
 Reading the accuracy curve (`suggest`), the paper's rule (digest §3.2):
   1. Smooth the test accuracy with a centered moving median over `window` evaluations (see
@@ -77,12 +78,21 @@ Python API for a user's own model (Linen, NNX or a plain function), optax optimi
 (config.lr_range_result = 'path/lr_range.json') sets a CLR or 1cycle config's LR bounds when the
 config is resolved (`configure.apply_suggestion`).
 
-Files (`RangeTestResult.save`): a training run's workdir/metrics.jsonl (one row per evaluation)
-and summary.json, plus workdir/lr_range.json (every per-update LR and loss, raw and smoothed;
-every evaluation; the suggestion and its method; diverged_at; provenance) and lr_range.png; and a
-one-line summary on stdout.
+Files: `RangeTestResult.save(dir)` writes lr_range.json (every per-update LR and loss, raw and
+smoothed; every evaluation; the suggestion and its method; diverged_at; settings and the
+identity of what was swept; provenance) and lr_range.png, and never a file a training run owns
+(metrics.jsonl, summary.json, config.json, checkpoints/); `load(path)` reads one back. The CLI's
+sweep, a run of its own, also writes its workdir's metrics.jsonl and summary.json.
+
+An unreliable reading is not a number: `result.max_lr` (and `min_lr_clr`, `min_lr_1cycle`,
+`schedules`, `bounds`) raise `UnreliableReading` naming the reason; the raw value stays in
+`result.suggestion['max_lr']` for inspection, and the plot and summary say "unreliable".
 """
 
+import importlib
+
+from superconv.lr_range.core import find
+from superconv.lr_range.core import sweep_cost
 from superconv.lr_range.reading import divergence_step
 from superconv.lr_range.reading import smooth_accuracy
 from superconv.lr_range.reading import smooth_loss
@@ -90,13 +100,24 @@ from superconv.lr_range.reading import suggest
 from superconv.lr_range.reading import suggest_from_loss
 from superconv.lr_range.reading import suggest_from_valley
 from superconv.lr_range.result import combine
+from superconv.lr_range.result import load
 from superconv.lr_range.result import PLOT_FILE
 from superconv.lr_range.result import RESULT_FILE
 from superconv.lr_range.result import RangeTestResult
-from superconv.lr_range.sweep import PRESETS
-from superconv.lr_range.sweep import range_test
-from superconv.lr_range.sweep import run
+from superconv.lr_range.result import UnreliableReading
 
-__all__ = ['PLOT_FILE', 'PRESETS', 'RESULT_FILE', 'RangeTestResult', 'combine', 'divergence_step',
-           'range_test', 'run', 'smooth_accuracy', 'smooth_loss', 'suggest', 'suggest_from_loss',
-           'suggest_from_valley']
+# The image-classifier doors import superconv's data, step and config modules (ml_collections,
+# TFDS on demand): loaded on first use, so `find` stays a library of jax, optax and numpy.
+_LAZY = {'range_test': 'sweep', 'run': 'sweep', 'PRESETS': 'sweep', 'image_loss_fn': 'sweep'}
+
+
+def __getattr__(name):
+  if name in _LAZY:
+    return getattr(importlib.import_module(f'superconv.lr_range.{_LAZY[name]}'), name)
+  raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+
+
+__all__ = ['PLOT_FILE', 'PRESETS', 'RESULT_FILE', 'RangeTestResult', 'UnreliableReading',
+           'combine', 'divergence_step', 'find', 'image_loss_fn', 'load', 'range_test', 'run',
+           'smooth_accuracy', 'smooth_loss', 'suggest', 'suggest_from_loss',
+           'suggest_from_valley', 'sweep_cost']

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import json
 import os
+from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from superconv import metrics as metrics_lib
@@ -15,7 +18,14 @@ from superconv.lr_range.reading import smooth_accuracy
 
 RESULT_FILE = 'lr_range.json'
 PLOT_FILE = 'lr_range.png'
+# What a training run owns in its workdir: `RangeTestResult.save` never writes these.
+RUN_FILES = ('metrics.jsonl', 'summary.json', 'config.json', 'checkpoints')
+# How a run's LR bounds follow the tested effective step lr / (1 - m) (`effective_step_scale`).
+EFFECTIVE_STEP_RULES = ('cap', 'match')
 
+
+class UnreliableReading(ValueError):
+  """The range test gave no reading a run can use (the reason is the message)."""
 
 
 @dataclasses.dataclass
@@ -39,10 +49,128 @@ class RangeTestResult:
   runs: list = dataclasses.field(default_factory=list)
   spread: dict = dataclasses.field(default_factory=dict)
   cost: dict = dataclasses.field(default_factory=dict)  # the sweep's compute against its run's
+  # Every evaluated metric by name ([m] each): 'accuracy' and 'loss' for image classifiers,
+  # whatever `eval_fn` returns for `find`.
+  eval_metrics: dict = dataclasses.field(default_factory=dict)
+
+  @property
+  def reliable(self) -> bool:
+    return bool(self.suggestion.get('reliable', True))
+
+  def _usable(self) -> dict:
+    if not self.reliable:
+      raise UnreliableReading(
+          f"the range test gave no reliable reading: {self.suggestion.get('explanation', '')} "
+          "(the raw value is suggestion['max_lr'], for inspection only)")
+    return self.suggestion
 
   @property
   def max_lr(self) -> float:
-    return self.suggestion['max_lr']
+    """The suggested max LR; raises `UnreliableReading` (naming why) for an unreliable one."""
+    return float(self._usable()['max_lr'])
+
+  @property
+  def min_lr_clr(self) -> float:
+    return float(self._usable()['min_lr_clr'])
+
+  @property
+  def min_lr_1cycle(self) -> float:
+    return float(self._usable()['min_lr_1cycle'])
+
+  def tested_momentum(self, lr: float | None = None) -> float | None:
+    """The momentum the sweep ran at when its LR reached `lr` (default: the suggested max):
+    constant, or swept linearly (`momentum_swept` [m0, m1] over the sweep); None if unknown."""
+    swept = self.settings.get('momentum_swept')
+    if swept:
+      lr = self.suggestion['max_lr'] if lr is None else lr
+      n = int(self.settings.get('num_steps') or len(self.lrs))
+      reached = np.flatnonzero(np.asarray(self.lrs) >= lr * (1 - 1e-6))
+      s = int(reached[0]) if reached.size else n
+      return float(swept[0] + (swept[1] - swept[0]) * min(s, n) / n)
+    m = self.settings.get('identity', {}).get('momentum')
+    return None if m is None or isinstance(m, (list, dict)) else float(m)
+
+  def effective_step_scale(self, lr_schedule: Callable, momentum_schedule: Callable | None,
+                           num_steps: int, rule: str = 'cap') -> float:
+    r"""The factor a run's LR bounds are scaled by so its effective step follows the test's.
+
+    SGD with momentum m moves by about lr / (1 - m) per update in steady state. The sweep found
+    E = max_lr / (1 - m_tested) safe (`tested_momentum`); the run's largest is
+    R = max_t lr(t) / (1 - m(t)) over its `num_steps` updates. 'cap': min(1, E / R) (never a
+    larger step than tested; superconv's default, measured in docs/lr_range.md); 'match': E / R.
+    1.0 when the tested momentum is unknown or the run has no momentum schedule.
+
+    Examples:
+      >>> import numpy as np
+      >>> from superconv import schedules
+      >>> r = RangeTestResult(*[np.zeros(1)] * 7, suggestion={'max_lr': 1.0, 'reliable': True},
+      ...                     loss_suggestion={}, settings={'identity': {'momentum': 0.9}})
+      >>> lr, m = schedules.constant(1.0), schedules.constant(0.95)
+      >>> round(r.effective_step_scale(lr, m, 10), 4)   # (1 / 0.1) / (1 / 0.05)
+      0.5
+    """
+    if rule not in EFFECTIVE_STEP_RULES:
+      raise ValueError(f'rule must be one of {EFFECTIVE_STEP_RULES}, got {rule!r}')
+    m_tested = self.tested_momentum()
+    if m_tested is None or momentum_schedule is None:
+      return 1.0
+    t = jnp.arange(int(num_steps))
+    run = float(jnp.max(jax.vmap(lr_schedule)(t) / (1.0 - jax.vmap(momentum_schedule)(t))))
+    scale = self.max_lr / (1.0 - m_tested) / run
+    return min(1.0, scale) if rule == 'cap' else scale
+
+  def bounds(self, kind: str, num_steps: int, *, momentum: tuple[float, float] | None = None,
+             rule: str | None = 'cap', **schedule_kw) -> dict:
+    """The LR bounds of a run of `kind` ('one_cycle' or 'clr') and `num_steps` updates with a
+    cyclical `momentum` (max, min) (None: the tested momentum, constant), the effective-step
+    `rule` applied (None: the reading as it is). Keys: 'max_lr', 'min_lr', 'scale'."""
+    lr_fn, m_fn, lo = self._schedules(kind, num_steps, momentum, 1.0, schedule_kw)
+    scale = 1.0 if rule is None else self.effective_step_scale(lr_fn, m_fn, num_steps, rule)
+    return {'max_lr': self.max_lr * scale, 'min_lr': lo * scale, 'scale': scale}
+
+  def schedules(self, kind: str, num_steps: int, *,
+                momentum: tuple[float, float] | None = None, rule: str | None = 'cap',
+                **schedule_kw) -> tuple[Callable, Callable | None]:
+    """(LR schedule, momentum schedule) as optax schedules for a run of `num_steps` updates.
+
+    'one_cycle': `schedules.one_cycle(num_steps, max_lr, div_factor=max_lr / min_lr_1cycle)`
+    with `one_cycle_momentum(num_steps, base_momentum=min, max_momentum=max)`; 'clr':
+    `schedules.triangular(min_lr_clr, max_lr, step_size)` (default step_size num_steps // 2:
+    one cycle) with `cyclical_momentum(max, min, step_size)`. `momentum` None: the tested
+    momentum held constant (None if unknown). The bounds are scaled by `bounds`' rule. Extra
+    keywords go to the LR schedule. Raises `UnreliableReading` for an unreliable result.
+
+    So a loop goes from the test to training in two lines::
+
+      lr, m = result.schedules('one_cycle', 5000, momentum=(0.95, 0.85))
+      tx = optax.inject_hyperparams(optax.sgd)(learning_rate=lr, momentum=m)
+    """
+    scale = self.bounds(kind, num_steps, momentum=momentum, rule=rule, **schedule_kw)['scale']
+    lr_fn, m_fn, _ = self._schedules(kind, num_steps, momentum, scale, schedule_kw)
+    return lr_fn, m_fn
+
+  def _schedules(self, kind, num_steps, momentum, scale, kw):
+    from superconv import schedules  # pylint: disable=g-import-not-at-top
+    hi = self.max_lr * scale
+    if momentum is not None:
+      m_max, m_min = (float(m) for m in momentum)
+    m_const = self.tested_momentum()
+    if kind == 'one_cycle':
+      lo = self.min_lr_1cycle
+      lr_fn = schedules.one_cycle(num_steps, hi, div_factor=self.max_lr / lo, **kw)
+      m_fn = (schedules.one_cycle_momentum(num_steps, base_momentum=m_min, max_momentum=m_max)
+              if momentum is not None else None)
+    elif kind == 'clr':
+      lo = self.min_lr_clr
+      step_size = int(kw.pop('step_size', max(1, num_steps // 2)))
+      lr_fn = schedules.triangular(lo * scale, hi, step_size, **kw)
+      m_fn = (schedules.cyclical_momentum(m_max, m_min, step_size) if momentum is not None
+              else None)
+    else:
+      raise ValueError(f"kind must be 'one_cycle' or 'clr', got {kind!r}")
+    if m_fn is None and m_const is not None:
+      m_fn = schedules.constant(m_const)
+    return lr_fn, m_fn, lo
 
   def summary(self) -> str:
     s = self.suggestion
@@ -65,6 +193,8 @@ class RangeTestResult:
                f"({self.cost['run_steps']} updates).")
     if self.settings.get('eval_split'):
       line += f" Read on the {self.settings['eval_split']} split."
+    if not self.reliable:
+      line = 'UNRELIABLE reading (not a usable LR): ' + line
     return line
 
   def to_dict(self) -> dict:
@@ -75,7 +205,8 @@ class RangeTestResult:
         'eval': {'step': [int(x) for x in self.eval_steps], 'lr': f(self.eval_lrs),
                  'accuracy': f(self.eval_accuracy), 'loss': f(self.eval_loss),
                  'accuracy_smoothed': f(smooth_accuracy(self.eval_accuracy,
-                                                        self.suggestion.get('window', 5)))},
+                                                        self.suggestion.get('window', 5))),
+                 'metrics': {k: f(v) for k, v in self.eval_metrics.items()}},
         'suggestion': self.suggestion, 'loss_suggestion': self.loss_suggestion,
         'diverged_at': self.diverged_at,
         'diverged_lr': None if self.diverged_at is None else float(self.lrs[self.diverged_at]),
@@ -118,20 +249,25 @@ class RangeTestResult:
     }
 
   def save(self, workdir: str, *, plot: bool = True) -> str:
-    """Writes the files of a training run (metrics.jsonl, summary.json) and the sweep's own:
-    lr_range.json (everything measured, with provenance) and lr_range.png. Returns the json
-    path. Only process 0 writes."""
+    """Writes the sweep's own files into `workdir`: lr_range.json (everything measured, with
+    provenance; `load` reads it back) and lr_range.png. Never a file a training run owns
+    (`RUN_FILES`), so a result can be saved into a run's workdir. Returns the json path."""
     storage.makedirs(workdir)
-    writer = metrics_lib.MetricWriter(os.path.join(workdir, 'metrics.jsonl'))  # starts it empty
-    for row in self.rows():
-      writer.write(row)
-    writer.close()  # on an object store: the rows as one object write
-    metrics_lib.write_json(os.path.join(workdir, 'summary.json'), self.summary_dict())
     path = os.path.join(workdir, RESULT_FILE)
     metrics_lib.write_json(path, {**self.to_dict(), 'provenance': metrics_lib.provenance()})
     if plot and jax.process_index() == 0:
       self.plot(os.path.join(workdir, PLOT_FILE))
     return path
+
+  def save_run_files(self, workdir: str) -> None:
+    """A sweep run as a program (`mode=lr_range`) owns its workdir: its metrics.jsonl (one row
+    per evaluation) and summary.json, in the trainer's format, so tables read sweeps and runs
+    alike."""
+    writer = metrics_lib.MetricWriter(os.path.join(workdir, 'metrics.jsonl'))  # starts it empty
+    for row in self.rows():
+      writer.write(row)
+    writer.close()  # on an object store: the rows as one object write
+    metrics_lib.write_json(os.path.join(workdir, 'summary.json'), self.summary_dict())
 
   def plot(self, path: str) -> None:
     """Accuracy and loss against LR, the suggestion marked (matplotlib, Agg; no pyplot state)."""
@@ -149,9 +285,12 @@ class RangeTestResult:
       ax_acc.plot(run.eval_lrs, smooth_accuracy(run.eval_accuracy, s.get('window', 5)), '-',
                   color='0.6', lw=1, label='other repeats' if i == 0 else None)
       ax_loss.plot(run.lrs, run.train_loss_smoothed, '-', color='0.6', lw=1)
-    ax_acc.plot(self.eval_lrs, self.eval_accuracy, 'o', ms=3, alpha=0.5,
-                label=f'{split} accuracy')
-    ax_acc.plot(self.eval_lrs, smooth_accuracy(self.eval_accuracy, s.get('window', 5)), '-',
+    metric = self.settings.get('metric', 'accuracy')
+    curve = self.eval_metrics.get(metric, self.eval_accuracy)
+    if metric == 'train_loss':
+      metric, curve = 'accuracy', self.eval_accuracy
+    ax_acc.plot(self.eval_lrs, curve, 'o', ms=3, alpha=0.5, label=f'{split} {metric}')
+    ax_acc.plot(self.eval_lrs, smooth_accuracy(curve, s.get('window', 5)), '-',
                 label='smoothed (median)')
     ax_loss.plot(self.lrs, self.train_loss, '-', lw=0.5, alpha=0.4, label='train loss')
     ax_loss.plot(self.lrs, self.train_loss_smoothed, '-', label='train loss (EMA)')
@@ -161,10 +300,15 @@ class RangeTestResult:
       every = np.concatenate([finite, self.eval_loss[np.isfinite(self.eval_loss)]])
       ax_loss.set_ylim(max(0.0, every.min() * 0.9), min(every.max(), 4 * finite[0]) * 1.1)
     for ax in (ax_acc, ax_loss):
-      ax.axvline(s['max_lr'], color='C3', label=f"max_lr {s['max_lr']:.3g}")
-      ax.axvline(s['min_lr_clr'], color='C3', ls='--', label=f"CLR min {s['min_lr_clr']:.3g}")
-      ax.axvline(s['min_lr_1cycle'], color='C3', ls=':',
-                 label=f"1cycle min {s['min_lr_1cycle']:.3g}")
+      if not self.reliable:  # no bounds to draw: the raw value in grey, named as unusable
+        ax.axvline(s['max_lr'], color='0.5', ls='--',
+                   label=f"unreliable, not a reading ({s['max_lr']:.3g})")
+      else:
+        ax.axvline(s['max_lr'], color='C3', label=f"max_lr {s['max_lr']:.3g}")
+        ax.axvline(s['min_lr_clr'], color='C3', ls='--',
+                   label=f"CLR min {s['min_lr_clr']:.3g}")
+        ax.axvline(s['min_lr_1cycle'], color='C3', ls=':',
+                   label=f"1cycle min {s['min_lr_1cycle']:.3g}")
       if self.diverged_at is not None:
         ax.axvline(self.lrs[self.diverged_at], color='k', ls='-.', label='stopped')
       ax.grid(alpha=0.3)
@@ -176,8 +320,10 @@ class RangeTestResult:
       ax_loss.set_xscale('log')
     flat = ' (flat: accuracy never fell)' if s['flat'] else ''
     repeats = f", median of {self.spread['repeats']} sweeps" if self.spread else ''
-    ax_acc.set_title(f"LR range test {self.settings.get('model', '')}{flat}{repeats}")
-    ax_acc.set_ylabel(f'{split} accuracy')
+    verdict = ' - UNRELIABLE: no usable reading' if not self.reliable else ''
+    ax_acc.set_title(f"LR range test {self.settings.get('model', '')}{flat}{repeats}{verdict}",
+                     color='C3' if verdict else 'k')
+    ax_acc.set_ylabel(f'{split} {metric}')
     ax_loss.set_ylabel('loss')
     ax_loss.set_xlabel('learning rate')
     ax_acc.legend(fontsize=7)
@@ -226,3 +372,34 @@ def combine(results: list[RangeTestResult]) -> RangeTestResult:
                                  'not agree on an answer: lengthen the sweep or check the range.'}
   return dataclasses.replace(chosen, runs=list(results), spread=spread, suggestion=suggestion,
                              wall_seconds=sum(r.wall_seconds for r in results))
+
+
+def _from_dict(d: dict) -> RangeTestResult:
+  a = lambda x: np.asarray(x, np.float64)
+  ev = d['eval']
+  return RangeTestResult(
+      lrs=a(d['lr']), train_loss=a(d['train_loss']),
+      train_loss_smoothed=a(d['train_loss_smoothed']),
+      eval_steps=np.asarray(ev['step'], np.int64), eval_lrs=a(ev['lr']),
+      eval_accuracy=a(ev['accuracy']), eval_loss=a(ev['loss']),
+      suggestion=d['suggestion'], loss_suggestion=d.get('loss_suggestion', {}),
+      diverged_at=d.get('diverged_at'), diverge_reason=d.get('diverge_reason', ''),
+      settings=d.get('settings', {}), wall_seconds=float(d.get('wall_seconds', 0.0)),
+      spread=d.get('spread', {}), cost=d.get('cost', {}),
+      eval_metrics={k: a(v) for k, v in ev.get('metrics', {}).items()})
+
+
+def load(path: str) -> RangeTestResult:
+  """A result saved by `RangeTestResult.save` (its lr_range.json, or the folder holding it)."""
+  p = storage.path(path)
+  if p.is_dir():
+    p = p / RESULT_FILE
+  d = json.loads(p.read_text())
+  if not isinstance(d, dict) or 'suggestion' not in d or 'eval' not in d:
+    raise ValueError(f'{os.fspath(path)!r} is not a saved range test (no suggestion/eval)')
+  result = _from_dict(d)
+  result.runs = [_from_dict(r) for r in d.get('repeats', [])]
+  for r in result.runs:  # the median sweep is this result's own curves
+    if np.array_equal(r.lrs, result.lrs) and np.array_equal(r.train_loss, result.train_loss):
+      r.eval_accuracy = result.eval_accuracy
+  return result
