@@ -1,11 +1,14 @@
-"""Reading experiments/results/: runs, groups of seeds, mean curves, iterations to a target.
+"""Reading experiments/results/: studies, runs, groups of seeds, mean curves, iterations.
 
-Layout written by `experiments.run`::
+Layout (written by `experiments.run`)::
 
-  results/<config stem>/<args slug>/seed<N>/{run.json, metrics.jsonl, summary.json}
+  results/<study>/manifest.json
+  results/<study>/<arm>/seed<N>/{run.json, metrics.jsonl, summary.json[, config.json]}
 
-A *group* is every seed of one (config stem, args slug). Accuracies here are fractions in
-[0, 1], as the trainer logs them; the tables print percentages.
+A study's manifest states the question it asks, the command that (re)makes it, and each arm's
+config file, config argument, `--set` overrides and seeds (`record_arm`). A *group* is every
+seed of one (study, arm); only the arms a manifest names are read. Accuracies here are fractions
+in [0, 1], as the trainer logs them; the tables print percentages.
 """
 
 from __future__ import annotations
@@ -180,7 +183,9 @@ def experiment_sets(sets: Sequence[str]) -> list[str]:
   return sorted(s for s in sets if s.split('=', 1)[0].strip() not in PRESENTATION_KEYS)
 
 
-MAX_SLUG = 200  # characters of a results folder name (file systems stop at 255 bytes)
+MAX_SLUG = 200  # characters of an override slug (see `slug`)
+MAX_NAME = 48  # characters of a study or arm folder name
+MANIFEST = 'manifest.json'
 
 
 def slug(args: str, sets: Sequence[str] = ()) -> str:
@@ -200,18 +205,55 @@ def slug(args: str, sets: Sequence[str] = ()) -> str:
   return name
 
 
+def check_name(name: str, what: str = 'arm') -> str:
+  """A study or arm name: a short folder name of letters, digits and `._-`."""
+  if not re.fullmatch(r'[A-Za-z0-9][A-Za-z0-9_.+-]*', name or '') or len(name) > MAX_NAME:
+    raise ValueError(f'{what} name {name!r}: at most {MAX_NAME} characters of letters, digits '
+                     'and ._+- (name it with --study / --arm)')
+  return name
+
+
+def read_manifest(study_dir: str) -> dict | None:
+  """The manifest.json of a study folder (None without one)."""
+  return _read_json(os.path.join(study_dir, MANIFEST))
+
+
+def record_arm(root: str, study: str, arm: str, *, config: str, args: str,
+               sets: Sequence[str], seed: int, command: str = '') -> dict:
+  """Adds `arm` (or its `seed`) to `root/study/manifest.json`, creating it if needed.
+
+  An arm is one experiment: the same arm name with another config, argument or `--set`s is an
+  error, not a second experiment in one folder. A new manifest's question is empty until its
+  author writes it; its command is the first command that wrote to it.
+  """
+  from superconv import storage  # pylint: disable=g-import-not-at-top
+  path = storage.path(root) / check_name(study, 'study') / MANIFEST
+  manifest = json.loads(path.read_text()) if path.exists() else {
+      'study': study, 'question': '', 'command': command, 'arms': {}}
+  spec = {'config': config, 'args': args, 'set': list(sets)}
+  have = manifest['arms'].setdefault(check_name(arm), {**spec, 'seeds': []})
+  if {k: have.get(k) for k in spec} != spec:
+    raise ValueError(f'{study}/{arm} already holds another experiment: '
+                     f'{ {k: have.get(k) for k in spec} } (name this one with --arm)')
+  have['seeds'] = sorted(set(have['seeds']) | {int(seed)})
+  path.parent.mkdir(parents=True, exist_ok=True)
+  path.write_text(json.dumps(manifest, indent=1) + '\n')
+  return manifest
+
+
 @dataclasses.dataclass
 class Run:
   """One seed's results folder."""
   path: str
-  stem: str
-  group: str                  # the args slug folder
+  stem: str                   # the config file's stem
+  group: str                  # the arm
   args: str                   # canonical args ('' = the config's default)
   seed: int
   info: dict                  # run.json ({} when the run was not made by experiments.run)
   sets: list[str]             # the experiment-changing `--set key=value`s of the run
   summary: dict | None        # summary.json, None while unfinished
   rows: list[dict]            # metrics.jsonl
+  study: str = ''
 
   @property
   def config(self) -> dict:
@@ -246,10 +288,11 @@ class Run:
 
 @dataclasses.dataclass
 class Group:
-  """All seeds of one (config stem, args slug)."""
+  """All seeds of one (study, arm)."""
   stem: str
   group: str
   runs: list[Run]
+  study: str = ''
 
   @property
   def args(self) -> str:
@@ -257,9 +300,13 @@ class Group:
 
   @property
   def name(self) -> str:
-    name = f'{self.stem}:{self.args}' if self.args else self.stem
-    sets = self.runs[0].sets
-    return name + (f' [{", ".join(sets)}]' if sets else '')
+    """'study/arm', the folder under results/ (the config and its overrides are in the
+    manifest and in each run's run.json)."""
+    return f'{self.study}/{self.group}' if self.study else self.group
+
+  @property
+  def folder(self) -> str:
+    return os.path.dirname(self.runs[0].path)
 
   @property
   def finished(self) -> list[Run]:
@@ -369,31 +416,36 @@ def _read_jsonl(path: str) -> list[dict]:
 
 
 def load_runs(root: str) -> list[Run]:
-  """Every results/<stem>/<slug>/seed<N>/ folder under `root` that holds a metric file."""
+  """Every seed folder of every arm that a study manifest under `root` names."""
   runs = []
-  for path in sorted(glob.glob(os.path.join(root, '*', '*', 'seed*'))):
-    seed_match = re.fullmatch(r'seed(\d+)', os.path.basename(path))
-    if not seed_match or not os.path.isdir(path):
-      continue
-    info = _read_json(os.path.join(path, 'run.json')) or {}
-    summary = _read_json(os.path.join(path, 'summary.json'))
-    rows = _read_jsonl(os.path.join(path, 'metrics.jsonl'))
-    if not (info or summary or rows):
-      continue
-    group_dir = os.path.dirname(path)
-    runs.append(Run(path=path, stem=os.path.basename(os.path.dirname(group_dir)),
-                    group=os.path.basename(group_dir),
-                    args=canonical_args(info.get('args', '')), seed=int(seed_match.group(1)),
-                    info=info, sets=experiment_sets(info.get('sets', ())), summary=summary,
-                    rows=rows))
+  for manifest_path in sorted(glob.glob(os.path.join(root, '*', MANIFEST))):
+    study_dir = os.path.dirname(manifest_path)
+    study = os.path.basename(study_dir)
+    for arm, spec in _read_json(manifest_path)['arms'].items():
+      stem = os.path.splitext(os.path.basename(spec.get('config') or ''))[0]
+      for path in sorted(glob.glob(os.path.join(study_dir, arm, 'seed*'))):
+        seed_match = re.fullmatch(r'seed(\d+)', os.path.basename(path))
+        if not seed_match or not os.path.isdir(path):
+          continue
+        info = _read_json(os.path.join(path, 'run.json')) or {}
+        summary = _read_json(os.path.join(path, 'summary.json'))
+        rows = _read_jsonl(os.path.join(path, 'metrics.jsonl'))
+        if not (info or summary or rows):
+          continue
+        runs.append(Run(path=path, stem=stem, group=arm,
+                        args=canonical_args(info.get('args', spec.get('args', ''))),
+                        seed=int(seed_match.group(1)), info=info,
+                        sets=experiment_sets(info.get('sets', spec.get('set', ()))),
+                        summary=summary, rows=rows, study=study))
   return runs
 
 
 def load_groups(root: str) -> dict[tuple[str, str], Group]:
-  """Runs of `root` grouped by (stem, slug), seeds sorted."""
+  """Runs of `root` grouped by (study, arm), seeds sorted."""
   groups: dict[tuple[str, str], Group] = {}
   for run in load_runs(root):
-    groups.setdefault((run.stem, run.group), Group(run.stem, run.group, [])).runs.append(run)
+    groups.setdefault((run.study, run.group),
+                      Group(run.stem, run.group, [], run.study)).runs.append(run)
   for g in groups.values():
     g.runs.sort(key=lambda r: r.seed)
   return dict(sorted(groups.items()))
@@ -401,7 +453,7 @@ def load_groups(root: str) -> dict[tuple[str, str], Group]:
 
 def find_group(groups: dict[tuple[str, str], Group], spec: str) -> Group | None:
   """The group that ran 'stem' or 'stem:args' (see `Group.matches`), preferring one
-  without experiment-changing `--set`s; 'stem/slug' names a results folder exactly."""
+  without experiment-changing `--set`s; 'study/arm' names a results folder exactly."""
   if '/' in spec:
     return groups.get(tuple(spec.split('/', 1)))
   stem, _, args = spec.partition(':')

@@ -4,7 +4,7 @@ r"""Markdown results table from experiments/results/, with the paper's and the a
   python -m experiments.make_tables --write              # rewrite docs/results.md's table
   python -m experiments.make_tables --pair resnet56_baseline resnet56:policy=clr
 
-One row per group of seeds (config stem + args): config | paper ref | schedule | steps | paper
+One row per arm of a study (its seeds): study/arm | config | paper ref | schedule | steps | paper
 value | authors' log | ours (mean +- sample std over n seeds of the final test accuracy) |
 hardware | wall time. Paper and log numbers come from `REFERENCES` (paper digest §2, §6, §7),
 matched to a group by its resolved config, so 'resnet56' and 'resnet56:policy=clr' are one row.
@@ -124,11 +124,7 @@ for _n, (_pc, _cl) in {10_000: (('71.4', '71.20 (best 71.26)'), ('80.6', '80.59 
   REFERENCES[('resnet56_subset', f'policy=pclr,samples={_n}')] = ('1708.07120 Tab. 1', *_pc)
   REFERENCES[('resnet56_subset', f'policy=clr,samples={_n}')] = ('1708.07120 Tab. 1', *_cl)
 
-FMNIST_1CYCLE = ('lenet_fashion_mnist/epochs-4_policy-1cycle__lr_range_result-experiments-'
-                 'results-lenet_fashion_mnist-epochs-2_policy-lr_range__lr_range.eval_every_'
-                 'steps-10-seed0-lr_range.json__momentum_schedule.max_momentum-0.9__'
-                 'optimizer.nesterov-False')
-# (baseline, fast): 'stem' or 'stem:args'. The paper's "same accuracy in fewer iterations".
+# (baseline, fast): 'stem', 'stem:args' or 'study/arm'. The paper's "same accuracy in fewer iterations".
 PAIRS: list[tuple[str, str]] = [
     ('resnet56_baseline', 'resnet56:policy=clr'),
     ('resnet20:policy=pclr', 'resnet20:policy=clr'),
@@ -142,13 +138,10 @@ PAIRS: list[tuple[str, str]] = [
     ('wide_resnet32:policy=step,epochs=800', 'wide_resnet32:policy=1cycle,epochs=100'),
 ] + [(f'resnet56_subset:policy=pclr,samples={n}', f'resnet56_subset:policy=clr,samples={n}')
      for n in (10_000, 20_000, 30_000, 40_000, 50_000)] + [
-    # The CPU-scale runs of experiments/*_cpu.sh and fashion_mnist.sh, named by folder.
-    ('resnet20/policy-pclr__batch_size-128__data.train_subset-5000__model.bn_momentum-0.95__'
-     'num_steps-1000__schedule.boundaries--630_-870-',
-     'resnet20/policy-clr__batch_size-128__data.train_subset-5000__model.bn_momentum-0.95__'
-     'num_steps-500__schedule.max_lr-1.0__schedule.step_size-250'),
-    ('lenet_fashion_mnist/epochs-12_policy-inv', FMNIST_1CYCLE),
-    ('lenet_fashion_mnist/epochs-12_policy-step', FMNIST_1CYCLE),
+    # The CPU-scale studies, named 'study/arm'.
+    ('fig4b_cpu/pclr_5k', 'fig4b_cpu/clr_5k'),
+    ('lenet_fmnist_range/inv_12ep', 'lenet_fmnist_range/1cycle_4ep_fed'),
+    ('lenet_fmnist_range/step_12ep', 'lenet_fmnist_range/1cycle_4ep_fed'),
 ]
 
 
@@ -232,7 +225,7 @@ def _duration(seconds: float) -> str:
 
 def table(groups: dict[tuple[str, str], collect.Group]) -> str:
   """The markdown results table, one row per group."""
-  head = ('config', 'paper ref', 'schedule', 'steps', 'paper value', "authors' log",
+  head = ('study/arm', 'config', 'paper ref', 'schedule', 'steps', 'paper value', "authors' log",
           'ours (mean ± std)', 'hardware', 'wall time')
   lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
   for group in groups.values():
@@ -240,7 +233,8 @@ def table(groups: dict[tuple[str, str], collect.Group]) -> str:
       continue
     ref, paper, log = reference(group)
     wall, _, _ = group.stat(lambda r: (r.summary or {}).get('wall_seconds'))
-    cells = (f'`{group.name}`', ref, describe_schedule(group.config),
+    config = f'{group.stem}:{group.args}' if group.args else group.stem
+    cells = (f'`{group.name}`', f'`{config}`', ref, describe_schedule(group.config),
              f"{group.config.get('num_steps', '?'):,}" if group.config else '?', paper, log,
              ours(group), _hardware(group), _duration(wall))
     lines.append('| ' + ' | '.join(str(c).replace('|', '\\|') for c in cells) + ' |')

@@ -126,7 +126,7 @@ def plot_all(root: str) -> list[str]:
   groups = collect.load_groups(root)
   written = []
   for g in groups.values():
-    written.append(plot_groups([g], os.path.join(root, g.stem, g.group, 'curves.png'), g.name))
+    written.append(plot_groups([g], os.path.join(g.folder, 'curves.png'), g.name))
   for name, (title, specs) in FIGURES.items():
     present = [g for g in (collect.find_group(groups, s) for s in specs) if g is not None]
     if present:

@@ -5,11 +5,11 @@
 For each protocol of that script (LeNet / Fashion-MNIST at 4 and at 12 epochs; ResNet-20 / a
 CIFAR-10 subset): the range test (3 repeats, read on a split held out of training), the 1cycle
 run fed its median suggestion, and the same 1cycle run at each peak LR of a grid. Writes
-`experiments/results/range_trust.json` (every number below), the plot
-`experiments/results/range_trust.png` (final test accuracy against peak LR, seeds as points, the
-suggested runs marked) and, with `--write`, the `range-trust` block of docs/results.md. Runs are found by what they ran (run.json: their `--set`s), and
-a fed run's peak LR is read from its resolved config.json, so a rerun of part of a protocol
-updates the report.
+`experiments/results/range_trust/range_trust.json` (every number below), the plot
+`range_trust.png` beside it (final test accuracy against peak LR, seeds as points, the suggested
+runs marked) and, with `--write`, the `range-trust` block of docs/results.md. Runs are found by
+what they ran (run.json: their `--set`s), and a fed run's peak LR is read from its resolved
+config.json, so a rerun of part of a protocol updates the report.
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ from experiments.superconvergence import seed_stats
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(REPO, 'experiments', 'results')
 DOC, BLOCK = os.path.join(collect.DOCS, 'results.md'), 'range-trust'
-# The copy of a protocol's sweep result that its fed runs read, one per kind of sweep, in its
-# results folder: f'{prefix}{infix}lr_range.json' (the prefix is the protocol's, by default
-# 'range_trust_': two protocols share a folder). The kinds: the accuracy reading at the cycle's
+# The copy of a protocol's sweep result that its fed runs read, one per kind of sweep, in the
+# study folder: f'{prefix}{infix}lr_range.json' (the prefix is the protocol's: the protocols share
+# the folder). The kinds: the accuracy reading at the cycle's
 # start momentum, the loss valley (fastai preset), and the accuracy reading of a sweep whose
 # momentum falls with the LR (`lr_range.momentum=cyclical`).
 SWEEP_KINDS = {'accuracy': '', 'loss': 'loss_', 'cyclical': 'cyclical_'}
@@ -46,36 +46,41 @@ FED = {'suggested': ('fed the accuracy reading, `effective_step=match`',
                                   'cyclical-momentum sweep, cap', 'X', 'C5')}
 FED_KEYS = tuple(FED)
 
-# name -> the config, its argument, and how the report names the run; `folder` (default: the
-# name) is its results folder, and `prefix` that of the sweep copies its fed runs read.
+# name -> the config, its argument, how the report names the run, and `prefix`, that of the
+# sweep copies its fed runs read. Every protocol's runs are arms of the study STUDY.
 PROTOCOLS = {
     'lenet_fashion_mnist': {
+        'prefix': 'lenet4_',
         'config': 'configs/lenet_fashion_mnist.py', 'args': 'policy=1cycle,epochs=4',
         'title': 'LeNet / Fashion-MNIST, 4 epochs',
         'run': "LeNet on real Fashion-MNIST, the paper's 1cycle at TBS 512 over 4 epochs "
                "(468 updates; cyclical momentum 0.95 → 0.8, Nesterov)"},
     'lenet_fashion_mnist_12': {
-        'folder': 'lenet_fashion_mnist', 'prefix': 'range_trust_12ep_',
+        'prefix': 'lenet12_',
         'config': 'configs/lenet_fashion_mnist.py', 'args': 'policy=1cycle,epochs=12',
         'title': 'LeNet / Fashion-MNIST, 12 epochs',
         'run': "LeNet on real Fashion-MNIST, the paper's MNIST 1cycle length: TBS 512 over 12 "
                "epochs (1,406 updates, step size 5 epochs; cyclical momentum 0.95 → 0.8, "
                "Nesterov)"},
     'resnet20': {
-        'config': 'configs/resnet20.py', 'args': 'policy=1cycle',
+        'prefix': 'resnet20_', 'config': 'configs/resnet20.py', 'args': 'policy=1cycle',
         'title': 'ResNet-20 / CIFAR-10 10k subset, 400 updates',
         'run': "the authors' ResNet-20 on a 10,000-image subset of real CIFAR-10, Smith 2018's "
                "1cycle at batch 64 over 400 updates (cyclical momentum 0.95 → 0.85, Nesterov)"},
 }
 
 
+STUDY = 'range_trust'
+
+
 def _folder(name: str) -> str:
-  return PROTOCOLS[name].get('folder', name)
+  del name  # every protocol is in the one study
+  return STUDY
 
 
 def result_names(name: str) -> dict[str, str]:
   """The sweep copies that a protocol's fed runs read, by kind of sweep (`SWEEP_KINDS`)."""
-  prefix = PROTOCOLS[name].get('prefix', 'range_trust_')
+  prefix = PROTOCOLS[name]['prefix']
   return {kind: f'{prefix}{infix}lr_range.json' for kind, infix in SWEEP_KINDS.items()}
 
 
@@ -84,6 +89,18 @@ def sweep_kind(sets: dict) -> str:
   if sets.get('lr_range.reading', 'accuracy') == 'loss':
     return 'loss'
   return 'cyclical' if sets.get('lr_range.momentum') == 'cyclical' else 'accuracy'
+
+
+def fed_kind(path: str) -> str | None:
+  """The kind of sweep copy a fed run read, from the copy's file name (its kind infix and
+  `lr_range.json`; a range test's own `lr_range.json` is no copy)."""
+  name = os.path.basename(path)
+  if name == 'lr_range.json' or not name.endswith('lr_range.json'):
+    return None
+  for kind, infix in sorted(SWEEP_KINDS.items(), key=lambda kv: -len(kv[1])):
+    if name.endswith(f'{infix}lr_range.json'):
+      return kind
+  return None
 
 
 def _fed_key(kind: str, rule: str) -> str:
@@ -164,10 +181,9 @@ def protocol_report(root: str, name: str) -> dict:
     path = os.path.join(root, _folder(name), file)
     if os.path.exists(path):  # the sweep the fed runs read
       sweeps[_sweep_key(kind)] = json.load(open(path))
-  fed_by_file = {f'/{file}': kind for kind, file in names.items()}
   for sets, summary, config, run_dir in _runs(root, name):
     fed_by = sets.get('lr_range_result', '')
-    kind = next((k for f, k in fed_by_file.items() if fed_by.endswith(f)), None)
+    kind = fed_kind(fed_by)
     if sets.get('mode') == 'lr_range':
       if 'sweep' not in sweeps and sweep_kind(sets) == 'accuracy':
         sweeps['sweep'] = json.load(open(os.path.join(run_dir, 'lr_range.json')))
@@ -278,9 +294,9 @@ def markdown(report_: dict) -> str:
     if r['grid'] or r.get('sweep'):
       lines += _protocol_markdown(name, r)
   lines += ["Target: within 0.5 points of the grid's best, no divergence, at most 10 % of the "
-            "run's compute. From `experiments/results/range_trust.json` (`bash "
+            "run's compute. From `experiments/results/range_trust/range_trust.json` (`bash "
             "experiments/range_trust_cpu.sh`, then `python -m experiments.range_trust "
-            "--write`). Plot: `experiments/results/range_trust.png`.", '']
+            "--write`).", '']
   return '\n'.join(lines)
 
 
@@ -374,11 +390,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(found)
     return 0
   r = report(ns.results)
-  with open(os.path.join(ns.results, 'range_trust.json'), 'w') as f:
+  with open(os.path.join(ns.results, STUDY, 'range_trust.json'), 'w') as f:
     json.dump(r, f, indent=2, sort_keys=True)
     f.write('\n')
   if any(p['grid'] for p in r['protocols'].values()):
-    plot(r, os.path.join(ns.results, 'range_trust.png'))
+    plot(r, os.path.join(ns.results, STUDY, 'range_trust.png'))
   text = markdown(r)
   print(text)
   if ns.write:

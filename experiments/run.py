@@ -1,14 +1,17 @@
 r"""Runs one config over several seeds into experiments/results/, resumable and skippable.
 
   python -m experiments.run --config=configs/resnet56_subset.py \
-      --args "policy=clr,samples=10000" --seeds 0 1 2 [--set key=value ...] [--data PATH]
+      --args "policy=clr,samples=10000" --seeds 0 1 2 [--set key=value ...] [--data PATH] \
+      [--study NAME] [--arm NAME]
 
 Each seed runs its config's program through `superconv.programs.run`, as `python -m
 superconv.main` would (the same config loader, overrides, resolution and program table), in
 
-  experiments/results/<config stem>/<args slug>/seed<N>/
+  experiments/results/<study>/<arm>/seed<N>/
 
-A seed whose summary.json exists is skipped; an unfinished one resumes from its checkpoint. The
+and the study's manifest.json records the arm (config, argument, `--set`s, seeds;
+`experiments.collect.record_arm`). The study defaults to the config's stem and the arm to the
+override slug (`policy-clr_samples-10000`); a slug over 48 characters must be named. A seed whose summary.json exists is skipped; an unfinished one resumes from its checkpoint. The
 folder gets run.json (config file, args, seed, the resolved config, the command line, git commit,
 library versions and hardware), metrics.jsonl, summary.json and TensorBoard event files from the
 trainer, and the final checkpoint (`--drop-checkpoints` deletes it; checkpoints are never
@@ -29,8 +32,8 @@ from absl import flags
 import ml_collections
 
 from experiments import collect
+from superconv import platform
 from superconv import programs
-from superconv import xla_flags
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, 'results')
@@ -57,9 +60,13 @@ def build_config(config_path: str, args: str, seed: int, sets: Sequence[str] = (
     raise ValueError(f'--set: {programs.flag_error_message(argv, e)}') from None
 
 
-def run_dir(root: str, config_path: str, args: str, seed: int, sets: Sequence[str] = ()) -> str:
-  stem = os.path.splitext(os.path.basename(config_path))[0]
-  return os.path.join(root, stem, collect.slug(args, sets), f'seed{seed}')
+def run_dir(root: str, config_path: str, args: str, seed: int, sets: Sequence[str] = (),
+            study: str = '', arm: str = '') -> str:
+  """root/<study>/<arm>/seed<N>: by default the config's stem and the override slug."""
+  study = study or os.path.splitext(os.path.basename(config_path))[0]
+  arm = arm or collect.slug(args, sets)
+  return os.path.join(root, collect.check_name(study, 'study'), collect.check_name(arm),
+                      f'seed{seed}')
 
 
 def _versions() -> dict:
@@ -76,7 +83,7 @@ def _versions() -> dict:
 
 def run_seed(config_path: str, args: str, seed: int, *, sets: Sequence[str] = (),
              data: str = '', root: str = RESULTS, command: str = '',
-             keep_checkpoint: bool = True) -> dict:
+             keep_checkpoint: bool = True, study: str = '', arm: str = '') -> dict:
   """Runs (or skips, or resumes) one seed; returns its summary.
 
   A finished seed keeps its final checkpoint (the trained model: `--config.mode=eval` on the
@@ -87,17 +94,22 @@ def run_seed(config_path: str, args: str, seed: int, *, sets: Sequence[str] = ()
   from superconv import metrics
   from superconv import storage  # `root` may be an object store (gs://bucket/results)
   # pylint: enable=g-import-not-at-top
-  workdir = run_dir(root, config_path, args, seed, sets)
+  workdir = run_dir(root, config_path, args, seed, sets, study, arm)
+  config_file = os.path.relpath(os.path.abspath(config_path), os.path.dirname(HERE))
+  command = command or ' '.join(shlex.quote(a) for a in sys.argv)
   summary_path = os.path.join(workdir, 'summary.json')
   if storage.path(summary_path).exists():
     print(f'[experiments.run] {workdir}: summary.json exists, skipped.', flush=True)
     return json.loads(storage.path(summary_path).read_text())
   config = build_config(config_path, args, seed, sets, data)
   storage.makedirs(workdir)
+  study_dir, arm = os.path.split(os.path.dirname(workdir))
+  collect.record_arm(root, os.path.basename(study_dir), arm, config=config_file, args=args,
+                     sets=sets, seed=seed, command=command)
   info = {
-      'config_file': os.path.relpath(os.path.abspath(config_path), os.path.dirname(HERE)),
+      'config_file': config_file,
       'args': args, 'seed': seed, 'sets': list(sets), 'data': data,
-      'command': command or ' '.join(shlex.quote(a) for a in sys.argv),
+      'command': command,
       'started': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
       'versions': _versions(), 'hardware': metrics.provenance(),
       'config': config.to_dict(),
@@ -144,7 +156,7 @@ def _prune_checkpoints(directory, *, keep_final: bool) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-  xla_flags.apply_cpu_defaults()  # before JAX starts its backends, as superconv.main does
+  platform.apply_cpu_defaults()  # before JAX starts its backends, as superconv.main does
   parser = argparse.ArgumentParser(prog='python -m experiments.run', description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('--config', required=True, help='a configs/*.py file')
@@ -154,6 +166,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                       help='override a config field, e.g. --set num_steps=100 (repeatable)')
   parser.add_argument('--data', default='', help='local data file or folder (source=files)')
   parser.add_argument('--results', default=RESULTS, help='results root folder')
+  parser.add_argument('--study', default='', help='the study folder (default: the config stem)')
+  parser.add_argument('--arm', default='',
+                      help='the arm folder in the study (default: the override slug)')
   parser.add_argument('--drop-checkpoints', action='store_true',
                       help="delete each seed's checkpoints once it has finished (default: keep "
                       'the final one, the trained model)')
@@ -162,7 +177,8 @@ def main(argv: Sequence[str] | None = None) -> int:
       shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
   for seed in ns.seeds:
     summary = run_seed(ns.config, ns.args, seed, sets=ns.sets, data=ns.data, root=ns.results,
-                       command=command, keep_checkpoint=not ns.drop_checkpoints)
+                       command=command, keep_checkpoint=not ns.drop_checkpoints,
+                       study=ns.study, arm=ns.arm)
     if summary.get('preempted'):
       print('[experiments.run] preempted; run the same command again to resume.', flush=True)
       return 1

@@ -2,9 +2,9 @@
 
   python -m experiments.superconvergence [--write]
 
-Reads `experiments/results/` and writes `experiments/results/superconvergence.json` (every number
-below), one plot per comparison (test accuracy against iterations, seeds as +-1 std bands) and,
-with `--write`, the `superconvergence` block of docs/results.md.
+Reads `experiments/results/` and writes its `superconvergence_cpu/superconvergence.json` (every
+number below), one plot per comparison (test accuracy against iterations, seeds as +-1 std
+bands) in the same folder and, with `--write`, the `superconvergence` block of docs/results.md.
 Groups are found by what they ran (their config.json), not by folder names:
 
 - LeNet on Fashion-MNIST at batch 512: Caffe 1cycle (the 2018 LeNet row), Caffe `inv`, warm-up +
@@ -31,6 +31,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(REPO, 'experiments', 'results')
 DOC, BLOCK = os.path.join(collect.DOCS, 'results.md'), 'superconvergence'
 SUBSETS = (2500, 10000)
+STUDY = 'superconvergence_cpu'  # the study folder of the runs, report and plots
 
 
 def _find(groups, stem: str, **want) -> collect.Group | None:
@@ -102,8 +103,11 @@ def _twin(groups, ours: collect.Group | None) -> dict:
           'difference_of_means': a['mean'] - b['mean'], 'twin_group': twin.group}
 
 
-def report(root: str = RESULTS) -> dict:
+def report(root: str = RESULTS, draw: bool = True) -> dict:
+  """Every number of the comparisons; with `draw`, the plots too (their paths are reported
+  either way)."""
   groups = collect.load_groups(root)
+  plot = plots.plot_groups if draw else lambda groups, path, *a, **k: path
   out: dict = {'lenet': {}, 'resnet20': {}}
   lenet = dict(
       one_cycle=_find(groups, 'lenet_fashion_mnist', schedule__name='caffe_one_cycle',
@@ -132,9 +136,9 @@ def report(root: str = RESULTS) -> dict:
       key=lambda r: (r['max_lr'], r['warmup_steps']))
   figures = {}
   if lenet['one_cycle'] and lenet['inv']:
-    figures['lenet'] = plots.plot_groups(
+    figures['lenet'] = plot(
         [g for g in (lenet['inv'], lenet['cosine'], lenet['one_cycle']) if g],
-        os.path.join(root, 'lenet_fashion_mnist', 'superconvergence.png'),
+        os.path.join(root, STUDY, 'lenet.png'),
         'LeNet on Fashion-MNIST, batch 512, 2-core CPU',
         labels=[f"Caffe inv, {_steps(lenet['inv']):,} it."] +
                ([f"warm-up + cosine, {_steps(lenet['cosine']):,} it."] if lenet['cosine'] else [])
@@ -154,8 +158,8 @@ def report(root: str = RESULTS) -> dict:
     out['resnet20'][str(n)] = row
     present = [g for g in (cells['pclr'], cells['cosine'], cells['clr']) if g]
     if cells['clr'] and cells['pclr']:
-      figures[f'resnet20_{n}'] = plots.plot_groups(
-          present, os.path.join(root, 'resnet20', f'subset{n}_superconvergence.png'),
+      figures[f'resnet20_{n}'] = plot(
+          present, os.path.join(root, STUDY, f'resnet20_{n}.png'),
           f'ResNet-20, {n:,} CIFAR-10 (JPEG) training images, batch 64, 2-core CPU',
           labels=[{'multistep': 'PC-LR 0.35, x0.1 at 375, 525', 'triangular': 'CLR 0.1-1.0-0.1',
                    'warmup_cosine': 'warm-up + cosine'}[g.config['schedule']['name']]
@@ -164,11 +168,11 @@ def report(root: str = RESULTS) -> dict:
       out['twin'] = _twin(groups, cells['clr'])
       twin = next((g for g in groups.values() if g.stem == 'torch_twin'), None)
       if out['twin'] and twin is not None:
-        figures['twin'] = plots.plot_groups(
-            [cells['clr'], twin], os.path.join(root, 'torch_twin', 'twin_vs_superconv.png'),
+        figures['twin'] = plot(
+            [cells['clr'], twin], os.path.join(root, STUDY, 'twin.png'),
             'ResNet-20, 2,500 CIFAR-10 images, CLR 0.1-1.0-0.1 over 150 updates',
             labels=['superconv (JAX)', 'PyTorch twin'])
-  out['figures'] = {k: os.path.relpath(v, REPO) for k, v in figures.items()}  # as the README links
+  out['figures'] = {k: os.path.relpath(v, REPO) for k, v in figures.items()}  # as the docs link
   return out
 
 
@@ -237,7 +241,7 @@ def markdown(r: dict) -> str:
                            ('diverged' if g['diverged'] or g['final'] is None else
                             f"{100 * g['final']:.2f} %") for g in grid) + '.')
   for key, path in r.get('figures', {}).items():
-    lines.append(f'\n  ![{key}]({path})')
+    lines.append(f'\n  ![{key}](../{path})')  # the block lives in docs/
   return '\n'.join(lines) + '\n'
 
 
@@ -249,7 +253,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                       help=f'rewrite the {BLOCK!r} block of this docs page (default {DOC})')
   ns = parser.parse_args(argv)
   r = report(ns.results)
-  with open(os.path.join(ns.results, 'superconvergence.json'), 'w') as f:
+  os.makedirs(os.path.join(ns.results, STUDY), exist_ok=True)
+  with open(os.path.join(ns.results, STUDY, 'superconvergence.json'), 'w') as f:
     json.dump(r, f, indent=1, sort_keys=True)
   text = markdown(r)
   print(text)

@@ -22,11 +22,14 @@ CONFIGS = os.path.join(ROOT, 'configs')
 
 
 def _write_run(root, stem, args, seed, evals, *, lrs=None, wall=3600.0, finished=True,
-               sets=()):
-  """One results/<stem>/<slug>/seed<N>/ folder: run.json, metrics.jsonl, summary.json."""
+               sets=(), arm=''):
+  """One results/<stem>/<arm>/seed<N>/ folder (run.json, metrics.jsonl, summary.json) and its
+  arm in the study's manifest, as `experiments.run` writes them."""
   config = run_lib.build_config(os.path.join(CONFIGS, f'{stem}.py'), args, seed, sets)
-  workdir = run_lib.run_dir(str(root), f'{stem}.py', args, seed, sets)
+  workdir = run_lib.run_dir(str(root), f'{stem}.py', args, seed, sets, arm=arm)
   os.makedirs(workdir)
+  collect.record_arm(str(root), stem, os.path.basename(os.path.dirname(workdir)),
+                     config=f'configs/{stem}.py', args=args, sets=sets, seed=seed)
   info = {'config_file': f'configs/{stem}.py', 'args': args, 'seed': seed, 'sets': list(sets),
           'config': config.to_dict(),
           'hardware': {'devices': '1 x TFRT_CPU_0', 'platform': 'cpu', 'host_cpu': 'Test CPU'}}
@@ -68,7 +71,7 @@ def results(tmp_path):
 
 def test_collect_groups_seeds_and_mean_curve(results):
   groups = collect.load_groups(str(results))
-  assert [g.name for g in groups.values()] == ['resnet56:policy=clr', 'resnet56_baseline']
+  assert [g.name for g in groups.values()] == ['resnet56/policy-clr', 'resnet56_baseline/default']
   clr = collect.find_group(groups, 'resnet56')  # the default args resolve to policy=clr
   assert clr is collect.find_group(groups, 'resnet56:policy=clr')
   steps, mean, std = clr.mean_curve()
@@ -102,14 +105,14 @@ def test_table_rows_carry_paper_log_and_ours(results):
   text = make_tables.table(collect.load_groups(str(results)))
   rows = {line.split('|')[1].strip(): [c.strip() for c in line.split('|')[1:-1]]
           for line in text.splitlines()[2:]}
-  clr = rows['`resnet56:policy=clr`']
-  assert clr == ['`resnet56:policy=clr`', '1708.07120 Fig. 1a CLR', 'CLR 0.1–3, SS 5000',
+  clr = rows['`resnet56/policy-clr`']
+  assert clr == ['`resnet56/policy-clr`', '`resnet56:policy=clr`', '1708.07120 Fig. 1a CLR', 'CLR 0.1–3, SS 5000',
                  '10,000', '92.4', '92.44 (best 92.49)', '92.00 ± 1.00 (n=3)', 'CPU: Test CPU',
                  '30.0 min']
-  base = rows['`resnet56_baseline`']
-  assert base[2:7] == ['0.35 ×0.1 at 50000, 70000', '80,000', '91.2', '90.32 (best 90.39)',
+  base = rows['`resnet56_baseline/default`']
+  assert base[3:8] == ['0.35 ×0.1 at 50000, 70000', '80,000', '91.2', '90.32 (best 90.39)',
                        '90.00 ± 1.41 (n=2)']
-  assert base[8] == '2.0 h'
+  assert base[9] == '2.0 h'
 
 
 def test_unfinished_and_unmatched_groups(tmp_path):
@@ -163,7 +166,7 @@ def test_docs_block_replaced(results, tmp_path):
                   '<!-- end results -->\n\n## After\n')
   assert make_tables.main(['--results', str(results), '--write', str(page)]) == 0
   text = page.read_text()
-  assert text.startswith('# Results\n\nintro\n<!-- begin results -->\n| config |')
+  assert text.startswith('# Results\n\nintro\n<!-- begin results -->\n| study/arm | config |')
   assert text.endswith('<!-- end results -->\n\n## After\n')
   assert 'old table' not in text and '10.0x fewer iterations' in text
   (tmp_path / 'plain.md').write_text('no markers here')
@@ -177,8 +180,9 @@ def test_every_reference_pair_and_figure_names_a_real_config_row():
   specs = [s for pair in make_tables.PAIRS for s in pair]
   specs += [s for _, group_specs in plots.FIGURES.values() for s in group_specs]
   for spec in specs:
-    if '/' in spec:  # a results folder named exactly: its config file must exist
-      assert os.path.exists(os.path.join(collect.CONFIGS_DIR, spec.split('/')[0] + '.py')), spec
+    if '/' in spec:  # 'study/arm', named exactly: an arm of a committed study manifest
+      study, arm = spec.split('/')
+      assert arm in (collect.read_manifest(os.path.join(RESULTS, study)) or {}).get('arms', {}), spec
       continue
     stem, _, args = spec.partition(':')
     assert collect.resolve(stem, collect.canonical_args(args)) is not None, spec
@@ -310,13 +314,16 @@ def test_superconvergence_report_pairs_ratio_and_twin_spread(tmp_path):
               'num_steps=150', 'schedule.step_size=75', 'schedule.max_lr=1.0')
   for seed, acc in ((0, 0.30), (1, 0.32)):
     _write_run(root, 'resnet20', 'policy=clr', seed, [(50, 0.2), (150, acc)], sets=clr_sets,
-               lrs={50: 0.7, 150: 0.1})
+               lrs={50: 0.7, 150: 0.1}, arm='clr_2500')
   _write_run(root, 'resnet20', 'policy=pclr', 0, [(150, 0.15), (600, 0.34)],
              sets=('data.train_subset=2500', 'batch_size=64', 'model.virtual_batch_size=0',
-                   'num_steps=600', 'schedule.boundaries=(375, 525)'), lrs={150: 0.35, 600: 3e-3})
+                   'num_steps=600', 'schedule.boundaries=(375, 525)'), lrs={150: 0.35, 600: 3e-3},
+             arm='pclr_2500')
   for seed, acc in ((0, 0.29), (1, 0.33), (2, 0.31)):
-    twin = root / 'torch_twin' / 'resnet20_subset2500_clr_150' / f'seed{seed}'
+    twin = root / 'twin' / 'resnet20_subset2500_clr_150' / f'seed{seed}'
     twin.mkdir(parents=True)
+    collect.record_arm(str(root), 'twin', 'resnet20_subset2500_clr_150', seed=seed,
+                       config='benchmarks/torch_twin.py', args='', sets=())
     (twin / 'run.json').write_text(json.dumps({'args': '', 'seed': seed}))
     (twin / 'metrics.jsonl').write_text(json.dumps({'step': 150, 'eval_accuracy': acc}) + '\n')
     (twin / 'summary.json').write_text(json.dumps({'final_eval_accuracy': acc}))
@@ -344,3 +351,55 @@ def test_a_group_whose_seeds_all_diverged_says_so():
   assert make_tables.ours(collect.Group('x', 'g', runs)) == 'diverged (2 of 2)'
   unfinished = [collect.Run('', 'x', 'g', '', 0, {}, [], None, [])]
   assert make_tables.ours(collect.Group('x', 'g', unfinished)) == 'running (0/1 done)'
+
+
+RESULTS = os.path.join(ROOT, 'experiments', 'results')
+RUN_FILES = ('metrics.jsonl', 'run.json', 'summary.json')
+
+
+def test_every_results_folder_is_an_arm_of_a_study_manifest():
+  """The committed results: studies with a manifest, each folder an arm's seed, nothing lost."""
+  studies = sorted(d for d in os.listdir(RESULTS) if os.path.isdir(os.path.join(RESULTS, d)))
+  assert studies
+  for study in studies:
+    manifest = collect.read_manifest(os.path.join(RESULTS, study))
+    assert manifest is not None, f'{study}: no manifest.json'
+    assert manifest['study'] == study and collect.check_name(study, 'study')
+    assert len(manifest['question'].split()) >= 10, f'{study}: the question, in a paragraph'
+    assert manifest['command'].strip(), f'{study}: the command that makes it'
+    arms = manifest['arms']
+    for arm, spec in arms.items():
+      collect.check_name(arm)
+      assert {'config', 'args', 'set', 'seeds'} <= set(spec), (study, arm)
+      assert os.path.exists(os.path.join(ROOT, spec['config'])), (study, arm, spec['config'])
+      for seed in spec['seeds']:
+        folder = os.path.join(RESULTS, study, arm, f'seed{seed}')
+        missing = [f for f in RUN_FILES if not os.path.exists(os.path.join(folder, f))]
+        assert not missing, f'{study}/{arm}/seed{seed}: no {missing}'
+    for entry in os.listdir(os.path.join(RESULTS, study)):
+      path = os.path.join(RESULTS, study, entry)
+      if not os.path.isdir(path):
+        continue
+      assert entry in arms, f'{study}/{entry}: a folder that no arm of the manifest names'
+      seeds = {f'seed{s}' for s in arms[entry]['seeds']}
+      assert set(os.listdir(path)) == seeds, f'{study}/{entry}: seeds other than the manifest\'s'
+  for dirpath, _, files in os.walk(RESULTS):
+    assert not [f for f in files if f.endswith('.log')], f'{dirpath}: machine logs'
+
+
+def test_record_arm_keeps_one_experiment_per_arm(tmp_path):
+  root = str(tmp_path)
+  spec = dict(config='configs/resnet20.py', args='policy=clr', sets=['num_steps=10'])
+  collect.record_arm(root, 'study', 'clr', seed=1, command='cmd', **spec)
+  m = collect.record_arm(root, 'study', 'clr', seed=0, command='other', **spec)
+  assert m == {'study': 'study', 'question': '', 'command': 'cmd', 'arms': {'clr': {
+      'config': 'configs/resnet20.py', 'args': 'policy=clr', 'set': ['num_steps=10'],
+      'seeds': [0, 1]}}}
+  with pytest.raises(ValueError, match='another experiment'):
+    collect.record_arm(root, 'study', 'clr', seed=2, **{**spec, 'args': 'policy=pclr'})
+  with pytest.raises(ValueError, match='at most 48 characters'):
+    collect.record_arm(root, 'study', 'x' * 49, seed=0, **spec)
+  assert run_lib.run_dir(root, 'configs/resnet20.py', 'policy=clr', 3, study='s', arm='a') == (
+      os.path.join(root, 's', 'a', 'seed3'))
+  with pytest.raises(ValueError, match='--arm'):
+    run_lib.run_dir(root, 'configs/resnet20.py', 'policy=clr', 0, ['schedule.max_lr=1.0'] * 9)

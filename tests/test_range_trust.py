@@ -285,11 +285,11 @@ def test_the_report_pairs_the_suggestion_with_the_grid(tmp_path, capsys):
   root = tmp_path / 'results'
   args = range_trust.PROTOCOLS['lenet_fashion_mnist']['args']
   names = range_trust.result_names('lenet_fashion_mnist')
-  assert names['accuracy'] == 'range_trust_lr_range.json'  # the copies committed results read
-  assert names['loss'] == 'range_trust_loss_lr_range.json'
+  assert names['accuracy'] == 'lenet4_lr_range.json'  # the copies committed results read
+  assert names['loss'] == 'lenet4_loss_lr_range.json'
 
   def seed(name, sets, summary, extra=None, run_args=args):
-    d = root / 'lenet_fashion_mnist' / name / 'seed0'
+    d = root / 'range_trust' / name / 'seed0'
     d.mkdir(parents=True)
     (d / 'run.json').write_text(json.dumps({'args': run_args, 'sets': sets}))
     (d / 'summary.json').write_text(json.dumps({**summary, 'host_cpu': 'test CPU'}))
@@ -312,7 +312,7 @@ def test_the_report_pairs_the_suggestion_with_the_grid(tmp_path, capsys):
                 'settings': {**sweep['settings'], 'mode': 'exp', 'num_steps': 100,
                              'config': {**sweep['settings']['config'],
                                         'lr_range': {'reading': 'loss'}}}}
-  (root / 'lenet_fashion_mnist' / names['loss']).write_text(json.dumps(loss_sweep))
+  (root / 'range_trust' / names['loss']).write_text(json.dumps(loss_sweep))
   seed('loss', ['lr_range_result=x/' + names['loss']],
        {'final_eval_accuracy': 0.87},
        {'config.json': {'schedule': {'max_lr': 0.08}, 'lr_range': {'effective_step': 'match'}}})
@@ -335,13 +335,13 @@ def test_the_report_pairs_the_suggestion_with_the_grid(tmp_path, capsys):
   assert r['sweep_loss']['reading'] == 'loss' and r['sweep_loss']['max_lr'] == 0.02
   assert r['suggested_loss']['values'] == [0.87]
   assert r['suggested_loss']['gap_points'] == pytest.approx(2.0)
-  # The 12-epoch protocol shares the folder: its runs (another config argument) and its own
+  # The 12-epoch protocol shares the study folder: its runs (another config argument) and its own
   # sweep copy stay out of the 4-epoch report and make up its own.
   args12 = range_trust.PROTOCOLS['lenet_fashion_mnist_12']['args']
   names12 = range_trust.result_names('lenet_fashion_mnist_12')
   assert set(names12.values()).isdisjoint(names.values())
   result12 = names12['accuracy']
-  (root / 'lenet_fashion_mnist' / result12).write_text(
+  (root / 'range_trust' / result12).write_text(
       json.dumps({**sweep, 'cost': {'fraction': 0.064}}))
   seed('cap12', ['lr_range_result=x/' + result12], {'final_eval_accuracy': 0.905},
        {'config.json': {'schedule': {'max_lr': 0.075}, 'lr_range': {'effective_step': 'cap'}}},
@@ -359,7 +359,7 @@ def test_the_report_pairs_the_suggestion_with_the_grid(tmp_path, capsys):
   # fell, and its fed run is an arm of its own.
   cyclical = {**sweep, 'settings': {**sweep['settings'], 'config': {'momentum_schedule': {
       'name': 'cyclical', 'max_momentum': 0.95, 'min_momentum': 0.8, 'step_size': 40}}}}
-  (root / 'lenet_fashion_mnist' / names12['cyclical']).write_text(json.dumps(cyclical))
+  (root / 'range_trust' / names12['cyclical']).write_text(json.dumps(cyclical))
   seed('cyc12', ['lr_range_result=x/' + names12['cyclical']], {'final_eval_accuracy': 0.907},
        {'config.json': {'schedule': {'max_lr': 0.12}}}, run_args=args12)
   r12 = range_trust.report(str(root))['protocols']['lenet_fashion_mnist_12']
@@ -372,7 +372,7 @@ def test_the_report_pairs_the_suggestion_with_the_grid(tmp_path, capsys):
                ['lenet_fashion_mnist_12', *cyc]):
     range_trust.main(['--result-name', *argv])
   assert capsys.readouterr().out.split() == [
-      os.path.join('lenet_fashion_mnist', f)
+      os.path.join('range_trust', f)
       for f in (result12, names['loss'], names12['cyclical'])]
   text = range_trust.markdown(range_trust.report(str(root)))
   assert 'at momentum 0.95 → 0.8 (falling as the LR rises)' in text
@@ -389,7 +389,7 @@ def test_find_sweep_takes_the_sweep_with_exactly_these_range_settings(tmp_path):
   args = range_trust.PROTOCOLS['lenet_fashion_mnist']['args']
   for name, sets in (('a_cyclical', ['lr_range.momentum=cyclical']), ('b_held', []),
                      ('c_unfinished', ['lr_range.num_steps=9'])):
-    d = tmp_path / 'lenet_fashion_mnist' / name / 'seed0'
+    d = tmp_path / 'range_trust' / name / 'seed0'
     d.mkdir(parents=True)
     sets = ['mode=lr_range', 'lr_range.max_lr=0.3', *sets]
     (d / 'run.json').write_text(json.dumps({'args': args, 'sets': sets}))
@@ -397,7 +397,7 @@ def test_find_sweep_takes_the_sweep_with_exactly_these_range_settings(tmp_path):
       (d / 'summary.json').write_text('{}')
   find = lambda *sets: range_trust.find_sweep(str(tmp_path), 'lenet_fashion_mnist', list(sets))
   # The cyclical sweep has every --set of the held one, and sorts first: it is not taken.
-  assert find('lr_range.max_lr=0.3') == str(tmp_path / 'lenet_fashion_mnist' / 'b_held' / 'seed0'
+  assert find('lr_range.max_lr=0.3') == str(tmp_path / 'range_trust' / 'b_held' / 'seed0'
                                               / 'lr_range.json')
   assert find('lr_range.max_lr=0.3', 'lr_range.momentum=cyclical').endswith(
       os.path.join('a_cyclical', 'seed0', 'lr_range.json'))

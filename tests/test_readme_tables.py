@@ -24,24 +24,15 @@ RESULTS = os.path.join(ROOT, 'experiments', 'results')
 
 # README headline row (its first cell) -> the row of docs/results.md's generated table it quotes.
 HEADLINE = {
-    '1708 Fig. 1a, ResNet-56, CLR 0.1–3, 10k updates (bf16)':
-        '`resnet56:bn_groups=8 [model.dtype=bfloat16]`',
-    '1708 Fig. 4b, ResNet-20 CLR, 5k images, 500 updates':
-        '`resnet20:policy=clr [batch_size=128, data.train_subset=5000, model.bn_momentum=0.95, '
-        'num_steps=500, schedule.max_lr=1.0, schedule.step_size=250]`',
-    '1708 Fig. 4b, ResNet-20 PC-LR, 5k images, 1k updates':
-        '`resnet20:policy=pclr [batch_size=128, data.train_subset=5000, model.bn_momentum=0.95, '
-        'num_steps=1000, schedule.boundaries=(630, 870)]`',
+    '1708 Fig. 1a, ResNet-56, CLR 0.1–3, 10k updates (bf16)': 'fig1a_h200/clr_bf16',
+    '1708 Fig. 4b, ResNet-20 CLR, 5k images, 500 updates': 'fig4b_cpu/clr_5k',
+    '1708 Fig. 4b, ResNet-20 PC-LR, 5k images, 1k updates': 'fig4b_cpu/pclr_5k',
     '1708 Table 1 at CPU scale: ResNet-20, 2.5k images, one CLR cycle, 150 updates':
-        '`resnet20:policy=clr [batch_size=64, data.train_subset=2500, model.bn_momentum=0.95, '
-        'model.virtual_batch_size=0, num_steps=150, schedule.max_lr=1.0, schedule.step_size=75]`',
-    'the same, PC-LR over 600 updates':
-        '`resnet20:policy=pclr [batch_size=64, data.train_subset=2500, model.bn_momentum=0.95, '
-        'model.virtual_batch_size=0, num_steps=600, schedule.boundaries=(375, 525)]`',
+        'superconvergence_cpu/r20_s2500_clr',
+    'the same, PC-LR over 600 updates': 'superconvergence_cpu/r20_s2500_pclr',
     '1803 LeNet 1cycle, 12 epochs (Fashion-MNIST; the paper\'s is MNIST)':
-        '`lenet_fashion_mnist:policy=1cycle`',
-    '1803 LeNet `inv`, 24 epochs at batch 512 (Fashion-MNIST)':
-        '`lenet_fashion_mnist:batch=512,epochs=24,policy=inv`',
+        'superconvergence_cpu/lenet_1cycle',
+    '1803 LeNet `inv`, 24 epochs at batch 512 (Fashion-MNIST)': 'superconvergence_cpu/lenet_inv_24ep',
 }
 OURS = re.compile(r'^(?P<mean>\d+\.\d+)(?: ± (?P<std>\d+\.\d+))? \(n=(?P<n>\d+)\)')
 
@@ -79,10 +70,12 @@ def test_no_docs_page_names_the_development_layout():
 def test_readme_numbers_are_the_generated_tables():
   headline = _headline()
   assert set(headline) == set(HEADLINE), 'each README row quotes one docs row (HEADLINE)'
-  docs = {r[0]: r for r in _rows(collect.read_block(RESULTS_DOC, 'results'))}
+  head, *rows = _rows(collect.read_block(RESULTS_DOC, 'results'))
+  docs = {r[0].strip('`'): dict(zip(head, r)) for r in rows}
   for label, row in headline.items():
     d = docs[HEADLINE[label]]
-    paper, log, ours = d[4], d[5], d[6]
+    assert row['config'].strip('`') == d['config'].strip('`').replace(':', '.py:', 1), label
+    paper, log, ours = d['paper value'], d["authors' log"], d['ours (mean ± std)']
     assert row['paper'] == paper, label
     assert log.startswith(row['log']), label
     want, got = OURS.match(ours), OURS.match(row['ours'])
@@ -102,7 +95,7 @@ def test_results_blocks_are_regenerated_from_the_results():
   assert collect.read_block(RESULTS_DOC, 'range-trust') == range_trust.markdown(
       range_trust.report(RESULTS))
   assert collect.read_block(RESULTS_DOC, 'superconvergence') == superconvergence.markdown(
-      superconvergence.report(RESULTS))
+      superconvergence.report(RESULTS, draw=False))
 
 
 def test_performance_tables_are_regenerated_from_the_results():
