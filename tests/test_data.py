@@ -175,6 +175,31 @@ def test_cifar100_pickles_use_fine_labels_and_check_the_name(tmp_path):
     sources.load_split(data_cfg(tmp_path, name='cifar10', path=str(root)), 'train')
 
 
+def test_cifar_binary_archives(tmp_path):
+  # The published binary format (what TFDS downloads): label byte(s), then 3072 channel-major
+  # pixels; CIFAR-100 has the coarse then the fine label, and the fine one is used.
+  rng = np.random.default_rng(2)
+  for kind, files, label_bytes in (
+      ('cifar10', [f'data_batch_{i}.bin' for i in range(1, 6)] + ['test_batch.bin'], 1),
+      ('cifar100', ['train.bin', 'test.bin'], 2)):
+    root = tmp_path / kind / 'batches'
+    root.mkdir(parents=True)
+    rows = {}
+    for name in files:
+      rows[name] = rng.integers(0, 10, (3, label_bytes + 3072), dtype=np.uint8)
+      (root / name).write_bytes(rows[name].tobytes())
+    x_train, y_train, x_test, y_test = load_both(data_cfg(tmp_path, name=kind, path=str(root)))
+    first = rows[files[0]]
+    assert x_train.shape == (3 * (len(files) - 1), 32, 32, 3) and x_test.shape == (3, 32, 32, 3)
+    np.testing.assert_array_equal(y_train[:3], first[:, label_bytes - 1])
+    np.testing.assert_array_equal(x_train[:3].transpose(0, 3, 1, 2).reshape(3, -1),
+                                  first[:, label_bytes:])
+    np.testing.assert_array_equal(y_test, rows[files[-1]][:, label_bytes - 1])
+  (root / 'test.bin').write_bytes(b'\x00' * 3000)  # not a whole record
+  with pytest.raises(DataError, match='test.bin holds 3,000 bytes, not a whole number of 3074'):
+    load_both(data_cfg(tmp_path, name='cifar100', path=str(root)))
+
+
 def idx_bytes(array: np.ndarray, magic_type: int = 0x08) -> bytes:
   header = bytes([0, 0, magic_type, array.ndim]) + struct.pack(f'>{array.ndim}i', *array.shape)
   return header + array.astype(np.uint8).tobytes()

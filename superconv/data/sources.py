@@ -3,7 +3,8 @@
 Three sources, chosen by `data_cfg.source` (`data_cfg.name == 'fake'` always means generated data):
 
 - `'tfds'`: `tfds.data_source(name, split, data_dir=data_cfg.tfds_data_dir)`. TFDS downloads and
-  prepares the set on first use; offline, it must already be in the data dir.
+  prepares the set on first use; offline, it must already be in the data dir. Preparing needs
+  TensorFlow; where it is absent, TFDS's checked download is decoded here (`tfds_download`).
 - `'files'`: a local file or folder at `data_cfg.path`, in one of the layouts below. The decoded
   arrays are cached as `.npz` (in `data_cfg.cache_dir`, default `~/.cache/superconv`), keyed by
   the file's contents (a BLAKE2 hash of an archive; for a folder, every file's name, size and
@@ -19,7 +20,9 @@ Local layouts (`'files'`), each as a directory, `.tar`, `.tar.gz`/`.tgz` or `.zi
 (b) CIFAR python pickles: `cifar-10-python.tar.gz` (`data_batch_1..5`, `test_batch`) or
     `cifar-100-python.tar.gz` (`train`, `test`; the 100 fine labels). They are read by an
     unpickler that builds only what the format holds (numpy arrays, dicts, lists, bytes, str,
-    numbers): a pickle naming any other class or function is refused before anything runs;
+    numbers): a pickle naming any other class or function is refused before anything runs.
+    Or CIFAR binary batches: `cifar-10-binary.tar.gz` (`data_batch_1..5.bin`, `test_batch.bin`)
+    or `cifar-100-binary.tar.gz` (`train.bin`, `test.bin`), the files TFDS downloads;
 (c) MNIST-format IDX files `{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]` (MNIST,
     Fashion-MNIST).
 
@@ -53,7 +56,7 @@ from typing import Any, Mapping
 import numpy as np
 
 __all__ = ['DataError', 'DatasetSpec', 'SPECS', 'image_shape', 'num_classes', 'load_split',
-           'check_counts', 'tfds_data_source', 'fake_split', 'streamed']
+           'check_counts', 'tfds_data_source', 'tfds_download', 'fake_split', 'streamed']
 
 
 class DataError(ValueError):
@@ -97,8 +100,8 @@ IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.ppm', '.pgm', '.gif', '.w
 _IDX_RE = re.compile(r'^(train|t10k)-(images|labels)[-.]idx([13])-ubyte(\.gz)?$')
 _FORMATS_HELP = (
     "accepted: (a) image folders [top/]{train,test}/<class>/<image>.{png,jpg} as a directory, "
-    ".tar, .tar.gz/.tgz or .zip; (b) CIFAR python pickles (cifar-10-python.tar.gz with "
-    "data_batch_1..5 and test_batch, or cifar-100-python.tar.gz with train and test), archived or "
+    ".tar, .tar.gz/.tgz or .zip; (b) the CIFAR archives as published, python pickles or binary "
+    "(e.g. cifar-10-python.tar.gz, cifar-10-binary.tar.gz, cifar-100-python.tar.gz), archived or "
     "extracted; (c) a directory of MNIST-format IDX files train-images-idx3-ubyte[.gz], "
     "train-labels-idx1-ubyte[.gz], t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz]")
 _CACHE_VERSION = 2
@@ -149,7 +152,8 @@ def load_split(data_cfg: Any, split: str) -> tuple[np.ndarray, np.ndarray]:
     raise DataError(f'{name} is too large to hold in memory; read it with '
                     'superconv.data.streaming.train_iterator')
   if source == 'tfds':
-    images, labels = _load_tfds(name, split, data_cfg.get('tfds_data_dir', ''))
+    images, labels = _load_tfds(name, split, data_cfg.get('tfds_data_dir', ''),
+                                data_cfg.get('cache_dir', ''), data_cfg.get('check_counts', True))
     where = f'tfds {name}/{split}'
   elif source == 'files':
     arrays = _load_files_cached(name, data_cfg.path, data_cfg.get('cache_dir', ''),
@@ -208,23 +212,46 @@ def check_counts(arrays: Mapping[str, np.ndarray], name: str, where: str) -> Non
 # TFDS
 
 
+def _tfds_error(name: str, split: str, data_dir: str, e: BaseException) -> DataError:
+  where = data_dir or os.environ.get('TFDS_DATA_DIR') or '~/tensorflow_datasets'
+  return DataError(
+      f'could not load {name}/{split} through TFDS ({type(e).__name__}: {e}). Either put the '
+      f'prepared dataset where TFDS looks ({where}; set --config.data.tfds_data_dir) or '
+      f'download it there on a machine with network access, or read local files with '
+      f'--config.data.source=files --config.data.path=PATH ({_FORMATS_HELP}).')
+
+
 def tfds_data_source(name: str, split: str, data_dir: str = '') -> Any:
   """`tfds.data_source(name, split)` (random access, no TensorFlow), or one clear DataError."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top  (absent on some hosts)
   try:
     return tfds.data_source(name, split=split, data_dir=data_dir or None, download=True)
   except Exception as e:  # pylint: disable=broad-except  (network, missing files, missing deps)
-    where = data_dir or os.environ.get('TFDS_DATA_DIR') or '~/tensorflow_datasets'
-    raise DataError(
-        f'could not load {name}/{split} through TFDS ({type(e).__name__}: {e}). Either put the '
-        f'prepared dataset where TFDS looks ({where}; set --config.data.tfds_data_dir) or '
-        f'download it there on a machine with network access, or read local files with '
-        f'--config.data.source=files --config.data.path=PATH ({_FORMATS_HELP}).') from e
+    raise _tfds_error(name, split, data_dir, e) from e
 
 
-def _load_tfds(name: str, split: str, data_dir: str) -> tuple[np.ndarray, np.ndarray]:
-  """Reads a whole TFDS split into arrays."""
-  source = tfds_data_source(name, split, data_dir)
+def _needs_tensorflow(error: BaseException | None) -> bool:
+  """Whether `error`, or an error behind it, is a missing `tensorflow` module."""
+  while error is not None:
+    if isinstance(error, ModuleNotFoundError) and (error.name or '').split('.')[0] == 'tensorflow':
+      return True
+    if "No module named 'tensorflow'" in str(error):  # TFDS rewraps it (ExtractError)
+      return True
+    error = error.__cause__ or error.__context__
+  return False
+
+
+def _load_tfds(name: str, split: str, data_dir: str, cache_dir: str = '',
+               counts: bool = True) -> tuple[np.ndarray, np.ndarray]:
+  """Reads a whole TFDS split into arrays (`tfds_download`'s where TensorFlow is absent)."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top  (absent on some hosts)
+  try:
+    source = tfds.data_source(name, split=split, data_dir=data_dir or None, download=True)
+  except Exception as e:  # pylint: disable=broad-except  (network, missing files, missing deps)
+    if not _needs_tensorflow(e):
+      raise _tfds_error(name, split, data_dir, e) from e
+    arrays = tfds_download(name, data_dir, cache_dir, counts)
+    return arrays[f'{split}_images'], arrays[f'{split}_labels']
   # One record at a time: the data source decodes each image on access; 60k 32x32 records take a
   # few seconds.
   records = [source[i] for i in range(len(source))]
@@ -233,6 +260,49 @@ def _load_tfds(name: str, split: str, data_dir: str) -> tuple[np.ndarray, np.nda
   images = np.stack([np.asarray(r['image'], np.uint8) for r in records])
   labels = np.asarray([r['label'] for r in records], np.int32)
   return images, labels
+
+
+def tfds_download(name: str, data_dir: str = '', cache_dir: str = '',
+                  counts: bool = True) -> Mapping[str, np.ndarray]:
+  """Both splits of `name` from the files TFDS downloads for it, decoded here, without TensorFlow.
+
+  tensorflow-datasets 4.9.10 needs TensorFlow to *prepare* CIFAR-10/100, MNIST and Fashion-MNIST
+  (its extractor and CIFAR reader open files with `tf.io.gfile`, its Image feature encodes PNGs
+  with `tf.image.encode_png`), though reading a prepared set (`tfds.data_source`) does not. So
+  where TensorFlow is absent, TFDS's download manager fetches the set's registered files into
+  `<data_dir>/downloads` and checks them against TFDS's registered sizes and SHA-256 sums, and
+  these official files (CIFAR binary archives, IDX files) are decoded and cached here as for
+  `source='files'`, with the same checks. The examples are the set's own, in the files' order.
+  """
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top  (absent on some hosts)
+  url_infos = tfds.builder_cls(name).url_infos or {}
+  if not url_infos:
+    raise DataError(f'TFDS registers no download for {name}; read local files with '
+                    f'--config.data.source=files --config.data.path=PATH ({_FORMATS_HELP})')
+  root = data_dir or os.environ.get('TFDS_DATA_DIR') or tfds.core.constants.DATA_DIR
+  if '://' in str(root):
+    raise DataError(f'preparing {name} in {root} needs TensorFlow (pip install tensorflow-cpu); '
+                    'without it, TFDS downloads are decoded from a local data dir only')
+  downloads = pathlib.Path(root).expanduser() / 'downloads'
+  manager = tfds.download.DownloadManager(download_dir=downloads, url_infos=url_infos,
+                                          dataset_name=name, force_checksums_validation=True)
+  urls = sorted(url_infos)
+  try:
+    paths = [pathlib.Path(p) for p in manager.download(urls)]
+  except Exception as e:  # pylint: disable=broad-except  (network, checksum mismatch)
+    raise _tfds_error(name, 'train', data_dir, e) from e
+  if len(paths) == 1:  # one archive (CIFAR)
+    return _load_files_cached(name, str(paths[0]), cache_dir, counts)
+  # Several files (MNIST's four IDX files), stored under names TFDS derives from their URLs: a
+  # folder of links under the names the format reader knows.
+  folder = downloads / f'superconv-{name}'
+  folder.mkdir(parents=True, exist_ok=True)
+  for url, path in zip(urls, paths):
+    link = folder / url_infos[url].filename
+    if link.is_symlink() or link.exists():
+      link.unlink()
+    link.symlink_to(path.resolve())
+  return _load_files_cached(name, str(folder), cache_dir, counts)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -378,6 +448,10 @@ def _decode_files(name: str, path: pathlib.Path) -> dict[str, np.ndarray]:
     return _decode_idx(name, path, tree, idx)
   if 'data_batch_1' in by_base and 'test_batch' in by_base:
     return _decode_cifar_pickles(name, path, tree, by_base, 'cifar10')
+  if 'data_batch_1.bin' in by_base and 'test_batch.bin' in by_base:
+    return _decode_cifar_binary(name, path, tree, by_base, 'cifar10')
+  if 'train.bin' in by_base and 'test.bin' in by_base:
+    return _decode_cifar_binary(name, path, tree, by_base, 'cifar100')
   if 'train' in by_base and 'test' in by_base and 'meta' in by_base:
     return _decode_cifar_pickles(name, path, tree, by_base, 'cifar100')
   folders = _image_folder_members(path, tree)
@@ -542,6 +616,39 @@ def _decode_cifar_pickles(name: str, path: pathlib.Path, tree: Mapping[str, Any]
                         'expected [N, 3072] and N labels')
       images.append(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
       labels.append(label)
+    out[f'{split}_images'] = np.ascontiguousarray(np.concatenate(images))
+    out[f'{split}_labels'] = np.concatenate(labels).astype(np.int32)
+  return out
+
+
+def _decode_cifar_binary(name: str, path: pathlib.Path, tree: Mapping[str, Any],
+                         by_base: dict[str, list[str]], kind: str) -> dict[str, np.ndarray]:
+  """CIFAR binary: records of label byte(s) then 3072 pixel bytes (1024 R, 1024 G, 1024 B).
+
+  CIFAR-10 (`cifar-10-binary.tar.gz`): `data_batch_1..5.bin`, `test_batch.bin`, one label byte.
+  CIFAR-100 (`cifar-100-binary.tar.gz`): `train.bin`, `test.bin`, the coarse then the fine label
+  byte (the fine label is used).
+  """
+  if name != kind:
+    raise DataError(f'{path} holds {kind} binary batches but data.name is {name!r}')
+  files = ({'train': [f'data_batch_{i}.bin' for i in range(1, 6)], 'test': ['test_batch.bin']}
+           if kind == 'cifar10' else {'train': ['train.bin'], 'test': ['test.bin']})
+  label_bytes = 1 if kind == 'cifar10' else 2
+  record = label_bytes + 3 * 32 * 32
+  out = {}
+  for split, bases in files.items():
+    images, labels = [], []
+    for base in bases:
+      members = by_base.get(base, [])
+      if len(members) != 1:
+        raise DataError(f'{path}: expected exactly one {base}, found {members or "none"}')
+      raw = _bytes(tree, members[0])
+      if not raw or len(raw) % record:
+        raise DataError(f'{path}: {members[0]} holds {len(raw):,} bytes, not a whole number of '
+                        f'{record}-byte records')
+      rows = np.frombuffer(raw, np.uint8).reshape(-1, record)
+      labels.append(rows[:, label_bytes - 1])
+      images.append(rows[:, label_bytes:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
     out[f'{split}_images'] = np.ascontiguousarray(np.concatenate(images))
     out[f'{split}_labels'] = np.concatenate(labels).astype(np.int32)
   return out
