@@ -17,8 +17,8 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from superconv import platform
 from superconv import programs
-from superconv import xla_flags
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Folder for checkpoints, metrics and summaries.')
@@ -40,7 +40,7 @@ def main(argv):
   config = FLAGS.config
   # JAX is imported only now, after the flags parsed: a mistyped flag costs no JAX start-up;
   # XLA reads its flags when JAX starts, so the CPU defaults go in first.
-  xla_flags.apply_cpu_defaults()
+  platform.apply_cpu_defaults()
   import jax  # pylint: disable=g-import-not-at-top
   from superconv import sharding  # pylint: disable=g-import-not-at-top
   sharding.initialize_distributed(config.distributed)

@@ -33,6 +33,7 @@ from superconv import lr_estimate
 from superconv import model_adapter
 from superconv import models
 from superconv import optim
+from superconv import platform
 from superconv.data import pipeline
 from superconv.data import sources
 from superconv.sharding import AXIS
@@ -83,9 +84,8 @@ def zero_sums() -> dict:
 # The packed state: one flat buffer per dtype between calls.
 #
 # Dispatch cost grows with the number of arrays a jitted call takes and returns, not with their
-# size: the ResNet-56 state has 568 arrays, and a jitted identity on it costs 1.9-2.9 ms per call
-# on the 2-core CPU against 8 us on one flat array. So the training loop and the range test hold
-# the state as a few buffers (`pack`) and the jitted step unpacks them inside (slices and reshapes,
+# size (the ResNet-56 state has 568 arrays). So the training loop and the range test hold the
+# state as a few buffers (`pack`) and the jitted step unpacks them inside (slices and reshapes,
 # which XLA fuses into their consumers) and packs its result again (one concatenate per dtype,
 # written into the donated input buffers). Checkpoints, evaluation and user code see the pytree
 # (`unpack`); the two forms round-trip exactly (bit copies).
@@ -153,15 +153,7 @@ unpack = jax.jit(_unpack)
 unpack.__doc__ = """`unpack(packed) -> TrainState`: the pytree again, bit for bit (jitted)."""
 
 
-def packs_by_default(backend: str | None = None) -> bool:
-  """Whether the programs hold the state packed between boundaries: on accelerators only.
-
-  On the 2-core CPU the packed step compiles 2-3x slower (ResNet-56 43.6 -> 125.5 s, ResNet-20
-  17.3 -> 34.7 s; `benchmarks/results/dispatch_cpu.json`), while the dispatch it saves (about
-  2.5 -> 0.3 ms) is under 0.1 % of a 300 ms CPU update. On a GPU an update takes milliseconds and
-  the pytree dispatch about as long (6.9 ms measured on the H200 host), so there it pays.
-  """
-  return (backend or jax.default_backend()) != 'cpu'
+packs_by_default = platform.packs_by_default  # whether programs hold the state packed
 
 
 def hold(state: TrainState, packed: bool) -> TrainState | PackedState:
@@ -338,10 +330,7 @@ def make_train_fn(model, tx, mesh, spec: StepSpec, steps_per_call: int, *,
                      'of the mesh; choose a multiple of the device count.')
   step = functools.partial(_local_train_step, model=model, tx=tx, spec=spec,
                            num_devices=num_devices)
-  # XLA:CPU rewrites convolutions to its fast form only at the top level of a program, not in a
-  # loop body (jax-ml/jax#12868: 12-13x slower per update here), so on the CPU the k updates
-  # are unrolled into straight-line code; accelerators keep the loop (one compiled body).
-  unroll = True if mesh.devices.flat[0].platform == 'cpu' else 1
+  unroll = True if platform.unrolls_updates(mesh.devices.flat[0].platform) else 1
 
   def multi_step(state, data):
     if spec.streamed:
@@ -480,17 +469,10 @@ def dispatch_size(config: ml_collections.ConfigDict, backend: str | None = None)
   """Updates per dispatch: the largest divisor of `steps_per_dispatch` that lands on every
   log, eval and checkpoint boundary and on the end, so the step compiles exactly once.
 
-  On the CPU backend `cpu_steps_per_dispatch`, for runs of at least `cpu_unroll_min_steps`
-  updates (else 1). There `make_train_fn` unrolls the k updates, since a loop body keeps
-  XLA:CPU's slow convolutions, so the program holds k copies of the update: at k = 4 it compiled
-  1.4-2.2x as long for 1.03-1.05x the speed (benchmarks/results/cpu_unroll_cpu.json), which only
-  a long run wins back.
+  The divisor of `platform.steps_per_dispatch(config, backend)` (the CPU's and the accelerators'
+  fields differ there).
   """
-  if (backend or jax.default_backend()) == 'cpu':
-    long_run = int(config.num_steps) >= int(config.cpu_unroll_min_steps)
-    k = max(int(config.cpu_steps_per_dispatch), 1) if long_run else 1
-  else:
-    k = max(int(config.steps_per_dispatch), 1)
+  k = platform.steps_per_dispatch(config, backend)
   for every in (config.log_every_steps, config.eval_every_steps, config.checkpoint_every_steps,
                 config.num_steps, config.stop_after_steps):
     if every:

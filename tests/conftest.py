@@ -33,13 +33,12 @@ else:
 os.environ['JAX_COMPILATION_CACHE_DIR'] = _CACHE
 os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0'
 os.environ['JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES'] = '-1'
-# XLA:CPU's Eigen convolutions instead of its YNNPACK fusion: 1.35-1.43x faster train steps on
-# these 2-core machines, outputs equal to 1e-6 (measured on ResNet-20 and LeNet). Set before any
-# JAX backend starts, and inherited by every CLI subprocess, so all programs a test compares
-# use the same kernels.
-YNN_FLAG = '--xla_cpu_experimental_ynn_fusion_type=-individual_convolution'
-if YNN_FLAG not in os.environ.get('XLA_FLAGS', ''):
-  os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') + ' ' + YNN_FLAG).strip()
+# superconv's XLA:CPU defaults (superconv.platform), as the programs set them: before any JAX
+# backend starts, and inherited by every CLI subprocess, so all programs a test compares use the
+# same kernels.
+from superconv import platform  # pylint: disable=g-import-not-at-top
+
+platform.apply_cpu_defaults()
 
 import jax  # pylint: disable=g-import-not-at-top
 import pytest  # pylint: disable=g-import-not-at-top
