@@ -17,7 +17,7 @@ the paper's 8 GPUs, and `bn_groups=0` over each device's whole batch (1,000 on o
 
   python -m superconv.main --config=configs/resnet56.py --workdir=/tmp/resnet56
   python -m experiments.run --config=configs/resnet56.py \
-      --args "data=../shared/data/cifar10-jpeg.tar.gz" --seeds 0 1 2
+      --args "data=PATH/cifar-10-python.tar.gz" --seeds 0 1 2
 
 Hardware and time: 10 M training images; ~6.0 h on 8 GTX TITAN Black in 2017 (2.2 h of it
 testing). This 2-core CPU at 20-40 img/s: 3-6 days. Ours: see README.

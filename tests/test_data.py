@@ -264,10 +264,29 @@ def test_real_cifar10_jpeg_archive(tmp_path):
 
 
 def test_error_missing_path(tmp_path):
-  with pytest.raises(DataError, match='nope.tar.gz does not exist'):
+  with pytest.raises(DataError, match='nope.tar.gz does not exist') as info:
     sources.load_split(data_cfg(tmp_path, path=str(tmp_path / 'nope.tar.gz')), 'train')
+  # How to get it: the TFDS command, and a local copy by data=PATH with an example name.
+  assert 'python -m superconv.main --config=configs/resnet56.py' in str(info.value)
+  assert 'data=cifar-10-python.tar.gz' in str(info.value)
   with pytest.raises(DataError, match='needs --config.data.path'):
     sources.load_split(data_cfg(tmp_path, path=''), 'train')
+  with pytest.raises(DataError, match=r'fashion-mnist does not exist\. To get fashion_mnist: .*'
+                     r'`apt-get install dataset-fashion-mnist`.*data=PATH'):
+    sources.load_split(data_cfg(tmp_path, name='fashion_mnist',
+                                path=str(tmp_path / 'fashion-mnist')), 'train')
+
+
+def test_nothing_names_the_development_layout():
+  # ../shared exists only in this repository's development checkout: no hint, config, doc or
+  # README may send a user there.
+  root = pathlib.Path(__file__).resolve().parents[1]
+  files = [*root.glob('superconv/**/*.py'), *root.glob('configs/*.py'), *root.glob('docs/*.md'),
+           *root.glob('notebooks/*.ipynb'), root / 'README.md']
+  offending = [f'{p.relative_to(root)}:{i}' for p in files
+               for i, line in enumerate(p.read_text().splitlines(), 1)
+               if '../shared' in line or '/work/shared' in line]
+  assert not offending, offending
 
 
 def test_error_unknown_layout_says_what_was_expected(tmp_path):

@@ -105,6 +105,24 @@ _FORMATS_HELP = (
     "extracted; (c) a directory of MNIST-format IDX files train-images-idx3-ubyte[.gz], "
     "train-labels-idx1-ubyte[.gz], t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz]")
 _CACHE_VERSION = 2
+# How to get each set, for the message of a missing local copy.
+_TFDS_COMMAND = ('TFDS downloads it on first use (data.source=tfds, the CIFAR configs\' default), '
+                 'e.g. python -m superconv.main --config=configs/resnet56.py --workdir=runs/r56')
+_HOW_TO_GET = {
+    'cifar10': f'{_TFDS_COMMAND}; or pass a local copy as data=PATH (--config.data.path=PATH), '
+               'e.g. data=cifar-10-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html',
+    'cifar100': f'{_TFDS_COMMAND} --config.data.name=cifar100; or pass a local copy as data=PATH '
+                '(--config.data.path=PATH), e.g. data=cifar-100-python.tar.gz',
+    'mnist': 'TFDS downloads it on first use (--config.data.source=tfds); or pass data=PATH '
+             '(--config.data.path=PATH), a folder of the four IDX files '
+             'train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz, '
+             't10k-labels-idx1-ubyte.gz',
+    'fashion_mnist': 'on Debian or Ubuntu, `apt-get install dataset-fashion-mnist` puts its four '
+                     'IDX files in /usr/share/datasets/fashion-mnist; or pass data=PATH '
+                     '(--config.data.path=PATH), a folder of train-images-idx3-ubyte.gz, '
+                     'train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz and '
+                     't10k-labels-idx1-ubyte.gz',
+}
 
 
 def _spec(name: str) -> DatasetSpec:
@@ -403,11 +421,13 @@ def _load_files_cached(name: str, path_str: str, cache_dir: str,
   Cached only once every check has passed; with `counts`, the set's sizes are checked on every
   load (a cached copy too: the cache of a deliberately smaller copy is not the whole set).
   """
+  how = _HOW_TO_GET.get(name, _FORMATS_HELP)
   if not path_str:
-    raise DataError("data.source='files' needs --config.data.path=PATH; " + _FORMATS_HELP)
+    raise DataError(f"data.source='files' needs --config.data.path=PATH; {_FORMATS_HELP}. To get "
+                    f'{name}: {how}')
   path = pathlib.Path(path_str).expanduser().resolve()
   if not path.exists():
-    raise DataError(f'data path {path} does not exist')
+    raise DataError(f'data path {path} does not exist. To get {name}: {how}')
   key = [_CACHE_VERSION, name, str(path), _source_key(path)]
   digest = hashlib.sha1(json.dumps(key).encode()).hexdigest()[:16]
   cache_root = pathlib.Path(cache_dir or '~/.cache/superconv').expanduser()
