@@ -11,7 +11,8 @@ weight-decay mask, the checkpoints and the cross-device averaging treat every ki
 alike. `adapt(model)` picks the adapter:
 
   * a `flax.linen.Module` (superconv's own models): `model.apply({'params', 'batch_stats'}, x,
-    train=..., mutable=['batch_stats'], rngs={'dropout': k})`;
+    train=..., mutable=['batch_stats'], rngs={'dropout': k})`, with the module's own mode flag
+    in place of `train=` (`deterministic=not train`, `training=`) or none;
   * a `flax.nnx.Module` instance (its current weights are the start), or
     `models.nnx_models.NnxSpec` (built from the run's key and the input shape, as superconv's
     registered NNX models are, e.g. 'nnx_lenet'): split into `nnx.Param`
@@ -27,6 +28,7 @@ Why Linen is superconv's default is written in docs/architecture.md.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from typing import Any, Callable, Protocol
 
 import flax.linen as nn
@@ -48,26 +50,47 @@ class Adapter(Protocol):
     ...
 
 
+# The mode flags a Linen module's __call__ may take, and the value each has in training.
+_MODE_FLAGS = {'train': True, 'training': True, 'is_training': True, 'deterministic': False}
+
+
+def _mode_flag(module: nn.Module) -> str | None:
+  """The mode flag `module.__call__` takes (`_MODE_FLAGS`), or None for a module without one."""
+  try:
+    names = inspect.signature(type(module).__call__).parameters
+  except (TypeError, ValueError):
+    return 'train'
+  return next((n for n in _MODE_FLAGS if n in names), None)
+
+
 @dataclasses.dataclass(frozen=True)
 class LinenAdapter:
-  """A Linen module called with superconv's convention (`train=`, 'batch_stats', 'dropout')."""
+  """A Linen module, called with 'batch_stats' and 'dropout' collections and its own mode flag:
+  `train=` (superconv's models), `training=`, `is_training=`, `deterministic=` (flax's
+  examples: `deterministic = not train`) or none at all."""
   module: nn.Module
 
   @property
   def name(self) -> str:
     return type(self.module).__name__
 
+  def _flag(self, train: bool) -> dict:
+    flag = _mode_flag(self.module)
+    if flag is None:
+      return {}
+    return {flag: train if _MODE_FLAGS[flag] else not train}
+
   def init(self, key, example):
-    variables = self.module.init({'params': key, 'dropout': key}, example, train=False)
+    variables = self.module.init({'params': key, 'dropout': key}, example, **self._flag(False))
     return variables['params'], variables.get('batch_stats', {})
 
   def apply(self, params, batch_stats, x, *, train, dropout_key=None):
     variables = {'params': params, 'batch_stats': batch_stats}
     if not train:
-      return self.module.apply(variables, x, train=False), batch_stats
+      return self.module.apply(variables, x, **self._flag(False)), batch_stats
     rngs = {} if dropout_key is None else {'dropout': dropout_key}
-    logits, mutated = self.module.apply(variables, x, train=True, mutable=['batch_stats'],
-                                        rngs=rngs)
+    logits, mutated = self.module.apply(variables, x, **self._flag(True),
+                                        mutable=['batch_stats'], rngs=rngs)
     return logits, mutated.get('batch_stats', {})
 
 

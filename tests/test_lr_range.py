@@ -337,3 +337,293 @@ def test_apply_suggestion(tmp_path):
   c.lr_range_result = str(tmp_path / 'missing.json')
   with pytest.raises(configure.ConfigError, match='cannot read'):
     configure.apply_suggestion(c)
+
+
+# ----------------------------------------------------------------------------------------------
+# find: any training, any layout
+
+
+def _token_lm(vocab=16, dim=8):
+  """A bigram language model on token batches {'tokens': int32 [B, T]}: embed, project."""
+  rng = np.random.default_rng(0)
+  params = {'embed': rng.normal(0, 0.1, (vocab, dim)).astype(np.float32),
+            'out': rng.normal(0, 0.1, (dim, vocab)).astype(np.float32)}
+
+  def logits(params, tokens):
+    return params['embed'][tokens[:, :-1]] @ params['out']
+
+  def loss_fn(params, state, batch, key):
+    del key
+    z = logits(params, batch['tokens'])
+    loss = optax.softmax_cross_entropy_with_integer_labels(z, batch['tokens'][:, 1:]).mean()
+    return loss, ({'seen': state['seen'] + 1}, {})
+
+  def eval_fn(params, state, batch):
+    z = logits(params, batch['tokens'])
+    return {'loss': optax.softmax_cross_entropy_with_integer_labels(
+        z, batch['tokens'][:, 1:]).mean(),
+            'accuracy': (z.argmax(-1) == batch['tokens'][:, 1:]).mean()}
+  return params, loss_fn, eval_fn
+
+
+def _token_batches(seed, n, batch=8, length=12, vocab=16):
+  # A noisy rule (next = 3 * token + 1 mod vocab, else a random token, 1 in 4): learnable, and
+  # not to zero loss, so too large an LR diverges.
+  rng = np.random.default_rng(seed)
+  for _ in range(n):
+    t = np.zeros((batch, length), np.int32)
+    t[:, 0] = rng.integers(0, vocab, batch)
+    for i in range(1, length):
+      t[:, i] = np.where(rng.random(batch) < 0.75, (3 * t[:, i - 1] + 1) % vocab,
+                         rng.integers(0, vocab, batch))
+    yield {'tokens': t}
+
+
+def test_find_sweeps_dict_batches_on_four_devices_with_sharded_params(monkeypatch):
+  made = _spy_on_the_update(monkeypatch)
+  devices = np.asarray(jax.devices()[:4])
+  assert devices.size == 4   # tests/conftest.py: 4 CPU devices
+  mesh = jax.sharding.Mesh(devices, ('model',))
+  spec = jax.sharding.PartitionSpec
+  host, loss_fn, eval_fn = _token_lm()
+  params = {'embed': jax.device_put(host['embed'], jax.NamedSharding(mesh, spec(None, 'model'))),
+            'out': jax.device_put(host['out'], jax.NamedSharding(mesh, spec('model', None)))}
+  state = {'seen': jnp.zeros((), jnp.int32)}
+  batch_sharding = jax.NamedSharding(mesh, spec('model', None))
+  batches = ({'tokens': jax.device_put(b['tokens'], batch_sharding)}   # sharded over devices
+             for b in _token_batches(0, 40))
+  held_out = list(_token_batches(1, 2))
+  before = (_snapshot(params), _snapshot(state))
+  r = lr_range.find(loss_fn, params, optax.sgd, batches, model_state=state, eval_fn=eval_fn,
+                    eval_batches=held_out, min_lr=1e-3, max_lr=1000.0, num_steps=40,
+                    eval_every_steps=2, momentum=(0.95, 0.85), run_steps=400,
+                    identity={'model': 'bigram'})
+  _assert_unchanged(params, before[0])   # bit-identical, not donated
+  _assert_unchanged(state, before[1])
+  assert params['embed'].sharding.spec == spec(None, 'model')
+  assert [f._cache_size() for f in made] == [1]   # one compilation: shardings kept
+  s = r.settings
+  assert s['metric'] == 'loss' and s['maximize'] is False and s['reading'] == 'eval'
+  assert s['identity']['model'] == 'bigram' and s['identity']['params'] == 2 * 16 * 8
+  assert s['identity']['batch_size'] == 8 and s['identity']['input_shape'] == {'tokens': [12]}
+  assert s['momentum_swept'] == [0.95, 0.85] and s['identity']['optimizer']['momentum'] == pytest.approx(0.95)
+  # The held-out loss fell, then the LR grew past what SGD tolerates: the sweep stopped.
+  loss = r.eval_metrics['loss']
+  assert loss.min() < 0.7 * loss[0] and r.eval_metrics['accuracy'].max() > 0.4
+  assert r.reliable and 1e-3 < r.max_lr < 1000.0 and r.suggestion['method'] in ('peak', 'fall')
+  assert r.diverged_at is not None and len(r.lrs) < 40
+  assert r.max_lr < r.lrs[r.diverged_at]
+  np.testing.assert_allclose(r.lrs, np.geomspace(1e-3, 1000.0, 41)[:len(r.lrs)], rtol=1e-4)
+  # Cost: updates x batch + evaluations x 16 held-out sequences / 3, against 400 updates + one
+  # evaluation.
+  n, m = len(r.lrs), len(r.eval_steps)
+  assert r.cost['fraction'] == pytest.approx((n * 8 + m * 16 / 3) / (400 * 8 + 16 / 3))
+
+
+def test_find_repeats_a_seed_function_and_reads_the_training_loss_without_eval():
+  params, loss_fn, _ = _token_lm()
+  orders = []
+
+  def batches(seed):
+    orders.append(seed)
+    return _token_batches(seed, 30)
+  r = lr_range.find(loss_fn, params, optax.sgd, batches, model_state={'seen': np.int32(0)},
+                    min_lr=1e-2, max_lr=100.0, num_steps=30, repeats=3)
+  assert orders == [0, 1, 2] and r.spread['repeats'] == 3
+  assert r.settings['reading'] == 'loss' and r.suggestion['method'] in ('valley', 'unreliable')
+  assert len(r.eval_steps) == 0   # nothing evaluated
+  # The three sweeps saw different data: different losses.
+  assert len({tuple(x.train_loss[:5].round(6)) for x in r.runs}) == 3
+  with pytest.raises(TypeError, match='one-pass iterator'):
+    lr_range.find(loss_fn, params, optax.sgd, _token_batches(0, 30),
+                  model_state={'seen': np.int32(0)}, num_steps=10, repeats=2)
+
+
+def test_find_checks_its_arguments_before_any_compute(monkeypatch):
+  params, loss_fn, eval_fn = _token_lm()
+  monkeypatch.setattr(core, '_place', lambda *a: pytest.fail('computed before the check'))
+  with pytest.raises(TypeError, match='num_iter'):
+    lr_range.find(loss_fn, params, optax.sgd, [], num_iter=10)  # pylint: disable=unexpected-keyword-arg
+  with pytest.raises(ValueError, match='eval_batches'):
+    lr_range.find(loss_fn, params, optax.sgd, [], eval_fn=eval_fn)
+  with pytest.raises(ValueError, match="rule must be 'peak' or 'fall'"):
+    lr_range.find(loss_fn, params, optax.sgd, [], rule='late')
+  with pytest.raises(ValueError, match='smoothing'):
+    lr_range.find(loss_fn, params, optax.sgd, [], smoothing=1.5)
+  with pytest.raises(TypeError, match='num_iter'):
+    lr_range.range_test(_TinyNet(), optax.sgd, {}, _problem(), batch_size=8, num_iter=10)
+
+
+class _Deterministic(nn.Module):
+  """flax's examples' convention: `deterministic=`, no `train=`."""
+
+  @nn.compact
+  def __call__(self, x, deterministic: bool):
+    x = nn.Dropout(0.2, deterministic=deterministic)(nn.relu(nn.Dense(8)(x.mean((1, 2)))))
+    return nn.Dense(3)(x)
+
+
+class _NoFlag(nn.Module):
+
+  @nn.compact
+  def __call__(self, x):
+    return nn.Dense(3)(x.mean((1, 2)))
+
+
+@pytest.mark.parametrize('module', [_Deterministic(), _NoFlag()], ids=['deterministic', 'none'])
+def test_a_linen_module_with_another_mode_flag_needs_no_wrapper(module):
+  images, labels = _problem()
+  variables = module.init(jax.random.PRNGKey(0), jnp.asarray(images[:2]),
+                          **({'deterministic': True} if isinstance(module, _Deterministic)
+                             else {}))
+  r = lr_range.range_test(module, optax.sgd, variables, (images, labels), (images, labels),
+                          min_lr=0.0, max_lr=2.0, num_steps=8, batch_size=8,
+                          eval_every_steps=4)
+  assert np.all(np.isfinite(r.train_loss[:4])) and r.train_loss[0] != r.train_loss[3]
+  assert r.settings['identity']['model'] == type(module).__name__
+  assert r.settings['identity']['num_classes'] == 3
+  assert r.settings['identity']['input_shape'] == [6, 6, 2]
+
+
+# ----------------------------------------------------------------------------------------------
+# A result's identity, files, reliability and the run it feeds
+
+
+def _made_result(reliable=True, **settings):
+  lrs = np.linspace(0.0, 1.0, 8)
+  s = lr_range.suggest(lrs[[0, 2, 4, 6, 7]], [0.1, 0.5, 0.7, 0.3, 0.1], window=1)
+  if not reliable:
+    s = lr_range.suggest(lrs[[0, 2, 4, 6, 7]], [0.1] * 5, window=1)
+  return lr_range.RangeTestResult(
+      lrs=lrs, train_loss=2 - lrs, train_loss_smoothed=2 - lrs,
+      eval_steps=np.array([0, 2, 4, 6, 7]), eval_lrs=lrs[[0, 2, 4, 6, 7]],
+      eval_accuracy=np.array([0.1, 0.5, 0.7, 0.3, 0.1]), eval_loss=np.ones(5),
+      suggestion=s, loss_suggestion={}, settings=settings,
+      eval_metrics={'accuracy': np.array([0.1, 0.5, 0.7, 0.3, 0.1]), 'loss': np.ones(5)})
+
+
+def test_an_unreliable_reading_is_not_a_number(tmp_path):
+  bad = _made_result(reliable=False)
+  with pytest.raises(lr_range.UnreliableReading, match='learned too little'):
+    _ = bad.max_lr
+  with pytest.raises(lr_range.UnreliableReading):
+    bad.schedules('one_cycle', 100)
+  assert bad.suggestion['max_lr'] == 1.0   # the raw value, for inspection
+  assert bad.summary().startswith('UNRELIABLE')
+  assert 'UNRELIABLE' in bad.figure().axes[0].get_title()
+  good = _made_result()
+  assert good.max_lr == pytest.approx(4 / 7) and 'UNRELIABLE' not in good.figure().axes[
+      0].get_title()
+
+
+def test_save_load_round_trip_and_leaves_a_runs_files_alone(tmp_path):
+  for name, text in (('metrics.jsonl', '{"step": 1}\n'), ('summary.json', '{"a": 1}'),
+                     ('config.json', '{"b": 2}'), ('checkpoints/1/x', 'ckpt')):
+    (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / name).write_text(text)
+  before = {p: p.read_bytes() for p in tmp_path.rglob('*') if p.is_file()}
+  r = _made_result(identity={'model': 'MLP', 'params': 10}, momentum_swept=None)
+  path = r.save(str(tmp_path))
+  after = {p for p in tmp_path.rglob('*') if p.is_file()}
+  assert after - set(before) == {tmp_path / 'lr_range.json', tmp_path / 'lr_range.png'}
+  assert all(p.read_bytes() == b for p, b in before.items())
+  back = lr_range.load(path)
+  assert lr_range.load(str(tmp_path)).suggestion == back.suggestion == r.suggestion
+  for f in ('lrs', 'train_loss', 'train_loss_smoothed', 'eval_steps', 'eval_lrs',
+            'eval_accuracy', 'eval_loss'):
+    np.testing.assert_array_equal(getattr(back, f), getattr(r, f))
+  np.testing.assert_array_equal(back.eval_metrics['accuracy'], r.eval_metrics['accuracy'])
+  assert back.settings == r.settings and back.max_lr == r.max_lr
+  (tmp_path / 'other.json').write_text('{"a": 1}')
+  with pytest.raises(ValueError, match='not a saved range test'):
+    lr_range.load(str(tmp_path / 'other.json'))
+
+
+def test_the_effective_step_rule_from_python():
+  # Read at max_lr 4/7 under momentum 0.9: the tested step is (4/7) / 0.1.
+  r = _made_result(identity={'momentum': 0.9})
+  e = (4 / 7) / 0.1
+  # A 1cycle with momentum 0.95 -> 0.85: its largest lr/(1-m) is at the LR peak, (4/7) / 0.15,
+  # below the tested one: 'cap' leaves the reading; 'match' raises it to the tested step.
+  b = r.bounds('one_cycle', 100, momentum=(0.95, 0.85))
+  assert b['scale'] == 1.0 and b['max_lr'] == pytest.approx(4 / 7)
+  assert b['min_lr'] == pytest.approx(4 / 70)
+  assert r.bounds('one_cycle', 100, momentum=(0.95, 0.85), rule='match')['scale'] == (
+      pytest.approx(e / ((4 / 7) / 0.15)))
+  # Held at 0.95 (the tested momentum unknown to the run): the step would double, so 'cap'
+  # halves every bound.
+  lr, m = r.schedules('clr', 100, momentum=(0.95, 0.95))
+  assert float(lr(50)) == pytest.approx(4 / 7 * 0.5, rel=1e-5)        # the CLR peak
+  assert float(lr(0)) == pytest.approx(4 / 7 / 4 * 0.5, rel=1e-5)     # max / min_lr_div_clr
+  assert float(m(50)) == pytest.approx(0.95)
+  lr, m = r.schedules('one_cycle', 100)   # momentum None: the tested 0.9, constant
+  assert float(m(10)) == pytest.approx(0.9, rel=1e-6)
+  assert max(float(lr(t)) for t in range(100)) == pytest.approx(4 / 7, rel=1e-5)
+  # A momentum swept alongside: the value where the LR first reached the reading.
+  swept = _made_result(momentum_swept=[0.95, 0.85], num_steps=7)
+  assert swept.tested_momentum() == pytest.approx(0.95 - 0.1 * 4 / 7)
+
+
+def test_a_python_result_of_another_model_is_refused_by_a_run(tmp_path):
+  images, labels = _problem()
+  model = _TinyNet()
+  variables = model.init({'params': jax.random.PRNGKey(0), 'dropout': jax.random.PRNGKey(0)},
+                         jnp.asarray(images[:2]), train=False)
+  r = lr_range.range_test(model, lambda lr: optax.sgd(lr, momentum=0.9), variables,
+                          (images, labels), (images, labels), min_lr=0.0, max_lr=1.0,
+                          num_steps=4, batch_size=8, eval_every_steps=2, min_rise=0.0)
+  path = r.save(str(tmp_path))
+  c = _smoke_config()
+  c.mode = 'train'
+  c.schedule = optim.schedule_config('one_cycle')
+  c.lr_range_result = path
+  with pytest.raises(configure.ConfigError) as e:
+    configure.apply_suggestion(c)
+  message = str(e.value)
+  assert "model: tested '_TinyNet', this run 'LeNet'" in message
+  assert 'input_shape: tested [6, 6, 2]' in message and 'num_classes: tested 3' in message
+  assert 'params: tested' in message and 'batch_size: tested 8' in message
+  # A result that records nothing is refused too; accept_mismatch takes either on purpose.
+  c.lr_range_result = _result_file(tmp_path)
+  with pytest.raises(configure.ConfigError, match='records neither its config'):
+    configure.apply_suggestion(c)
+  c.lr_range.accept_mismatch = True
+  assert configure.apply_suggestion(c).schedule.max_lr == 2.0
+
+
+def test_the_identity_a_cli_sweep_records_matches_the_run_it_feeds(tmp_path):
+  c = _smoke_config(min_lr=0.0, max_lr=0.08, num_steps=4, eval_every_steps=2)
+  result = lr_range.run(configure.range_form(c), str(tmp_path))
+  ident = result.settings['identity']
+  run = c.copy_and_resolve_references()
+  run.mode = 'train'
+  mine = configure.run_identity(run)
+  assert {k: ident[k] for k in mine if k != 'optimizer'} == {
+      k: v for k, v in mine.items() if k != 'optimizer'}
+  assert configure.identity_differences(ident, run) == []
+
+
+def test_importing_the_range_test_and_schedules_pulls_in_no_tfds_orbax_or_ml_collections():
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  code = ('import sys, superconv.lr_range, superconv.schedules; '
+          "print(sorted({m.split('.')[0] for m in sys.modules} & "
+          "{'tensorflow_datasets', 'tensorflow', 'orbax', 'ml_collections', 'matplotlib'}))")
+  out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True,
+                       timeout=120)
+  assert out.stdout.strip() == '[]', out.stdout + out.stderr
+
+
+def test_installing_superconv_adds_no_other_top_level_package():
+  # What `pip install` ships: setuptools' package discovery as pyproject.toml configures it
+  # (namespaces on, setuptools' default for [tool.setuptools.packages.find]).
+  import os  # pylint: disable=g-import-not-at-top
+  import setuptools  # pylint: disable=g-import-not-at-top
+  import tomllib  # pylint: disable=g-import-not-at-top
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  with open(os.path.join(root, 'pyproject.toml'), 'rb') as f:
+    find = tomllib.load(f)['tool']['setuptools']['packages']['find']
+  found = setuptools.find_namespace_packages(where=root, include=find['include'],
+                                             exclude=find.get('exclude', ()))
+  assert {'superconv', 'superconv.lr_range', 'superconv.models', 'superconv.data'} <= set(found)
+  assert {p.split('.')[0] for p in found} == {'superconv'}   # no `configs`, `tests`, ...

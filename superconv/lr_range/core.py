@@ -85,6 +85,11 @@ def sweep_cost(results, *, batch_size: int, eval_examples: int, run_steps: int,
           'counted': 'training-example equivalents; an evaluated example = 1/3 of a trained one'}
 
 
+def _linear(start: float, end: float, num_steps: int) -> Callable:
+  """start + (end - start) * clip(s, 0, n) / n: the swept momentum (it may fall)."""
+  return lambda s: start + (end - start) * jnp.clip(s, 0, num_steps) / num_steps
+
+
 def _injected(opt_state) -> dict | None:
   hp = getattr(opt_state, 'hyperparams', None)
   ok = isinstance(hp, dict) and 'learning_rate' in hp and hasattr(opt_state, '_replace')
@@ -339,7 +344,7 @@ def find(loss_fn: Callable, params: Any, optimizer: Any, batches: Any, *,
       raise ValueError(f'momentum=(m0, m1): the optimizer has no injected {momentum_name!r} '
                        f'(it injects {sorted(hp)})')
     m0, m1 = (float(m) for m in momentum)
-    momentum_fn = schedules.lr_range(m0, m1, num_steps, mode='linear')
+    momentum_fn = _linear(m0, m1, num_steps)
   if opt_state is not None:
     start = (start._replace(inner_state=opt_state) if factory is not None else opt_state)
   tx = _driven(base, lr_fn, momentum_fn, momentum_name)

@@ -270,7 +270,15 @@ class RangeTestResult:
     metrics_lib.write_json(os.path.join(workdir, 'summary.json'), self.summary_dict())
 
   def plot(self, path: str) -> None:
-    """Accuracy and loss against LR, the suggestion marked (matplotlib, Agg; no pyplot state)."""
+    """Writes `figure()` to `path` (a local path or an object store's)."""
+    # Rendered to bytes, then written through epath: `path` may be on an object store.
+    buf = io.BytesIO()
+    self.figure().savefig(buf, format=os.path.splitext(os.fspath(path))[1][1:] or 'png', dpi=120)
+    storage.write_atomic(path, buf.getvalue())
+
+  def figure(self):
+    """The read metric and the losses against LR, the suggestion marked, or marked unreliable
+    (a matplotlib Figure on the Agg canvas; no pyplot state)."""
     # pylint: disable=g-import-not-at-top
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -328,10 +336,7 @@ class RangeTestResult:
     ax_loss.set_xlabel('learning rate')
     ax_acc.legend(fontsize=7)
     ax_loss.legend(fontsize=7)
-    # Rendered to bytes, then written through epath: `path` may be on an object store.
-    buf = io.BytesIO()
-    fig.savefig(buf, format=os.path.splitext(os.fspath(path))[1][1:] or 'png', dpi=120)
-    storage.write_atomic(path, buf.getvalue())
+    return fig
 
 
 def combine(results: list[RangeTestResult]) -> RangeTestResult:
