@@ -205,3 +205,20 @@ def test_nnx_spec_builds_for_the_input_shape_and_counts_parameters():
                                     dropout_key=jax.random.PRNGKey(1))
   assert logits.shape == (4, 10) and logits.dtype == jnp.float32
   assert not np.allclose(new_stats['bn1']['mean'], stats['bn1']['mean'])
+
+
+_DEPRECATED = compile('with jax.sharding.Mesh(jax.devices()[:1], ("d",)):\n  pass',
+                      'probe.py', 'exec')  # JAX deprecated `with mesh:` for jax.set_mesh
+
+
+@pytest.mark.parametrize('module', ['superconv.probe', 'configs.probe', 'experiments.probe',
+                                    'benchmarks.probe', 'research.probe'])
+def test_a_deprecated_api_in_our_code_fails_the_test(module):
+  # pyproject's filterwarnings: JAX's DeprecationWarning points at its caller; called from one
+  # of this repository's modules, it is an error ...
+  with pytest.raises(DeprecationWarning, match='with mesh'):
+    exec(_DEPRECATED, {'__name__': module, 'jax': jax})  # pylint: disable=exec-used
+
+
+def test_a_deprecated_api_in_another_library_is_not_our_failure():
+  exec(_DEPRECATED, {'__name__': 'some_library.module', 'jax': jax})  # ... elsewhere, ignored

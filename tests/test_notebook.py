@@ -89,6 +89,7 @@ def test_notebook_runs_top_to_bottom(tmp_path, monkeypatch):
   data_path = small_cifar10(tmp_path / 'cifar10', {'train': 50, 'test': 20})
   values = dict(MODEL='resnet8', BATCH_SIZE=32, NUM_STEPS=16, RANGE_STEPS=12,
                 RANGE_EVAL_EVERY=4, RANGE_EVAL_EXAMPLES=10, EVAL_EVERY=8, TRAIN_SUBSET=0, DATA_PATH=data_path,
+                DATA_IS_PART=True,  # 50 / 20 images per class, not the whole set
                 CACHE_DIR=str(tmp_path / 'cache'), OUT_DIR=str(out), PROGRESS=False,
                 TENSORBOARD=False)
   nb = nbformat.read(NOTEBOOK, as_version=4)
@@ -128,5 +129,12 @@ def test_notebook_runs_top_to_bottom(tmp_path, monkeypatch):
   # multistep 0.1, x0.1 at updates 8 and 12: the LR of the update before each log point.
   assert step_lrs[8] == pytest.approx(0.1) and step_lrs[16] == pytest.approx(1e-3)
   one_cycle = json.loads((out / '1cycle' / 'config.json').read_text())
+  printed = ''.join(o.get('text', '') for c in nb.cells if c.cell_type == 'code'
+                    for o in c.outputs)
+  kept = re.search(r'No reliable range-test reading; 1cycle keeps max_lr=(\S+)\.', printed)
   if sweep['suggestion']['reliable']:  # the range test's reading set the 1cycle peak
+    assert kept is None
     assert one_cycle['schedule']['max_lr'] == pytest.approx(sweep['suggestion']['max_lr'])
+  else:  # (at this size, usually) the notebook says so and the run keeps the config's peak
+    assert kept, printed[-2000:]
+    assert one_cycle['schedule']['max_lr'] == pytest.approx(float(kept.group(1)))

@@ -31,9 +31,15 @@ import optax
 
 from test_reliability import _assert_clean_failure as assert_clean_failure
 from test_train import _rows, _tiny_problem
-from test_train import cli  # noqa: F401  (a fixture)
 
 IMAGENET_SMOKE = 'configs/resnet50_imagenet.py:tiny'
+
+
+@pytest.fixture
+def cli(run_cli):
+  """`cli(workdir, *overrides, env=None)`: the ImageNet smoke config, launched through conftest."""
+  return lambda workdir, *extra, **kw: run_cli(
+      f'--config={IMAGENET_SMOKE}', '--config.progress_bar=False', *extra, workdir=workdir, **kw)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -170,12 +176,12 @@ def test_streamed_run_preempted_at_an_odd_update_resumes_exactly(cli, tmp_path):
   args = ('--config.data.source=files', f'--config.data.path={root}',
           '--config.model.name=resnet8')
   reference = str(tmp_path / 'reference')
-  assert cli(reference, *args, config=IMAGENET_SMOKE).returncode == 0
+  assert cli(reference, *args).returncode == 0
   workdir = str(tmp_path / 'run')
-  result = cli(workdir, *args, config=IMAGENET_SMOKE, env={train.SIGNAL_AT_STEP_ENV: '3:SIGINT'})
+  result = cli(workdir, *args, env={train.SIGNAL_AT_STEP_ENV: '3:SIGINT'})
   assert result.returncode == 0, result.stderr[-3000:]
   assert 'Received SIGINT: saved a checkpoint at update 3 of 8' in result.stdout
-  result = cli(workdir, *args, config=IMAGENET_SMOKE)
+  result = cli(workdir, *args)
   assert result.returncode == 0, result.stderr[-3000:]
   assert 'Resumed from the checkpoint at update 3' in result.stderr
   assert _rows(workdir) == _rows(reference)
@@ -187,7 +193,7 @@ def test_streamed_corrupt_image_is_a_clear_error_naming_the_file(cli, tmp_path):
   write_image_folders(root)
   (root / 'train' / 'n00000001' / 'broken.jpg').write_bytes(b'not a jpeg')
   result = cli(str(tmp_path / 'run'), '--config.data.source=files',
-               f'--config.data.path={root}', config=IMAGENET_SMOKE)
+               f'--config.data.path={root}')
   assert_clean_failure(result, 2, 'cannot decode image', 'broken.jpg')
 
 
@@ -197,8 +203,7 @@ def test_cli_streams_image_folders_and_resumes_exactly(cli, tmp_path):
   workdir = str(tmp_path / 'run')
   args = ('--config.data.source=files', f'--config.data.path={root}',
           '--config.data.eval_batch_size=4')
-  config = 'configs/resnet50_imagenet.py:tiny'
-  result = cli(workdir, *args, config=config)
+  result = cli(workdir, *args)
   assert result.returncode == 0, result.stderr[-3000:]
   assert 'imagenet2012 streamed input' in result.stderr
   rows = _rows(workdir)
@@ -212,7 +217,7 @@ def test_cli_streams_image_folders_and_resumes_exactly(cli, tmp_path):
 
   # Interrupted after update 4: the stream reopens at update 4 and the run ends identically.
   shutil.rmtree(os.path.join(workdir, 'checkpoints', '8'))
-  result = cli(workdir, *args, config=config)
+  result = cli(workdir, *args)
   assert result.returncode == 0, result.stderr[-3000:]
   assert 'Resumed from the checkpoint at update 4' in result.stderr
   assert _rows(workdir) == rows
