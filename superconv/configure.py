@@ -296,6 +296,20 @@ def identity_differences(tested: dict, run: ml_collections.ConfigDict) -> list[s
   return out
 
 
+def _recorded_momentum(result: dict, lr: float) -> float | None:
+  """The momentum a Python-API range test (lr_range.json) ran at when its LR reached `lr`: the
+  recorded constant, or its linear sweep `momentum_swept` [m0, m1]; None if not recorded."""
+  settings = result['settings']
+  swept = settings.get('momentum_swept')
+  if swept:
+    n = int(settings.get('num_steps') or len(result.get('lr', [])) or 1)
+    reached = np.flatnonzero(np.asarray(result.get('lr', []), np.float64) >= lr * (1 - 1e-6))
+    k = int(reached[0]) if reached.size else n
+    return float(swept[0] + (swept[1] - swept[0]) * min(k, n) / n)
+  m = settings['identity'].get('momentum')
+  return None if m is None or isinstance(m, (list, dict)) else float(m)
+
+
 def tested_momentum(tested: dict, lr: float) -> float:
   """The momentum a range test (its resolved config, as saved in lr_range.json) swept at LR `lr`:
   its constant value, or for a cyclical sweep (`lr_range.momentum='cyclical'`) the value at
@@ -403,10 +417,7 @@ def apply_suggestion(config: ml_collections.ConfigDict) -> ml_collections.Config
   if tested:
     m_tested = tested_momentum(tested, max_lr)
   elif result.get('settings', {}).get('identity'):  # saved from Python: its recorded momentum
-    from superconv.lr_range import result as result_lib  # pylint: disable=g-import-not-at-top
-    m_tested = result_lib.RangeTestResult(
-        np.asarray(result.get('lr', []), np.float64), *[np.zeros(0)] * 6, suggestion=s,
-        loss_suggestion={}, settings=result['settings']).tested_momentum(max_lr)
+    m_tested = _recorded_momentum(result, max_lr)
   if m_tested is not None and c.optimizer.name == 'sgd':
     # Every bound scales lr(t) by the same factor, so the largest effective step scales with it.
     scale = max_lr / (1.0 - m_tested) / max_effective_step(c)
