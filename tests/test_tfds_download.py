@@ -160,3 +160,41 @@ def test_tfds_route_offline_without_the_download_names_both_ways(tmp_path, offli
   assert 'ConnectionError' in message and 'tfds_data_dir' in message
   assert '--config.data.source=files --config.data.path=PATH' in message
   assert 'cifar-10-binary.tar.gz' in message  # the local formats, with an example name
+
+
+def test_tfds_route_offline_reads_mnists_four_idx_files(tmp_path, monkeypatch):
+  # MNIST is four files, stored by TFDS under names derived from their URLs; they are read under
+  # their own names (train-images-idx3-ubyte.gz, ...).
+  import gzip  # pylint: disable=g-import-not-at-top
+  import struct  # pylint: disable=g-import-not-at-top
+  from tensorflow_datasets.core.download import checksums  # pylint: disable=g-import-not-at-top
+  from tensorflow_datasets.core.download import downloader  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(3)
+  arrays = {'train-images-idx3-ubyte': rng.integers(0, 256, (7, 28, 28), dtype=np.uint8),
+            'train-labels-idx1-ubyte': rng.integers(0, 10, 7, dtype=np.uint8),
+            't10k-images-idx3-ubyte': rng.integers(0, 256, (3, 28, 28), dtype=np.uint8),
+            't10k-labels-idx1-ubyte': rng.integers(0, 10, 3, dtype=np.uint8)}
+  builder_cls = tfds.builder_cls('mnist')
+  served, infos = {}, {}
+  for url in builder_cls.url_infos:  # TFDS's four registered URLs
+    name = url.rsplit('/', 1)[-1]
+    array = arrays[name.removesuffix('.gz')]
+    raw = bytes([0, 0, 8, array.ndim]) + struct.pack(f'>{array.ndim}i', *array.shape)
+    served[url] = gzip.compress(raw + array.tobytes(), mtime=0)
+    infos[url] = checksums.UrlInfo(size=tfds.core.utils.Size(len(served[url])),
+                                   checksum=hashlib.sha256(served[url]).hexdigest(), filename=name)
+
+  @contextlib.contextmanager
+  def open_url(url, **kwargs):
+    del kwargs
+    yield types.SimpleNamespace(url=url, headers={}), iter([served[url]])
+
+  monkeypatch.setattr(downloader, '_open_url', open_url)
+  monkeypatch.setattr(builder_cls, 'url_infos', infos)
+  for split, prefix in (('train', 'train'), ('test', 't10k')):
+    images, labels = sources.load_split(data_cfg(tmp_path, name='mnist'), split)
+    if not HAS_TENSORFLOW:  # the files' own order (TFDS's prepared files have their own)
+      np.testing.assert_array_equal(images[..., 0], arrays[f'{prefix}-images-idx3-ubyte'])
+      np.testing.assert_array_equal(labels, arrays[f'{prefix}-labels-idx1-ubyte'])
+    assert as_set(images[..., 0], labels) == as_set(arrays[f'{prefix}-images-idx3-ubyte'],
+                                                    arrays[f'{prefix}-labels-idx1-ubyte'])
