@@ -58,7 +58,8 @@ def stream_config(root: str, batch: int, image_size: int, threads: int) -> ml_co
 
 def time_iterator(config, batches: int) -> float:
   """Images/s of the host iterator alone (one warm-up batch not counted)."""
-  it = streaming.train_iterator(config, process_index=0, process_count=1,
+  it = streaming.train_iterator(config.data, batch_size=config.batch_size, seed=config.seed,
+                                process_index=0, process_count=1,
                                 num_threads=config.data.num_threads)
   next(it)
   t = time.perf_counter()

@@ -5,6 +5,10 @@ host (`StreamInputs`, for sets too large: ImageNet). Each gives `num_classes`, `
 the model sees), `feed(mesh, start_step, k)` (the train step's input from update `start_step`
 on, k updates per call) and `evaluator(model, mesh, spec)` (the test split, evaluated in one
 compiled program over whole padded batches).
+
+This is where a run's config is taken apart: the data layer (`superconv.data`) is given
+`config.data` and, by name, the few run values it needs (the global batch size and the seed of a
+streamed set's order), never the whole config.
 """
 
 from __future__ import annotations
@@ -83,29 +87,29 @@ class StreamEvaluator(_Evaluator):
   few batches ahead in a thread, and each batch is placed on the devices as it comes.
   """
 
-  def __init__(self, model, mesh, spec: step_lib.StepSpec, config: ml_collections.ConfigDict,
+  def __init__(self, model, mesh, spec: step_lib.StepSpec, data_cfg: ml_collections.ConfigDict,
                source=None):
-    super().__init__(model, mesh, spec, streaming.mean_rgb(config.data))
-    self._config = config
-    self._source = source if source is not None else streaming.open_source(config.data, 'test')
-    self.num_examples = sources.SPECS[config.data.name].test_size
+    super().__init__(model, mesh, spec, streaming.mean_rgb(data_cfg))
+    self._data = data_cfg
+    self._source = source if source is not None else streaming.open_source(data_cfg, 'test')
+    self.num_examples = sources.SPECS[data_cfg.name].test_size
     self._sharding = NamedSharding(mesh, P(AXIS))
     self._num_devices = mesh.devices.size
 
   def _example(self):
-    batch = streaming.eval_batch_size(self._config, self._num_devices)
-    size = streaming.image_size(self._config.data)
+    batch = streaming.eval_batch_size(self._data, self._num_devices)
+    size = streaming.image_size(self._data)
     shape = lambda *dims, dtype: jax.ShapeDtypeStruct(dims, dtype, sharding=self._sharding)
     return (shape(batch, size, size, 3, dtype=jnp.uint8), shape(batch, dtype=jnp.int32),
             shape(batch, dtype=jnp.bool_))
 
   def _batches(self):
     it = streaming.eval_iterator(
-        self._config, process_index=jax.process_index(), process_count=jax.process_count(),
-        num_threads=self._config.data.num_threads, multiple_of=self._num_devices,
+        self._data, process_index=jax.process_index(), process_count=jax.process_count(),
+        num_threads=self._data.num_threads, multiple_of=self._num_devices,
         source=self._source)
-    it = streaming.in_background(it, self._config.data.prefetch)
-    for b in streaming.prefetch_to_device(it, self._config.data.prefetch, self._sharding):
+    it = streaming.in_background(it, self._data.prefetch)
+    for b in streaming.prefetch_to_device(it, self._data.prefetch, self._sharding):
       yield b['image'], b['label'], b['mask']
 
 
@@ -140,7 +144,8 @@ class StreamFeed:
     self._sharding = NamedSharding(mesh, P(None, AXIS))
     self._mean = replicate(streaming.mean_rgb(d), mesh)
     self._shape = (k, config.batch_size, streaming.image_size(d), streaming.image_size(d), 3)
-    it = streaming.train_iterator(config, process_index=jax.process_index(),
+    it = streaming.train_iterator(d, batch_size=config.batch_size, seed=config.seed,
+                                  process_index=jax.process_index(),
                                   process_count=jax.process_count(), start_step=start_step,
                                   num_threads=d.num_threads, source=source)
     self._host = streaming.in_background(streaming.stack(it, k), d.prefetch)
@@ -173,7 +178,7 @@ class MemoryInputs:
       # Evaluate on training examples held out (tuning never reads the test split).
       eval_kw = {'eval_split': 'validation',
                  'eval_examples': int(config.data.validation_examples)}
-    self.data = pipeline.load(config, **eval_kw)
+    self.data = pipeline.load(config.data, **eval_kw)
     self.num_classes = self.data.num_classes
     self.image_shape = tuple(self.data.train_images.shape[1:])
 
@@ -222,7 +227,7 @@ class StreamInputs:
           f'{self.config.data.name} is streamed: recomputing the BN statistics of a schedule-free '
           'run before evaluation needs an in-memory training set; set '
           'optimizer.eval_bn_batches=0 (evaluates x with the statistics of y)')
-    evaluator = StreamEvaluator(model, mesh, spec, self.config, source=self.test_source)
+    evaluator = StreamEvaluator(model, mesh, spec, self.config.data, source=self.test_source)
     if o.name in optim.SCHEDULE_FREE:
       point = step_lib.make_eval_point_fn(model, mesh, spec, 0)
       evaluator.prepare = lambda state: point(state, None)

@@ -667,15 +667,15 @@ def full_config(tmp_path, **data) -> ml_collections.ConfigDict:
 
 
 def test_load_mean_is_over_the_full_train_set(tmp_path):
-  d = pipeline.load(full_config(tmp_path, fake_num_train=100, train_subset=30))
+  d = pipeline.load(full_config(tmp_path, fake_num_train=100, train_subset=30).data)
   x_full, _ = sources.load_split(data_cfg(tmp_path, source='fake', fake_num_train=100), 'train')
   assert d.mean.dtype == np.float32 and d.mean.shape == (32, 32, 3)
   np.testing.assert_allclose(d.mean, x_full.astype(np.float64).mean(0), rtol=1e-6)
   assert d.train_images.shape == (30, 32, 32, 3) and d.num_classes == 10 and d.name == 'cifar10'
   assert np.bincount(d.train_labels).tolist() == [3] * 10  # balanced: 30 is a multiple of 10
-  channel = pipeline.load(full_config(tmp_path, mean='channel')).mean
+  channel = pipeline.load(full_config(tmp_path, mean='channel').data).mean
   np.testing.assert_allclose(channel[0, 0], channel[31, 17])
-  assert not pipeline.load(full_config(tmp_path, mean='none')).mean.any()
+  assert not pipeline.load(full_config(tmp_path, mean='none').data).mean.any()
 
 
 def test_subset_indices():
@@ -825,6 +825,11 @@ def stream_config(root, batch_size=4, **data) -> ml_collections.ConfigDict:
       image_size=16, eval_batch_size=3) | data))
 
 
+def train_iterator(cfg, **kw):
+  """streaming.train_iterator of a stream_config: its data, batch size and seed."""
+  return streaming.train_iterator(cfg.data, batch_size=cfg.batch_size, seed=cfg.seed, **kw)
+
+
 def take(iterator, k):
   return [next(iterator) for _ in range(k)]
 
@@ -839,7 +844,7 @@ def test_streaming_shards_are_disjoint_and_cover_each_epoch(tmp_path):
   labels = write_stream_folders(tmp_path)
   train_values = [v for v in labels if v <= 120]
   cfg = stream_config(tmp_path)
-  hosts = [take(streaming.train_iterator(cfg, process_index=i, process_count=2, start_step=0), 6)
+  hosts = [take(train_iterator(cfg, process_index=i, process_count=2, start_step=0), 6)
            for i in (0, 1)]
   for batches in hosts:
     assert batches[0]['image'].shape == (2, 16, 16, 3) and batches[0]['image'].dtype == np.uint8
@@ -852,12 +857,12 @@ def test_streaming_shards_are_disjoint_and_cover_each_epoch(tmp_path):
   order = lambda e: [v for s in range(3 * e, 3 * e + 3) for h in hosts for v in ids(h[s])]
   assert order(0) != order(1)
   # One process reading the whole global batch sees the two hosts' halves, concatenated.
-  single = take(streaming.train_iterator(cfg, process_index=0, process_count=1, start_step=0), 2)
+  single = take(train_iterator(cfg, process_index=0, process_count=1, start_step=0), 2)
   for s in range(2):
     np.testing.assert_array_equal(
         single[s]['image'], np.concatenate([hosts[0][s]['image'], hosts[1][s]['image']]))
   # Resuming at step 4 continues exactly, crops and flips included.
-  resumed = take(streaming.train_iterator(cfg, process_index=1, process_count=2, start_step=4), 2)
+  resumed = take(train_iterator(cfg, process_index=1, process_count=2, start_step=4), 2)
   for a, b in zip(resumed, hosts[1][4:6]):
     np.testing.assert_array_equal(a['image'], b['image'])
 
@@ -869,7 +874,7 @@ def test_streaming_crops_and_flips_real_content(tmp_path):
     gradient = np.tile(np.arange(0, 240, 6, dtype=np.uint8)[None, :, None], (40, 1, 3))
     Image.fromarray(gradient).save(root / split / 'only' / 'x.png')
   cfg = stream_config(root, batch_size=64)
-  (batch,) = take(streaming.train_iterator(cfg, process_index=0, process_count=1), 1)
+  (batch,) = take(train_iterator(cfg, process_index=0, process_count=1), 1)
   rising = batch['image'][:, 8, -1, 0] > batch['image'][:, 8, 0, 0]
   assert 0 < rising.sum() < 64  # left-right gradient: some flipped, some not
   assert len({batch['image'][i, 8, :, 0].tobytes() for i in range(64)}) > 10  # varied crops
@@ -879,13 +884,15 @@ def test_streaming_eval_iterator_pads_and_masks(tmp_path):
   labels = write_stream_folders(tmp_path)
   test_values = sorted(v for v in labels if v > 120)
   cfg = stream_config(tmp_path)  # eval batch 3 -> 4 over 2 hosts; 4 test images: one batch
-  hosts = [list(streaming.eval_iterator(cfg, process_index=i, process_count=2)) for i in (0, 1)]
+  hosts = [list(streaming.eval_iterator(cfg.data, process_index=i, process_count=2))
+           for i in (0, 1)]
   assert [len(h) for h in hosts] == [1, 1]
   got = [v for h in hosts for b in h for v, m in zip(ids(b), b['mask']) if m]
   assert got == test_values
   cfg = stream_config(tmp_path, eval_batch_size=5)  # 5 -> 6: host 1 holds one real, two padding
-  masks = [list(streaming.eval_iterator(cfg, process_index=i, process_count=2))[0]['mask'].tolist()
+  masks = [list(streaming.eval_iterator(cfg.data, process_index=i, process_count=2))[0]['mask']
            for i in (0, 1)]
+  masks = [m.tolist() for m in masks]
   assert masks == [[True, True, True], [True, False, False]]
 
 
@@ -905,4 +912,4 @@ def test_prefetch_to_device_keeps_order_and_shards():
 
 def test_streaming_missing_folder(tmp_path):
   with pytest.raises(DataError, match='found no train folder'):
-    next(streaming.train_iterator(stream_config(tmp_path), process_index=0, process_count=1))
+    next(train_iterator(stream_config(tmp_path), process_index=0, process_count=1))

@@ -35,34 +35,34 @@ def _keys(images) -> set:
 
 def test_validation_is_held_out_of_training_balanced_and_seed_independent():
   c = _fake()
-  full = pipeline.load(c)
-  held = pipeline.load(c, eval_split='validation', eval_examples=40, eval_seed=3)
+  full = pipeline.load(c.data)
+  held = pipeline.load(c.data, eval_split='validation', eval_examples=40, eval_seed=3)
   assert len(held.test_labels) == 40 and len(held.train_labels) == 160
   assert np.bincount(held.test_labels, minlength=10).tolist() == [4] * 10
   assert not _keys(held.test_images) & _keys(held.train_images)          # disjoint
   assert _keys(held.test_images) | _keys(held.train_images) == _keys(full.train_images)
   c.seed = 7  # the run's seed does not move the split
-  again = pipeline.load(c, eval_split='validation', eval_examples=40, eval_seed=3)
+  again = pipeline.load(c.data, eval_split='validation', eval_examples=40, eval_seed=3)
   np.testing.assert_array_equal(again.test_images, held.test_images)
-  other = pipeline.load(c, eval_split='validation', eval_examples=40, eval_seed=4)
+  other = pipeline.load(c.data, eval_split='validation', eval_examples=40, eval_seed=4)
   assert _keys(other.test_images) != _keys(held.test_images)
   np.testing.assert_array_equal(held.mean, full.mean)  # the full training set's mean, as before
 
 
 def test_with_a_training_subset_the_validation_comes_from_the_rest():
   c = _fake(train_subset=100)
-  subset = pipeline.load(c)
-  held = pipeline.load(c, eval_split='validation', eval_examples=50)
+  subset = pipeline.load(c.data)
+  held = pipeline.load(c.data, eval_split='validation', eval_examples=50)
   np.testing.assert_array_equal(held.train_images, subset.train_images)  # the run's own subset
   assert not _keys(held.test_images) & _keys(subset.train_images)
   with pytest.raises(sources.DataError, match='lr_range.eval_examples=200'):
-    pipeline.load(c, eval_split='validation', eval_examples=200)
+    pipeline.load(c.data, eval_split='validation', eval_examples=200)
 
 
 def test_a_test_subset_is_a_fixed_balanced_draw():
   c = _fake()
-  a = pipeline.load(c, eval_split='test', eval_examples=20)
-  b = pipeline.load(c, eval_split='test', eval_examples=20)
+  a = pipeline.load(c.data, eval_split='test', eval_examples=20)
+  b = pipeline.load(c.data, eval_split='test', eval_examples=20)
   assert len(a.test_labels) == 20 and np.bincount(a.test_labels, minlength=10).max() == 2
   np.testing.assert_array_equal(a.test_images, b.test_images)
 

@@ -261,7 +261,8 @@ def test_stream_does_not_depend_on_the_thread_count(tmp_path):
     cfg.data.source, cfg.data.path = 'files', str(root)
   batches = []
   for threads in (1, 3):
-    it = streaming.train_iterator(cfg, process_index=0, process_count=1, num_threads=threads)
+    it = streaming.train_iterator(cfg.data, batch_size=cfg.batch_size, seed=cfg.seed,
+                                  process_index=0, process_count=1, num_threads=threads)
     batches.append([next(it) for _ in range(3)])
     it.close()
   for a, b in zip(*batches):

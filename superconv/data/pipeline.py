@@ -42,9 +42,10 @@ class InMemoryData:
   name: str
 
 
-def load(config: Any, *, eval_split: str = 'test', eval_examples: int = 0,
+def load(data_cfg: Any, *, eval_split: str = 'test', eval_examples: int = 0,
          eval_seed: int = 0) -> InMemoryData:
-  """Loads `config.data` into memory: mean of the full train split, then the train subset.
+  """Loads `data_cfg` (a config's `data`) into memory: the full train split's mean, then the
+  train subset.
 
   As in the paper's reduced-data runs (digest §2.2), the mean is computed on the full training
   set even when `data.train_subset` keeps fewer examples.
@@ -57,7 +58,7 @@ def load(config: Any, *, eval_split: str = 'test', eval_examples: int = 0,
   """
   if eval_split not in ('test', 'validation'):
     raise ValueError(f"eval_split must be 'test' or 'validation', got {eval_split!r}")
-  d = config.data
+  d = data_cfg
   train_x, train_y = sources.load_split(d, 'train')
   k = sources.num_classes(d.name)
   mean = compute_mean(train_x, d.mean)

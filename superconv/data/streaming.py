@@ -151,22 +151,24 @@ def image_size(data_cfg: Any) -> int:
   return int(data_cfg.get('image_size', 0) or sources.image_shape(data_cfg.name)[0])
 
 
-def train_iterator(config: Any, *, process_index: int, process_count: int, start_step: int = 0,
-                   num_threads: int = 8, source: Sequence[dict[str, Any]] | None = None
+def train_iterator(data_cfg: Any, *, batch_size: int, seed: int, process_index: int,
+                   process_count: int, start_step: int = 0, num_threads: int = 8,
+                   source: Sequence[dict[str, Any]] | None = None
                    ) -> Iterator[dict[str, np.ndarray]]:
   """This host's share of every training batch from `start_step` on, endlessly.
 
-  Yields dict(image uint8 [B/P, S, S, 3], label int32 [B/P]) with B = config.batch_size,
-  P = process_count, S = config.data.image_size (default: the dataset's image_shape).
-  Random-resized crop, then a horizontal flip with probability 1/2 if config.data.mirror.
-  `source` (default: `open_source(config.data, 'train')`) lets a caller open it once.
+  Yields dict(image uint8 [B/P, S, S, 3], label int32 [B/P]) with B = `batch_size` (global),
+  P = process_count, S = data_cfg.image_size (default: the dataset's image_shape). Example
+  positions are shuffled per epoch from `seed` (the run's). Random-resized crop, then a
+  horizontal flip with probability 1/2 if data_cfg.mirror. `source` (default:
+  `open_source(data_cfg, 'train')`) lets a caller open it once.
   """
-  batch, seed = config.batch_size, config.seed
+  batch = batch_size
   if batch % process_count:
     raise ValueError(f'batch_size {batch} is not divisible by {process_count} processes')
   local = batch // process_count
-  source = source if source is not None else open_source(config.data, 'train')
-  n, size, mirror = len(source), image_size(config.data), config.data.mirror
+  source = source if source is not None else open_source(data_cfg, 'train')
+  n, size, mirror = len(source), image_size(data_cfg), data_cfg.mirror
   perms: dict[int, np.ndarray] = {}  # epoch -> permutation, only the epochs of the current batch
 
   def example(p: int) -> tuple[np.ndarray, int]:
@@ -187,23 +189,23 @@ def train_iterator(config: Any, *, process_index: int, process_count: int, start
              'label': np.asarray([o[1] for o in out], np.int32)}
 
 
-def eval_batch_size(config: Any, multiple_of: int) -> int:
-  """config.data.eval_batch_size rounded up to a multiple of `multiple_of` (devices or hosts)."""
-  return -(-config.data.eval_batch_size // multiple_of) * multiple_of
+def eval_batch_size(data_cfg: Any, multiple_of: int) -> int:
+  """data_cfg.eval_batch_size rounded up to a multiple of `multiple_of` (devices or hosts)."""
+  return -(-data_cfg.eval_batch_size // multiple_of) * multiple_of
 
 
-def eval_iterator(config: Any, *, process_index: int, process_count: int, num_threads: int = 8,
+def eval_iterator(data_cfg: Any, *, process_index: int, process_count: int, num_threads: int = 8,
                   multiple_of: int = 1, source: Sequence[dict[str, Any]] | None = None
                   ) -> Iterator[dict[str, np.ndarray]]:
   """This host's share of the test split, in order, once: dict(image, label, mask).
 
-  Global batches of config.data.eval_batch_size rounded up to a multiple of P and of
+  Global batches of data_cfg.eval_batch_size rounded up to a multiple of P and of
   `multiple_of` (the device count); the last is padded (mask False), and every host yields the
   same number of batches.
   """
-  source = source if source is not None else open_source(config.data, 'test')
-  n, size = len(source), image_size(config.data)
-  batch = eval_batch_size(config, math.lcm(process_count, multiple_of))
+  source = source if source is not None else open_source(data_cfg, 'test')
+  n, size = len(source), image_size(data_cfg)
+  batch = eval_batch_size(data_cfg, math.lcm(process_count, multiple_of))
   local = batch // process_count
 
   def example(i: int) -> tuple[np.ndarray, int]:
