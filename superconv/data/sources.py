@@ -261,7 +261,7 @@ def _needs_tensorflow(error: BaseException | None) -> bool:
 
 def _load_tfds(name: str, split: str, data_dir: str, cache_dir: str = '',
                counts: bool = True) -> tuple[np.ndarray, np.ndarray]:
-  """Reads a whole TFDS split into arrays (`tfds_download`'s where TensorFlow is absent)."""
+  """Reads a whole TFDS split into arrays (through `tfds_download` where TensorFlow is absent)."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top  (absent on some hosts)
   try:
     source = tfds.data_source(name, split=split, data_dir=data_dir or None, download=True)
@@ -316,10 +316,10 @@ def tfds_download(name: str, data_dir: str = '', cache_dir: str = '',
   folder = downloads / f'superconv-{name}'
   folder.mkdir(parents=True, exist_ok=True)
   for url, path in zip(urls, paths):
-    link = folder / url_infos[url].filename
-    if link.is_symlink() or link.exists():
-      link.unlink()
-    link.symlink_to(path.resolve())
+    tmp = folder / f'.{url_infos[url].filename}.{os.getpid()}'  # replaced atomically: hosts
+    tmp.unlink(missing_ok=True)                                  # sharing the folder agree
+    tmp.symlink_to(path.resolve())
+    os.replace(tmp, folder / url_infos[url].filename)
   return _load_files_cached(name, str(folder), cache_dir, counts)
 
 
