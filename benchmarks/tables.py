@@ -1,4 +1,4 @@
-r"""The performance tables of docs/performance.md, regenerated from the committed results.
+r"""The benchmark tables of docs/performance.md, regenerated from the committed results.
 
   python -m benchmarks.tables            # print them
   python -m benchmarks.tables --write    # rewrite their blocks in docs/performance.md
@@ -6,13 +6,9 @@ r"""The performance tables of docs/performance.md, regenerated from the committe
 Each table is a generated block (`experiments.collect.write_block`) and comes from one file of
 `benchmarks/results/` (the command that made it is in the file):
 
-  perf-convs      convs_cpu.json       python -m benchmarks.throughput --convs
-  perf-breakdown  breakdown_cpu.json   python -m benchmarks.convs --breakdown
-  perf-scan       scan_unroll_cpu.json python -m benchmarks.convs --scan
-  perf-dispatch   dispatch_cpu.json    python -m benchmarks.throughput --dispatch resnet56,resnet20 ...
-  perf-unroll     cpu_unroll_cpu.json  python -m benchmarks.cpu_unroll --ks 1 4 8 ...
-  perf-cpu        cpu_2core.jsonl      python -m benchmarks.throughput --model M --torch eager,compile
-  compile-cache   compile_cache_cpu.json  python -m benchmarks.compile_cache
+  perf-dispatch  dispatch_cpu.json       python -m benchmarks.throughput --dispatch ...
+  perf-cpu       cpu_2core.jsonl         python -m benchmarks.throughput --torch eager,compile ...
+  compile-cache  compile_cache_cpu.json  python -m benchmarks.compile_cache
 """
 
 from __future__ import annotations
@@ -23,7 +19,6 @@ import os
 from typing import Sequence
 
 from benchmarks import compile_cache
-from benchmarks import cpu_unroll
 from experiments import collect
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results')
@@ -90,19 +85,12 @@ def cpu_table(records: list[dict]) -> str:
 
 
 def blocks() -> dict[str, str]:
-  convs, breakdown = _load('convs_cpu.json'), _load('breakdown_cpu.json')
-  scan, dispatch = _load('scan_unroll_cpu.json'), _load('dispatch_cpu.json')
+  dispatch = _load('dispatch_cpu.json')
   with open(os.path.join(RESULTS, 'cpu_2core.jsonl')) as f:
     cpu = [json.loads(line) for line in f if line.strip()]
   return {
       'perf-cpu': cpu_table(cpu),
-      'perf-convs': convs['table'].rstrip('\n') + '\n' + _source(convs, 'convs_cpu.json'),
-      'perf-breakdown': breakdown['table'].rstrip('\n') + '\n' +
-                        _source(breakdown, 'breakdown_cpu.json'),
-      'perf-scan': scan['table'].rstrip('\n') + '\n' + _source(scan, 'scan_unroll_cpu.json'),
       'perf-dispatch': dispatch_table(dispatch) + _source(dispatch, 'dispatch_cpu.json'),
-      'perf-unroll': cpu_unroll.markdown(_load('cpu_unroll_cpu.json'),
-                                         os.path.join(RESULTS, 'cpu_unroll_cpu.json')),
       'compile-cache': compile_cache.markdown(
           _load('compile_cache_cpu.json'), os.path.join(RESULTS, 'compile_cache_cpu.json')),
   }

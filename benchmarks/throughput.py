@@ -14,7 +14,7 @@ imports, the same model, batch and optimizer (SGD, momentum 0.9, weight decay 1e
 mode and under `torch.compile`, and the ratios are printed. Data lives on the device for both, so
 the comparison is of the training step itself. `--packed` times the packed-state step (as the
 training loop runs it), `--profile DIR` adds a jax.profiler trace of one dispatch and its kernel
-breakdown; experiments/gpu_perf.sh runs each GPU variant as one row.
+breakdown; research/gpu/perf.sh runs each GPU variant as one row.
 """
 
 from __future__ import annotations
@@ -374,8 +374,6 @@ def main(argv=None):
   p.add_argument('--out', default='', help='append the results as one JSON object to this file')
   p.add_argument('--flops-only', action='store_true',
                  help='print the FLOPs of one update (from the unoptimised program) and exit')
-  p.add_argument('--convs', action='store_true',
-                 help='the per-convolution CPU table instead (python -m benchmarks.convs)')
   p.add_argument('--packed', action='store_true',
                  help='time the packed-state step (step.pack), as the training loop runs it')
   p.add_argument('--variant', default='', help='a name for this row (recorded in the results)')
@@ -393,9 +391,6 @@ def main(argv=None):
   cmd = 'python -m benchmarks.throughput ' + ' '.join(argv if argv is not None else sys.argv[1:])
   if a.dispatch or a.range_test:
     return _dispatch_main(a, cmd)
-  if a.convs:
-    from benchmarks import convs  # pylint: disable=g-import-not-at-top
-    return convs.main([], command='python -m benchmarks.throughput --convs')
   if a.flops_only:
     flops = step_flops(a.model, a.batch, a.dtype)
     print(f'{a.model} batch {a.batch}: {flops / 1e9:.1f} GFLOP per update '
@@ -422,7 +417,7 @@ def main(argv=None):
   modes = [m for m in a.torch.split(',') if m]
   if modes:
     try:
-      import torch  # pylint: disable=g-import-not-at-top,unused-import
+      import torch  # noqa: F401  # pylint: disable=g-import-not-at-top,unused-import
     except ImportError:
       print('PyTorch is not installed (pip install -e ".[bench]"): skipping the comparison.')
       modes = []
@@ -448,10 +443,10 @@ def main(argv=None):
 
 def _dispatch_main(a, cmd):
   """--dispatch / --range-test: one JSON object (command, hardware, uptime, rows) to --out."""
-  from benchmarks import convs  # pylint: disable=g-import-not-at-top
-  out = {'command': cmd, 'hardware': convs.hardware(), 'backend': jax.default_backend(),
+  from benchmarks import machine  # pylint: disable=g-import-not-at-top
+  out = {'command': cmd, 'hardware': machine.hardware(), 'backend': jax.default_backend(),
          'device_kind': jax.devices()[0].device_kind, 'xla_flags': os.environ.get('XLA_FLAGS', ''),
-         'uptime_before': convs._uptime()}  # pylint: disable=protected-access
+         'uptime_before': machine.uptime()}
   if a.dispatch:
     out['dispatch'] = []
     for m in a.dispatch.split(','):
@@ -472,7 +467,7 @@ def _dispatch_main(a, cmd):
       print(f"{m} batch {a.batch}: training {r['train_updates_per_sec']:.2f} updates/s, "
             f"sweep {r['sweep_updates_per_sec']:.2f} updates/s "
             f"({r['sweep_over_train']:.3f}x)", flush=True)
-  out['uptime_after'] = convs._uptime()  # pylint: disable=protected-access
+  out['uptime_after'] = machine.uptime()
   if a.out:
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
     with open(a.out, 'w' if a.out.endswith('.json') else 'a') as f:

@@ -7,7 +7,7 @@ MAF 0.95 (x.sh FIG6b and the log; the README says SS 10k, UNCONFIRMED which v3 u
 over 80,000 updates, MAF 0.95 (x.sh FIG4b); `policy=1cycle`: ours, not a paper row: the
 same 10,000 updates with Smith 2018's Caffe 1cycle for CIFAR ResNets (0.1 -> 1.0 over 4,500
 updates, then down to 1e-4; cyclical momentum 0.95 -> 0.85, Nesterov; digest §3.3, §7.4), the
-run `experiments/range_trust_cpu.sh` feeds a range test into on a subset.
+run `research/range_trust/run_cpu.sh` feeds a range test into on a subset.
 
 Paper (v3 per [KOB]): PC-LR 88.6 %, CLR 90.4 %. Authors' logs: `lr35Res20Fig6b` final 88.64 %
 (best 88.77 % @ 78,500), `clr3SS5kRes20Tab1` 90.42 %; `range2Res20Fig4b` 82.60 % at LR 2,

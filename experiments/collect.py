@@ -232,7 +232,9 @@ def record_arm(root: str, study: str, arm: str, *, config: str, args: str,
       'study': study, 'question': '', 'command': command, 'arms': {}}
   spec = {'config': config, 'args': args, 'set': list(sets)}
   have = manifest['arms'].setdefault(check_name(arm), {**spec, 'seeds': []})
-  if {k: have.get(k) for k in spec} != spec:
+  same = lambda a, b: (a['config'], a['args'], sorted(a['set'])) == (
+      b['config'], b['args'], sorted(b['set']))
+  if not same(have, spec):
     raise ValueError(f'{study}/{arm} already holds another experiment: '
                      f'{ {k: have.get(k) for k in spec} } (name this one with --arm)')
   have['seeds'] = sorted(set(have['seeds']) | {int(seed)})
@@ -347,6 +349,20 @@ class Group:
                         for s, v in curves])
     std = table.std(axis=0, ddof=1) if len(curves) > 1 else np.zeros(len(common))
     return np.asarray(common, np.int64), table.mean(axis=0), std
+
+
+def seed_stats(values: Sequence[float]) -> dict:
+  """n, mean, sample std (0 for one value), min, max and the values, of the finite ones.
+
+  Examples:
+    >>> seed_stats([0.5, None, 0.7])['n'], round(seed_stats([0.5, 0.7])['std'], 4)
+    (2, 0.1414)
+  """
+  v = [float(x) for x in values if x is not None and math.isfinite(x)]
+  if not v:
+    return {'n': 0}
+  return {'n': len(v), 'mean': float(np.mean(v)), 'std': float(np.std(v, ddof=1)) if len(v) > 1
+          else 0.0, 'min': min(v), 'max': max(v), 'values': v}
 
 
 def steps_to_reach(group: Group, target: float) -> int | None:

@@ -124,7 +124,8 @@ for _n, (_pc, _cl) in {10_000: (('71.4', '71.20 (best 71.26)'), ('80.6', '80.59 
   REFERENCES[('resnet56_subset', f'policy=pclr,samples={_n}')] = ('1708.07120 Tab. 1', *_pc)
   REFERENCES[('resnet56_subset', f'policy=clr,samples={_n}')] = ('1708.07120 Tab. 1', *_cl)
 
-# (baseline, fast): 'stem', 'stem:args' or 'study/arm'. The paper's "same accuracy in fewer iterations".
+# (baseline, fast): 'stem', 'stem:args' or 'study/arm'. The paper's "same accuracy in fewer
+# iterations".
 PAIRS: list[tuple[str, str]] = [
     ('resnet56_baseline', 'resnet56:policy=clr'),
     ('resnet20:policy=pclr', 'resnet20:policy=clr'),

@@ -11,8 +11,9 @@ superconv.main` would (the same config loader, overrides, resolution and program
 
 and the study's manifest.json records the arm (config, argument, `--set`s, seeds;
 `experiments.collect.record_arm`). The study defaults to the config's stem and the arm to the
-override slug (`policy-clr_samples-10000`); a slug over 48 characters must be named. A seed whose summary.json exists is skipped; an unfinished one resumes from its checkpoint. The
-folder gets run.json (config file, args, seed, the resolved config, the command line, git commit,
+override slug (`policy-clr_samples-10000`); a slug over 48 characters must be named. A seed
+whose summary.json exists is skipped; an unfinished one resumes from its checkpoint. The folder
+gets run.json (config file, args, seed, the resolved config, the command line, git commit,
 library versions and hardware), metrics.jsonl, summary.json and TensorBoard event files from the
 trainer, and the final checkpoint (`--drop-checkpoints` deletes it; checkpoints are never
 committed): `--config.mode=eval` evaluates it again.

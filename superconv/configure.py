@@ -348,7 +348,7 @@ def apply_suggestion(config: ml_collections.ConfigDict) -> ml_collections.Config
   than the test did, and a run at the tested momentum gets the reading as it is. `'match'`
   scales by that factor up or down, so the run's largest step is E: a 1cycle whose momentum
   falls to m_min at the LR peak gets max_lr * (1 - m_min) / (1 - m_tested), e.g. 4x for
-  0.95 -> 0.8. Measured (`experiments/range_trust_cpu.sh`): 'match' lands on the edge of
+  0.95 -> 0.8. Measured (`research/range_trust/run_cpu.sh`): 'match' lands on the edge of
   stability (LeNet / Fashion-MNIST: the 4x peak diverged in runs) or far past the best peak when
   the reading is a flat curve's top (ResNet-20 on a CIFAR-10 subset: 3x, 25 points below the
   grid's best), so the default is the rule that never extrapolates past the test.

@@ -1,10 +1,13 @@
-"""benchmarks/convs.py end to end at toy size: the conv table, the per-op breakdown, scan/unroll."""
+"""research/cpu_perf/convs.py end to end at toy size: the conv table, the per-op breakdown,
+scan/unroll (each measurement in its own subprocess)."""
 
 import json
 
 import pytest
 
-from benchmarks import convs
+from research.cpu_perf import convs
+
+pytestmark = pytest.mark.integration  # JAX and PyTorch children per variant
 
 
 def test_conv_table_toy(tmp_path):

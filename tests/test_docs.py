@@ -24,10 +24,14 @@ import pytest
 
 from tests.conftest import ROOT
 
+# The research studies' commands (research/*/README.md) parse through their own parsers too.
+RESEARCH = ('research.range_trust.report', 'research.superconvergence_cpu.report',
+            'research.cpu_perf.convs', 'research.cpu_perf.cpu_unroll', 'research.cpu_perf.tables')
 MODULES = ('superconv.main', 'experiments.run', 'benchmarks.throughput',
-           'benchmarks.input_pipeline', 'experiments.make_tables', 'benchmarks.tables')
+           'benchmarks.input_pipeline', 'experiments.make_tables', 'benchmarks.tables') + RESEARCH
 SEPARATORS = {'&&', '||', ';', '|', '&'}
-DOCS = sorted(glob.glob(os.path.join(ROOT, 'docs', '*.md'))) + [os.path.join(ROOT, 'README.md')]
+DOCS = (sorted(glob.glob(os.path.join(ROOT, 'docs', '*.md'))) + [os.path.join(ROOT, 'README.md')]
+        + sorted(glob.glob(os.path.join(ROOT, 'research', '**', 'README.md'), recursive=True)))
 
 
 def fenced_blocks(text: str) -> list[str]:
@@ -177,6 +181,10 @@ def test_command_parses(where, module, argv, monkeypatch):
     from experiments import run  # pylint: disable=g-import-not-at-top
     ns = parse_argparse(run.main, argv, monkeypatch)
     run.build_config(ns.config, ns.args, ns.seeds[0], ns.sets, ns.data)  # fields must exist
+  elif module in RESEARCH:
+    import importlib  # pylint: disable=g-import-not-at-top
+    ns = parse_argparse(importlib.import_module(module).main, argv, monkeypatch)
+    assert isinstance(ns, argparse.Namespace)
   elif module in ('experiments.make_tables', 'benchmarks.tables'):
     from benchmarks import tables  # pylint: disable=g-import-not-at-top
     from experiments import make_tables  # pylint: disable=g-import-not-at-top

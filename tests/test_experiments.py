@@ -106,7 +106,8 @@ def test_table_rows_carry_paper_log_and_ours(results):
   rows = {line.split('|')[1].strip(): [c.strip() for c in line.split('|')[1:-1]]
           for line in text.splitlines()[2:]}
   clr = rows['`resnet56/policy-clr`']
-  assert clr == ['`resnet56/policy-clr`', '`resnet56:policy=clr`', '1708.07120 Fig. 1a CLR', 'CLR 0.1–3, SS 5000',
+  assert clr == ['`resnet56/policy-clr`', '`resnet56:policy=clr`', '1708.07120 Fig. 1a CLR',
+                 'CLR 0.1–3, SS 5000',
                  '10,000', '92.4', '92.44 (best 92.49)', '92.00 ± 1.00 (n=3)', 'CPU: Test CPU',
                  '30.0 min']
   base = rows['`resnet56_baseline/default`']
@@ -182,7 +183,8 @@ def test_every_reference_pair_and_figure_names_a_real_config_row():
   for spec in specs:
     if '/' in spec:  # 'study/arm', named exactly: an arm of a committed study manifest
       study, arm = spec.split('/')
-      assert arm in (collect.read_manifest(os.path.join(RESULTS, study)) or {}).get('arms', {}), spec
+      manifest = collect.read_manifest(os.path.join(RESULTS, study)) or {}
+      assert arm in manifest.get('arms', {}), spec
       continue
     stem, _, args = spec.partition(':')
     assert collect.resolve(stem, collect.canonical_args(args)) is not None, spec
@@ -299,8 +301,8 @@ def test_a_run_recorded_before_a_config_field_existed_keeps_its_paper_row(tmp_pa
 
 
 def test_superconvergence_report_pairs_ratio_and_twin_spread(tmp_path):
-  """experiments.superconvergence finds its groups by what they ran and states the numbers."""
-  from experiments import superconvergence  # pylint: disable=g-import-not-at-top
+  """research.superconvergence_cpu.report finds its groups by what they ran, states the numbers."""
+  from research.superconvergence_cpu import report as superconvergence  # pylint: disable=g-import-not-at-top
   root = tmp_path / 'results'
   # LeNet at batch 512: 1cycle (1,406 updates, 3 seeds) reaches inv's final 0.90 at 1,000.
   for seed, accs in {0: (0.85, 0.90, 0.91), 1: (0.86, 0.91, 0.92), 2: (0.84, 0.89, 0.90)}.items():

@@ -1,6 +1,6 @@
 """The prepared GPU fidelity script, run end to end at toy size on the CPU (TOY=1).
 
-It must run every step the GPU session will run, in order, and leave the files the README's GPU
+It must run every step the GPU session will run, in order, and leave the files the docs' GPU
 rows will be made from: the float32 probe's timing, the float32 Fig. 1a run, the twin (when torch
 is installed) and the second bf16 seed.
 """
@@ -23,19 +23,19 @@ def test_gpu_fidelity_script_runs_at_toy_size(tmp_path):
   # The script calls `python`: this interpreter's, whether or not its venv is activated.
   path = os.path.dirname(sys.executable) + os.pathsep + os.environ.get('PATH', '')
   env = dict(os.environ, TOY='1', JAX_PLATFORMS='cpu', PYTHONPATH=ROOT, PATH=path)
-  result = subprocess.run(['bash', 'experiments/gpu_fidelity.sh', CIFAR10_ARCHIVE, str(out)],
+  result = subprocess.run(['bash', 'research/gpu/fidelity.sh', CIFAR10_ARCHIVE, str(out)],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
   assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
   timing = json.loads((out / 'timing.json').read_text())
   assert timing['precision'] == 'highest' and timing['probe_images_per_sec'] > 0
   summaries = sorted(str(p.relative_to(out)) for p in out.glob('results/**/summary.json'))
-  fp32 = [s for s in summaries if s.startswith('results/resnet56/') and 'float32' in s]
-  bf16 = [s for s in summaries if s.startswith('results/resnet56/') and 'bfloat16' in s]
+  fp32 = [s for s in summaries if s.startswith('results/fig1a_fidelity/clr_fp32/')]
+  bf16 = [s for s in summaries if s.startswith('results/fig1a_fidelity/clr_bf16/')]
   assert fp32 and fp32[0].endswith('seed0/summary.json'), summaries
   assert bf16 and bf16[0].endswith('seed1/summary.json'), summaries
-  twin = [s for s in summaries if s.startswith('results/torch_twin/fig1a_clr_toy/')]
+  twin = [s for s in summaries if s.startswith('results/fig1a_fidelity/twin_fp32/')]
   try:
-    import torch  # pylint: disable=g-import-not-at-top,unused-import
+    import torch  # noqa: F401  # pylint: disable=g-import-not-at-top,unused-import
     assert twin, summaries
   except ImportError:
     assert '(b) skipped' in result.stdout
@@ -47,13 +47,13 @@ VARIANTS = ['baseline', 'packed', 'cmdbuf_while', 'cmdbuf_unroll', 'fp32', 'fp32
 
 
 def test_gpu_perf_script_runs_at_toy_size(tmp_path):
-  """experiments/gpu_perf.sh at toy size: every variant a row, the profile's breakdown, the
+  """research/gpu/perf.sh at toy size: every variant a row, the profile's breakdown, the
   dispatch and range-test files, Fig. 1a with the fastest variant; no GPU flag reaches XLA:CPU."""
   out = tmp_path / 'out'
   # The script calls `python`: this interpreter's, whether or not its venv is activated.
   path = os.path.dirname(sys.executable) + os.pathsep + os.environ.get('PATH', '')
   env = dict(os.environ, TOY='1', JAX_PLATFORMS='cpu', PYTHONPATH=ROOT, PATH=path)
-  result = subprocess.run(['bash', 'experiments/gpu_perf.sh', '-', str(out)], cwd=ROOT, env=env,
+  result = subprocess.run(['bash', 'research/gpu/perf.sh', '-', str(out)], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=1500)
   assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
   rows = [json.loads(l) for l in (out / 'perf.jsonl').read_text().splitlines()]
@@ -73,7 +73,8 @@ def test_gpu_perf_script_runs_at_toy_size(tmp_path):
   assert dispatch['packed']['identity_ms'] > 0 and dispatch['pytree']['update_ms'] > 0
   rt = json.loads((out / 'range_test.json').read_text())['range_test'][0]
   assert rt['sweep_updates_per_sec'] > 0 and rt['train_updates_per_sec'] > 0
-  assert list(out.glob('results/resnet56/*/seed0/summary.json')), list(out.rglob('*.json'))
+  assert list(out.glob('results/fig1a_perf/clr_bf16_best/seed0/summary.json')), list(
+      out.rglob('*.json'))
   log = (out / 'log.txt').read_text()
   order = ['== [', 'baseline', 'fp32_nhwc', 'profile of', 'dispatch:', 'range test:', 'Fig. 1a']
   assert [log.index(s) for s in order] == sorted(log.index(s) for s in order)

@@ -281,7 +281,7 @@ def test_api_repeats_report_the_median_and_spread():
 
 
 def test_the_report_pairs_the_suggestion_with_the_grid(tmp_path, capsys):
-  from experiments import range_trust  # pylint: disable=g-import-not-at-top
+  from research.range_trust import report as range_trust  # pylint: disable=g-import-not-at-top
   root = tmp_path / 'results'
   args = range_trust.PROTOCOLS['lenet_fashion_mnist']['args']
   names = range_trust.result_names('lenet_fashion_mnist')
@@ -385,7 +385,7 @@ def test_the_report_pairs_the_suggestion_with_the_grid(tmp_path, capsys):
 
 
 def test_find_sweep_takes_the_sweep_with_exactly_these_range_settings(tmp_path):
-  from experiments import range_trust  # pylint: disable=g-import-not-at-top
+  from research.range_trust import report as range_trust  # pylint: disable=g-import-not-at-top
   args = range_trust.PROTOCOLS['lenet_fashion_mnist']['args']
   for name, sets in (('a_cyclical', ['lr_range.momentum=cyclical']), ('b_held', []),
                      ('c_unfinished', ['lr_range.num_steps=9'])):

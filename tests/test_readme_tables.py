@@ -12,8 +12,9 @@ import pytest
 from benchmarks import tables
 from experiments import collect
 from experiments import make_tables
-from experiments import range_trust
-from experiments import superconvergence
+from research.cpu_perf import tables as cpu_perf_tables
+from research.range_trust import report as range_trust
+from research.superconvergence_cpu import report as superconvergence
 
 from conftest import ROOT
 
@@ -32,7 +33,8 @@ HEADLINE = {
     'the same, PC-LR over 600 updates': 'superconvergence_cpu/r20_s2500_pclr',
     '1803 LeNet 1cycle, 12 epochs (Fashion-MNIST; the paper\'s is MNIST)':
         'superconvergence_cpu/lenet_1cycle',
-    '1803 LeNet `inv`, 24 epochs at batch 512 (Fashion-MNIST)': 'superconvergence_cpu/lenet_inv_24ep',
+    '1803 LeNet `inv`, 24 epochs at batch 512 (Fashion-MNIST)':
+        'superconvergence_cpu/lenet_inv_24ep',
 }
 OURS = re.compile(r'^(?P<mean>\d+\.\d+)(?: ± (?P<std>\d+\.\d+))? \(n=(?P<n>\d+)\)')
 
@@ -99,7 +101,9 @@ def test_results_blocks_are_regenerated_from_the_results():
 
 
 def test_performance_tables_are_regenerated_from_the_results():
-  for name, text in tables.blocks().items():
+  blocks = {**tables.blocks(), **cpu_perf_tables.blocks()}
+  assert len(blocks) == 7
+  for name, text in blocks.items():
     assert collect.read_block(PERF_DOC, name) == text, name
 
 

@@ -2,18 +2,19 @@
 # The prepared GPU fidelity session (one H200, 12 minutes or less): what of Fig. 1a's 3.75-point
 # gap to the authors' Caffe run is precision, and what is the data?
 #
-#   bash experiments/gpu_fidelity.sh CIFAR_ARCHIVE OUT_DIR [BUDGET_SECONDS]
-#   TOY=1 bash experiments/gpu_fidelity.sh ../shared/data/cifar10-jpeg.tar.gz /tmp/toy   # CPU check
+#   bash research/gpu/fidelity.sh CIFAR_ARCHIVE OUT_DIR [BUDGET_SECONDS]
+#   TOY=1 bash research/gpu/fidelity.sh /path/to/cifar10-jpeg.tar.gz /tmp/toy   # CPU check
 #   (TOY: the same steps, ResNet-8 on generated images, 8 updates: what the test runs)
 #
 # (a) Fig. 1a CLR (configs/resnet56.py: ResNet-56, CLR 0.1-3.0-0.1, 10,000 updates at batch
 #     1,000 in BN groups of 125) in true float32: model.dtype=float32 with
 #     jax_default_matmul_precision=highest. 200 updates are timed first; if the whole run would
 #     not fit in its share of the budget it runs in TF32 (the default precision) and says so.
-# (b) The PyTorch twin (benchmarks/torch_twin.py) on the same recipe and the same JPEG data, in
+# (b) The PyTorch twin (research/torch_twin) on the same recipe and the same JPEG data, in
 #     float32 (TF32 off).
 # (c) With the time left, a second bf16 seed of (a).
-# Results: OUT_DIR/results (experiments/results layout), OUT_DIR/log.txt, OUT_DIR/timing.json.
+# Results: OUT_DIR/results (the study fig1a_fidelity: arms clr_fp32 or clr_tf32, twin_fp32,
+# clr_bf16), OUT_DIR/log.txt, OUT_DIR/timing.json.
 set -uo pipefail
 ARCHIVE=${1:?CIFAR-10 archive path}
 OUT=${2:?output folder}
@@ -23,7 +24,8 @@ mkdir -p "$OUT/results"
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.6}
 exec > >(tee -a "$OUT/log.txt") 2>&1
 elapsed() { echo $(( $(date +%s) - START )); }
-RUN=(python -m experiments.run --data "$ARCHIVE" --results "$OUT/results" --set progress_bar=False)
+RUN=(python -m experiments.run --study fig1a_fidelity --data "$ARCHIVE" --results "$OUT/results"
+     --set progress_bar=False)
 if [ "${TOY:-0}" = 1 ]; then  # the same steps at toy size: ResNet-8, 8 updates, generated images
   CFG="configs/resnet56.py:tiny"; ARGS="tiny"; PROBE=4; N=8
   TWIN=(--depth 8 --subset 0 --steps 8 --step-size 4 --batch 16 --bn-group 0 --max-lr 3.0
@@ -62,13 +64,13 @@ PY
 echo "{\"probe_images_per_sec\": $IPS, \"precision\": \"$PRECISION\"}" > "$OUT/timing.json"
 echo "== [$(elapsed)s] (a) Fig. 1a CLR, float32, matmul precision $PRECISION ($IPS img/s in the probe)"
 JAX_DEFAULT_MATMUL_PRECISION=$PRECISION "${RUN[@]}" --config=configs/resnet56.py --args "$ARGS" \
-    --seeds 0 --set model.dtype=float32 "${SETS[@]}"
+    --arm "clr_$([ "$PRECISION" = highest ] && echo fp32 || echo tf32)" --seeds 0 \
+    --set model.dtype=float32 "${SETS[@]}"
 
 echo "== [$(elapsed)s] (b) the PyTorch twin of the recipe, float32"
 if python -c "import torch" 2>/dev/null; then
-  NVIDIA_TF32_OVERRIDE=0 python -m benchmarks.torch_twin --data "$TWIN_DATA" --device $DEVICE \
-      --seeds 0 --out "$OUT/results/torch_twin" \
-      --name "fig1a_clr$([ "${TOY:-0}" = 1 ] && echo _toy)" "${TWIN[@]}"
+  NVIDIA_TF32_OVERRIDE=0 python -m research.torch_twin.torch_twin --data "$TWIN_DATA" \
+      --device $DEVICE --seeds 0 --out "$OUT/results/fig1a_fidelity" --name twin_fp32 "${TWIN[@]}"
 else
   echo "torch is not installed (pip install -e '.[bench]'): (b) skipped"
 fi
@@ -76,7 +78,7 @@ fi
 LEFT=$(( BUDGET - $(elapsed) ))
 if [ "$LEFT" -gt 300 ] || [ "${TOY:-0}" = 1 ]; then
   echo "== [$(elapsed)s] (c) Fig. 1a CLR, bf16, seed 1 ($LEFT s left)"
-  "${RUN[@]}" --config=configs/resnet56.py --args "$ARGS" --seeds 1 \
+  "${RUN[@]}" --arm clr_bf16 --config=configs/resnet56.py --args "$ARGS" --seeds 1 \
       --set model.dtype=bfloat16 "${SETS[@]}"
 fi
 echo "== [$(elapsed)s] done"

@@ -1,16 +1,15 @@
-r"""XLA:CPU against PyTorch, one convolution at a time; where a ResNet-20 update's time goes; scan/unroll.
+r"""XLA:CPU against PyTorch one convolution at a time; a ResNet-20 update's time; scan/unroll.
 
-  python -m benchmarks.convs                # per-convolution table -> results/convs_cpu.json
-  python -m benchmarks.throughput --convs   # the same
-  python -m benchmarks.convs --breakdown    # per-op profile of one ResNet-20 update -> breakdown_cpu.json
-  python -m benchmarks.convs --scan         # 1 update per call vs lax.scan (unroll) -> scan_unroll_cpu.json
-  python -m benchmarks.convs --toy          # tiny shapes, 1 repetition (tests)
+  python -m research.cpu_perf.convs              # per-convolution table -> results/convs_cpu.json
+  python -m research.cpu_perf.convs --breakdown  # per-op profile of a ResNet-20 update
+  python -m research.cpu_perf.convs --scan       # 1 update per call vs lax.scan (unroll)
+  python -m research.cpu_perf.convs --toy        # tiny shapes, 1 repetition (tests)
 
 Per-convolution table: forward, input gradient and weight gradient of every distinct convolution of
 ResNet-20 (3x3, 'SAME', the three stage shapes) and Caffe LeNet (5x5 'VALID'), in GFLOP/s
 (2*N*Ho*Wo*Cout*Cin*kh*kw per op; the three ops have the same count). Columns: JAX with XLA's
-default flags, JAX with `--xla_cpu_experimental_ynn_fusion_type=-individual_convolution`
-(`superconv.xla_flags`; YNNPACK convolutions off, XLA's own kernels on), and PyTorch (aten's
+default flags, JAX with `superconv.platform.YNN_OFF` (YNNPACK convolutions off, XLA's own
+kernels on), and PyTorch (aten's
 convolution and `convolution_backward`, the kernels autograd calls) in NCHW-contiguous and
 channels_last layouts. XLA reads `XLA_FLAGS` once, when JAX starts, so each JAX variant and PyTorch
 run in their own subprocess (this script with `--child`), interleaved `--reps` times (default A B T
@@ -31,16 +30,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import time
 
-FLAG = '--xla_cpu_experimental_ynn_fusion_type=-individual_convolution'
-VARIANTS = {'default': '', 'ynn_off': FLAG}
+from benchmarks import machine
+from superconv import platform
+
+VARIANTS = {'default': '', 'ynn_off': platform.YNN_OFF}
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results')
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # name, batch, H, W, Cin, Cout, kernel, padding ('SAME' | 'VALID')
 SHAPES = (
@@ -129,35 +129,11 @@ def child_torch(shapes, min_s):
   return out
 
 
-def _uptime():
-  try:
-    return subprocess.run(['uptime'], capture_output=True, text=True, check=False).stdout.strip()
-  except OSError:
-    return ''
-
-
-def hardware():
-  cpu = platform.processor()
-  try:
-    with open('/proc/cpuinfo') as f:
-      cpu = next((l.split(':', 1)[1].strip() for l in f if l.startswith('model name')), cpu)
-  except OSError:
-    pass
-  import importlib.metadata as md  # pylint: disable=g-import-not-at-top
-  versions = {}
-  for pkg in ('jax', 'jaxlib', 'flax', 'optax', 'torch'):
-    try:
-      versions[pkg] = md.version(pkg)
-    except md.PackageNotFoundError:
-      versions[pkg] = None
-  return {'cpu': cpu, 'cores': os.cpu_count(), 'python': platform.python_version(), **versions}
-
-
 def _env(variant):
   """The environment of a child: the user's XLA_FLAGS without the YNN flag, plus the variant's."""
   env = dict(os.environ)
   user = [f for f in env.get('XLA_FLAGS', '').split()
-          if not f.startswith('--xla_cpu_experimental_ynn_fusion_type')]
+          if not f.startswith(platform.YNN_FLAG_NAME)]
   env['XLA_FLAGS'] = ' '.join(user + ([VARIANTS[variant]] if VARIANTS[variant] else []))
   env['SUPERCONV_XLA_CPU_DEFAULTS'] = '0'
   env['JAX_PLATFORMS'] = 'cpu'
@@ -166,7 +142,8 @@ def _env(variant):
 
 
 def _run_child(kind, variant, extra):
-  cmd = [sys.executable, '-m', 'benchmarks.convs', '--child', kind, '--variant', variant, *extra]
+  cmd = [sys.executable, '-m', 'research.cpu_perf.convs', '--child', kind, '--variant', variant,
+         *extra]
   proc = subprocess.run(cmd, env=_env(variant), cwd=ROOT, capture_output=True, text=True,
                         check=False)
   if proc.returncode:
@@ -176,7 +153,7 @@ def _run_child(kind, variant, extra):
 
 def _torch_available():
   try:
-    import torch  # pylint: disable=g-import-not-at-top,unused-import
+    import torch  # noqa: F401  # pylint: disable=g-import-not-at-top,unused-import
     return True
   except ImportError:
     return False
@@ -197,13 +174,13 @@ def conv_table(a, command):
   if _torch_available() and not a.no_torch:
     runs.append(('torch', 'default'))
   samples = {}
-  up = [_uptime()]
+  up = [machine.uptime()]
   for _ in range(a.reps):
     for kind, variant in runs:
       col = 'torch' if kind == 'torch' else f'jax {variant}'
       for key, s in _run_child(kind, variant, extra).items():
         samples.setdefault(col, {}).setdefault(key, []).append(s)
-  up.append(_uptime())
+  up.append(machine.uptime())
   rows = []
   for shape in shapes:
     for op in OPS:
@@ -230,8 +207,9 @@ def conv_table(a, command):
     lines.append(f"| {r['conv']} | {r['op']} | " + ' | '.join(cells) + ' |')
   table = '\n'.join(lines)
   print(table)
-  out = {'command': command, 'hardware': hardware(), 'uptime_before': up[0],
-         'uptime_after': up[1], 'reps': a.reps, 'flag': FLAG, 'rows': rows, 'table': table,
+  out = {'command': command, 'hardware': machine.hardware(), 'uptime_before': up[0],
+         'uptime_after': up[1], 'reps': a.reps, 'flag': platform.YNN_OFF, 'rows': rows,
+         'table': table,
          'note': 'each cell: median over reps of the median seconds per call; the JAX variants '
                  'and PyTorch ran in separate interleaved subprocesses'}
   _write(a.out or os.path.join(RESULTS, 'convs_cpu.json'), out)
@@ -422,7 +400,7 @@ def breakdown(a, command):
   batch = 8 if a.toy else a.batch
   extra = ['--batch', str(batch), '--steps', str(1 if a.toy else a.steps)] + (
       ['--toy'] if a.toy else [])
-  up = [_uptime()]
+  up = [machine.uptime()]
   res, walls = {}, {v: [] for v in VARIANTS}
   variants = ['ynn_off'] if a.toy else list(VARIANTS)
   for _ in range(1 if a.toy else a.breakdown_reps):  # interleaved: the wall times are compared
@@ -432,7 +410,7 @@ def breakdown(a, command):
   for v in variants:
     res[v]['step_ms_median_per_rep'] = walls[v]
     res[v]['step_ms_median'] = statistics.median(walls[v])
-  up.append(_uptime())
+  up.append(machine.uptime())
   lines = ['| class | ' + ' | '.join(f'{v} ms/update (%)' for v in res) + ' |',
            '|---|' + '---|' * len(res)]
   for cls in CLASS_ORDER:
@@ -447,8 +425,9 @@ def breakdown(a, command):
       f"{r['step_ms_median']:.1f}" for r in res.values()) + ' |')
   table = '\n'.join(lines)
   print(table)
-  out = {'command': command, 'hardware': hardware(), 'uptime_before': up[0],
-         'uptime_after': up[1], 'flag': FLAG, 'variants': res, 'table': table,
+  out = {'command': command, 'hardware': machine.hardware(), 'uptime_before': up[0],
+         'uptime_after': up[1], 'flag': platform.YNN_OFF, 'variants': res,
+         'table': table,
          'note': 'jax.profiler trace: each XLA:CPU thunk from its start event to its "end:" '
                  'event, classed from the optimised HLO; overlapping thunks share the time, so '
                  'the classes add up to the traced wall time'}
@@ -508,14 +487,14 @@ def scan_unroll(a, command):
     cases = [('lenet', 4, 2)]
   else:
     cases = [('resnet20', a.scan_resnet_batch, 4), ('lenet', 512, 4)]
-  up = [_uptime()]
+  up = [machine.uptime()]
   res = []
   for model_name, batch, k in cases:
     extra = ['--model', model_name, '--batch', str(batch), '--k', str(k), '--scan-reps',
              str(1 if a.toy else a.scan_reps), '--slow-s', str(a.slow_s)]
     r = _run_child('scan', 'ynn_off', extra)
     res.append({'model': model_name, 'batch': batch, 'updates_per_call': k, 'modes': r})
-  up.append(_uptime())
+  up.append(machine.uptime())
   lines = ['| model, batch | mode (k=4 updates per call) | ms per update | vs 1 per call '
            '| compile s |', '|---|---|---|---|---|']
   for r in res:
@@ -525,8 +504,9 @@ def scan_unroll(a, command):
                    f"{m['ms_per_update'] / base:.2f}x | {m['compile_s']:.1f} |")
   table = '\n'.join(lines)
   print(table)
-  out = {'command': command, 'hardware': hardware(), 'uptime_before': up[0],
-         'uptime_after': up[1], 'xla_flags': FLAG, 'cases': res, 'table': table,
+  out = {'command': command, 'hardware': machine.hardware(), 'uptime_before': up[0],
+         'uptime_after': up[1], 'xla_flags': platform.YNN_OFF, 'cases': res,
+         'table': table,
          'note': 'all modes compiled in one process and timed interleaved; a mode slower than '
                  f'{a.slow_s} s per update is timed on one call (its first)'}
   _write(a.out or os.path.join(RESULTS, 'scan_unroll_cpu.json'), out)
@@ -548,7 +528,7 @@ def main(argv=None, command=None):
   p.add_argument('--scan-resnet-batch', type=int, default=64)
   p.add_argument('--scan-reps', type=int, default=3)
   p.add_argument('--slow-s', type=float, default=2.0)
-  p.add_argument('--out', default='', help='JSON path (default benchmarks/results/<kind>_cpu.json)')
+  p.add_argument('--out', default='', help='JSON path (default results/<kind>_cpu.json here)')
   # Internal: one measurement in this process.
   p.add_argument('--child', choices=['jax', 'torch', 'breakdown', 'scan'], help=argparse.SUPPRESS)
   p.add_argument('--variant', default='default', choices=list(VARIANTS), help=argparse.SUPPRESS)
@@ -569,7 +549,7 @@ def main(argv=None, command=None):
       r = scan_child(a.model, a.batch, a.k, a.scan_reps if not a.toy else 1, a.slow_s)
     print(json.dumps(r))
     return r
-  command = command or 'python -m benchmarks.convs ' + ' '.join(
+  command = command or 'python -m research.cpu_perf.convs ' + ' '.join(
       argv if argv is not None else sys.argv[1:])
   if a.breakdown:
     return breakdown(a, command)

@@ -1,6 +1,7 @@
 r"""The trainer on the CPU with k updates per call (an unrolled `lax.scan`) against one per call.
 
-  python -m benchmarks.cpu_unroll [--steps 96] [--ks 1 4] [--reps 2] [--out FILE]
+  python -m research.cpu_perf.cpu_unroll --cifar /path/to/cifar10-jpeg.tar.gz \
+      [--steps 96] [--ks 1 4] [--reps 2] [--out FILE]
 
 Each run is a fresh `python -m superconv.main` of a real config (LeNet / Fashion-MNIST 1cycle at
 batch 512; ResNet-20 / CIFAR-10 1cycle at batch 64), `--steps` updates with one evaluation at
@@ -8,8 +9,9 @@ the end, `cpu_steps_per_dispatch=k` and `cpu_unroll_min_steps=0` (so the short r
 long one would), the compilation cache off. The runs of one model alternate between the ks
 (k1, k4, k1, k4, ...), so a change in the machine's load falls on every k alike. Figures: the
 training images/s and the compile seconds each run's summary.json reports. Written to
-benchmarks/results/cpu_unroll_cpu.json with the hardware and the load before and after; the
-table in docs/performance.md comes from that file (`python -m benchmarks.tables --write`).
+results/cpu_unroll_cpu.json (beside this file) with the hardware and the load before and after;
+the table in docs/performance.md comes from that file (`python -m research.cpu_perf.tables
+--write`).
 """
 
 from __future__ import annotations
@@ -23,12 +25,11 @@ import subprocess
 import sys
 import tempfile
 
-from benchmarks import convs
+from benchmarks import machine
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
+ROOT = os.path.dirname(os.path.dirname(HERE))
 RESULTS = os.path.join(HERE, 'results')
-CIFAR = os.path.join(os.path.dirname(ROOT), 'shared', 'data', 'cifar10-jpeg.tar.gz')
 
 # name -> (config with argument, the sets that make it a benchmark run)
 MODELS = {
@@ -61,7 +62,7 @@ def measure(models: list[str], ks: list[int], steps: int, reps: int, cifar: str)
   out = {}
   for name in models:
     config, sets = MODELS[name]
-    config = config.format(cifar=cifar)
+    config = config.format(cifar=cifar) if cifar else config.replace(',data={cifar}', '')  # TFDS
     runs = {k: [] for k in ks}
     with tempfile.TemporaryDirectory() as tmp:
       for rep in range(reps):
@@ -107,24 +108,25 @@ def markdown(result: dict, path: str) -> str:
 
 
 def main(argv=None) -> int:
-  p = argparse.ArgumentParser(prog='python -m benchmarks.cpu_unroll', description=__doc__,
+  p = argparse.ArgumentParser(prog='python -m research.cpu_perf.cpu_unroll', description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument('--models', nargs='+', default=['lenet, 512', 'resnet20, 64'],
                  choices=list(MODELS))
   p.add_argument('--ks', type=int, nargs='+', default=[1, 4])
   p.add_argument('--steps', type=int, default=96, help='updates per run (a multiple of every k)')
   p.add_argument('--reps', type=int, default=2)
-  p.add_argument('--cifar', default=CIFAR, help='the CIFAR-10 file ResNet-20 reads')
+  p.add_argument('--cifar', default='', help="the CIFAR-10 file ResNet-20 reads ('': TFDS)")
   p.add_argument('--out', default=os.path.join(RESULTS, 'cpu_unroll_cpu.json'))
   a = p.parse_args(argv)
   bad = [k for k in a.ks if k < 1 or a.steps % k]
   if bad:
     p.error(f'--steps {a.steps} is not a multiple of k={bad[0]} (every k must divide it, k >= 1)')
-  command = 'python -m benchmarks.cpu_unroll ' + ' '.join(argv if argv is not None else sys.argv[1:])
-  before = convs._uptime()
+  command = 'python -m research.cpu_perf.cpu_unroll ' + ' '.join(
+      argv if argv is not None else sys.argv[1:])
+  before = machine.uptime()
   models = measure(a.models, a.ks, a.steps, a.reps, a.cifar)
   result = {'command': command.strip(), 'steps': a.steps, 'reps': a.reps, 'ks': a.ks,
-            'uptime_before': before, 'uptime_after': convs._uptime(), 'python': platform.python_version(),
+            'uptime_before': before, 'uptime_after': machine.uptime(), 'python': platform.python_version(),
             'xla_flags': os.environ.get('XLA_FLAGS', ''), 'models': models}
   os.makedirs(os.path.dirname(a.out) or '.', exist_ok=True)
   with open(a.out, 'w') as f:

@@ -1,6 +1,6 @@
-"""How good is the range test's answer? The runs of `experiments/range_trust_cpu.sh`, reported.
+"""How good is the range test's answer? The runs of `research/range_trust/run_cpu.sh`, reported.
 
-  python -m experiments.range_trust [--write]
+  python -m research.range_trust.report [--write]
 
 For each protocol of that script (LeNet / Fashion-MNIST at 4 and at 12 epochs; ResNet-20 / a
 CIFAR-10 subset): the range test (3 repeats, read on a split held out of training), the 1cycle
@@ -21,9 +21,8 @@ import os
 from typing import Sequence
 
 from experiments import collect
-from experiments.superconvergence import seed_stats
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RESULTS = os.path.join(REPO, 'experiments', 'results')
 DOC, BLOCK = os.path.join(collect.DOCS, 'results.md'), 'range-trust'
 # The copy of a protocol's sweep result that its fed runs read, one per kind of sweep, in the
@@ -131,7 +130,7 @@ def _accuracy(summary: dict) -> float:
 
 
 def _stats(summaries: list[dict]) -> dict:
-  return {**seed_stats([_accuracy(x) for x in summaries]),
+  return {**collect.seed_stats([_accuracy(x) for x in summaries]),
           'diverged': sum(bool(x.get('diverged')) for x in summaries)}
 
 
@@ -228,7 +227,7 @@ def _tested_momentum(sweep: dict) -> float | list[float] | None:
 
 
 def report(root: str = RESULTS) -> dict:
-  return {'protocol': 'experiments/range_trust_cpu.sh',
+  return {'protocol': 'research/range_trust/run_cpu.sh',
           'protocols': {name: protocol_report(root, name) for name in PROTOCOLS}}
 
 
@@ -295,7 +294,7 @@ def markdown(report_: dict) -> str:
       lines += _protocol_markdown(name, r)
   lines += ["Target: within 0.5 points of the grid's best, no divergence, at most 10 % of the "
             "run's compute. From `experiments/results/range_trust/range_trust.json` (`bash "
-            "experiments/range_trust_cpu.sh`, then `python -m experiments.range_trust "
+            "research/range_trust/run_cpu.sh`, then `python -m research.range_trust.report "
             "--write`).", '']
   return '\n'.join(lines)
 
@@ -367,7 +366,8 @@ def plot(report_: dict, path: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(prog='python -m experiments.range_trust', description=__doc__,
+  parser = argparse.ArgumentParser(prog='python -m research.range_trust.report',
+                                   description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('--results', default=RESULTS)
   parser.add_argument('--write', nargs='?', const=DOC, default='', metavar='PAGE',

@@ -6,12 +6,9 @@ semantics (BVLC/caffe `sgd_solver.cpp`, `batch_norm_layer.cpp`, `pooling_layer.c
 shares with superconv is only the decoded images and the fixed subset draw (`superconv.data`), so
 that both train on the same pixels; everything from there on is its own:
 
-- the authors' Caffe ResNet-(6n+2): conv3x3 + bias -> BN -> Scale -> ReLU; downsampling blocks keep
-  the input width in both convolutions (the first with stride 2), add a 3x3 stride-2 AVE pool with
-  pad 0 (Caffe's ceil-mode output, edge windows averaged over the pixels they cover) and append as
-  many zero channels after the ReLU; 8x8 average pool; InnerProduct;
-- Caffe's fillers: msra N(0, sqrt(2 / fan_in)) convolutions, xavier U(+-sqrt(3 / fan_in)) FC,
-  zero biases, BN scale 1 and shift 0;
+- the authors' Caffe ResNet-(6n+2) with Caffe's fillers (`benchmarks.torch_models`, with
+  `caffe_ops`): the shortcut's 3x3 stride-2 AVE pool with pad 0 (Caffe's ceil-mode output, edge
+  windows averaged over the pixels they cover), BN scale 1 and shift 0;
 - Caffe's BatchNorm: each group of `bn_group` images normalised by its own biased statistics, the
   running statistics kept as decayed sums over a decayed count (`scale_factor`) with the
   n / (n - 1) variance correction, evaluation with sum / count;
@@ -23,11 +20,12 @@ that both train on the same pixels; everything from there on is its own:
   c = floor(1 + k / (2 ss)), or Caffe `multistep`;
 - evaluation on the full 10,000-image test split.
 
-  python -m benchmarks.torch_twin --data ../shared/data/cifar10-jpeg.tar.gz --subset 2500 \
+  python -m research.torch_twin.torch_twin --data /path/to/cifar10-jpeg.tar.gz --subset 2500 \
       --seeds 0 1 2        # ResNet-20, CLR 0.1 -> 1.0 -> 0.1 over 200 updates at batch 128
 
 Each seed writes `metrics.jsonl` (eval rows), `summary.json` and `run.json` under
-`experiments/results/torch_twin/<name>/seed<N>/`. Needs torch (the `bench` extra).
+`<out>/<name>/seed<N>/`, an arm of the study `<out>` (its manifest records the options). Needs
+torch (the `bench` extra).
 """
 
 from __future__ import annotations
@@ -45,107 +43,8 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-
-# ------------------------------------------------------------------------------------------------
-# The model.
-
-
-class CaffeBatchNorm(nn.Module):
-  """BatchNorm + Scale with Caffe's running statistics and ghost groups (NCHW)."""
-
-  def __init__(self, channels: int, fraction: float, group: int = 0, eps: float = 1e-5):
-    super().__init__()
-    self.fraction, self.group, self.eps = fraction, group, eps
-    self.scale = nn.Parameter(torch.ones(channels))
-    self.shift = nn.Parameter(torch.zeros(channels))
-    self.register_buffer('mean_sum', torch.zeros(channels))
-    self.register_buffer('var_sum', torch.zeros(channels))
-    self.register_buffer('count', torch.zeros(()))
-
-  def forward(self, x: torch.Tensor) -> torch.Tensor:
-    b, c, h, w = x.shape
-    if self.training:
-      g = self.group or b
-      groups = x.reshape(b // g, g, c, h, w)
-      mu = groups.mean(dim=(1, 3, 4), keepdim=True)
-      var = (groups - mu).square().mean(dim=(1, 3, 4), keepdim=True)
-      y = ((groups - mu) / torch.sqrt(var + self.eps)).reshape(b, c, h, w)
-      with torch.no_grad():
-        n = g * h * w
-        self.mean_sum.mul_(self.fraction).add_(mu.reshape(-1, c).mean(0))
-        self.var_sum.mul_(self.fraction).add_(var.reshape(-1, c).mean(0) * n / max(n - 1, 1))
-        self.count.mul_(self.fraction).add_(1.0)
-    else:
-      count = self.count.clamp(min=1e-12)
-      mean = torch.where(self.count > 0, self.mean_sum / count, torch.zeros_like(self.mean_sum))
-      var = torch.where(self.count > 0, self.var_sum / count, torch.ones_like(self.var_sum))
-      y = (x - mean[None, :, None, None]) / torch.sqrt(var[None, :, None, None] + self.eps)
-    return y * self.scale[None, :, None, None] + self.shift[None, :, None, None]
-
-
-def caffe_ave_pool_3x3_s2(x: torch.Tensor) -> torch.Tensor:
-  """Caffe AVE pooling, kernel 3, stride 2, pad 0: out = ceil((H - 3) / 2) + 1, clipped windows."""
-  h, w = x.shape[-2:]
-  out_h, out_w = -(-(h - 3) // 2) + 1, -(-(w - 3) // 2) + 1
-  pad_h, pad_w = (out_h - 1) * 2 + 3 - h, (out_w - 1) * 2 + 3 - w
-  summed = F.avg_pool2d(F.pad(x, (0, pad_w, 0, pad_h)), 3, 2) * 9.0
-  counts_h = torch.tensor([min(i * 2 + 3, h) - i * 2 for i in range(out_h)], dtype=x.dtype,
-                          device=x.device)
-  counts_w = torch.tensor([min(j * 2 + 3, w) - j * 2 for j in range(out_w)], dtype=x.dtype,
-                          device=x.device)
-  return summed / torch.outer(counts_h, counts_w)
-
-
-class ConvBN(nn.Module):
-
-  def __init__(self, cin: int, cout: int, stride: int, fraction: float, group: int):
-    super().__init__()
-    self.conv = nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=True)
-    nn.init.normal_(self.conv.weight, 0.0, math.sqrt(2.0 / (cin * 9)))  # msra, fan_in
-    nn.init.zeros_(self.conv.bias)
-    self.bn = CaffeBatchNorm(cout, fraction, group)
-
-  def forward(self, x):
-    return self.bn(self.conv(x))
-
-
-class Block(nn.Module):
-
-  def __init__(self, width: int, downsample: bool, fraction: float, group: int):
-    super().__init__()
-    self.downsample = downsample
-    self.a = ConvBN(width, width, 2 if downsample else 1, fraction, group)
-    self.b = ConvBN(width, width, 1, fraction, group)
-
-  def forward(self, x):
-    y = self.b(F.relu(self.a(x)))
-    y = F.relu(y + (caffe_ave_pool_3x3_s2(x) if self.downsample else x))
-    return torch.cat([y, torch.zeros_like(y)], dim=1) if self.downsample else y
-
-
-class CaffeCifarResNet(nn.Module):
-  """The authors' ResNet-(6n+2) for 32x32 CIFAR images."""
-
-  def __init__(self, depth: int = 20, num_classes: int = 10, fraction: float = 0.95,
-               group: int = 0):
-    super().__init__()
-    n = (depth - 2) // 6
-    self.stem = ConvBN(3, 16, 1, fraction, group)
-    blocks, width = [], 16
-    for stage in range(3):
-      for i in range(n):
-        down = stage > 0 and i == 0
-        blocks.append(Block(width, down, fraction, group))
-        width *= 2 if down else 1
-    self.blocks = nn.Sequential(*blocks)
-    self.fc = nn.Linear(width, num_classes)
-    bound = math.sqrt(3.0 / width)  # xavier, fan_in
-    nn.init.uniform_(self.fc.weight, -bound, bound)
-    nn.init.zeros_(self.fc.bias)
-
-  def forward(self, x):
-    x = self.blocks(F.relu(self.stem(x)))
-    return self.fc(x.mean(dim=(2, 3)))
+from benchmarks import torch_models
+from experiments import collect
 
 
 # ------------------------------------------------------------------------------------------------
@@ -206,7 +105,7 @@ def load_cifar(path: str, subset: int, subset_seed: int = 0):
   Read with superconv's loader so both implementations see the same decoded pixels and the same
   fixed subset; nothing of superconv's preprocessing is used.
   """
-  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
   import ml_collections  # pylint: disable=g-import-not-at-top
   from superconv.data import pipeline, sources  # pylint: disable=g-import-not-at-top
   cfg = ml_collections.ConfigDict({'name': 'cifar10', 'source': 'files', 'path': path,
@@ -247,7 +146,7 @@ def train(args, seed: int, data, out_dir: str | None = None) -> dict:
   device = torch.device(args.device)
   # True float32 unless asked: PyTorch lets cuDNN convolutions use TF32 by default.
   torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = args.tf32
-  model = CaffeCifarResNet(args.depth, 10, args.bn_fraction, args.bn_group).to(device)
+  model = torch_models.CaffeCifarResNet(args.depth, 10, args.bn_fraction, args.bn_group).to(device)
   opt = CaffeSGD(param_groups(model), args.momentum, args.weight_decay)
   if args.policy == 'clr':
     lr_fn = clr(args.base_lr, args.max_lr, args.step_size)
@@ -272,8 +171,8 @@ def train(args, seed: int, data, out_dir: str | None = None) -> dict:
     opt.step(lr)
     if (k + 1) % args.eval_every == 0 or k + 1 == args.steps:
       eval_loss, eval_acc = evaluate(model, xt, yt)
-      rows.append({'step': k + 1, 'lr': lr, 'train_loss': float(loss.detach()), 'eval_loss': eval_loss,
-                   'eval_accuracy': eval_acc})
+      rows.append({'step': k + 1, 'lr': lr, 'train_loss': float(loss.detach()),
+                   'eval_loss': eval_loss, 'eval_accuracy': eval_acc})
       print(json.dumps(rows[-1]), flush=True)
       if not math.isfinite(eval_loss):
         break
@@ -292,14 +191,14 @@ def train(args, seed: int, data, out_dir: str | None = None) -> dict:
       json.dump(summary, f, indent=1)
     with open(os.path.join(out_dir, 'run.json'), 'w') as f:
       # 'args' is empty: experiments.collect reads it as a superconv config argument.
-      json.dump({'command': ' '.join(['python -m benchmarks.torch_twin'] + sys.argv[1:]),
+      json.dump({'command': ' '.join(['python -m research.torch_twin.torch_twin'] + sys.argv[1:]),
                  'args': '', 'options': vars(args), 'seed': seed}, f, indent=1)
   return summary
 
 
 def parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-  p.add_argument('--data', default='../shared/data/cifar10-jpeg.tar.gz',
+  p.add_argument('--data', required=True,
                  help="the CIFAR-10 archive or folder, or 'fake' (generated, for toy runs)")
   p.add_argument('--subset', type=int, default=2500)
   p.add_argument('--depth', type=int, default=20)
@@ -316,14 +215,34 @@ def parser() -> argparse.ArgumentParser:
   p.add_argument('--bn-group', type=int, default=0, help='images per BN group (0: the batch)')
   p.add_argument('--eval-every', type=int, default=50)
   p.add_argument('--seeds', type=int, nargs='+', default=[0])
-  p.add_argument('--out', default='experiments/results/torch_twin')
+  p.add_argument('--out', default='experiments/results/superconvergence_cpu',
+                 help='the study folder the runs go to, one arm per --name')
   p.add_argument('--device', default='cpu', help="'cpu' or 'cuda'")
   p.add_argument('--tf32', action='store_true', help='let CUDA use TF32 (default: true fp32)')
   p.add_argument('--name', default='', help='results folder name (default: from the options)')
   return p
 
 
+# Options that say where the data and the runs are, not what the recipe is.
+_PLACE = ('--data', '--seeds', '--out', '--name', '--device')
+
+
+def recipe(argv: list[str]) -> str:
+  """The options of `argv` that define the recipe (a manifest arm's `set`), in their order."""
+  out, skip = [], False
+  for a in argv:
+    if a.split('=', 1)[0] in _PLACE:
+      skip = '=' not in a
+      continue
+    if skip and not a.startswith('--'):
+      continue
+    skip = False
+    out.append(a)
+  return ' '.join(out)
+
+
 def main(argv=None) -> None:
+  argv = sys.argv[1:] if argv is None else list(argv)
   args = parser().parse_args(argv)
   data = load_cifar(args.data, args.subset)
   name = args.name or f'resnet{args.depth}_subset{args.subset}_{args.policy}_{args.steps}'
@@ -333,6 +252,11 @@ def main(argv=None) -> None:
       print(f'[torch_twin] {out_dir}: done, skipped.')
       continue
     print(f'[torch_twin] {out_dir}: running seed {seed}.', flush=True)
+    os.makedirs(out_dir, exist_ok=True)
+    collect.record_arm(os.path.dirname(os.path.abspath(args.out)), os.path.basename(args.out),
+                       name, config='research/torch_twin/torch_twin.py', args='',
+                       sets=[recipe(argv)], seed=seed,
+                       command='python -m research.torch_twin.torch_twin ' + ' '.join(argv))
     train(args, seed, data, out_dir)
 
 

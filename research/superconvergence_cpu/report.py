@@ -1,6 +1,6 @@
-"""The super-convergence comparisons of `experiments/superconvergence_cpu.sh`, from the results.
+"""The super-convergence comparisons of `research/superconvergence_cpu/run_cpu.sh`, reported.
 
-  python -m experiments.superconvergence [--write]
+  python -m research.superconvergence_cpu.report [--write]
 
 Reads `experiments/results/` and writes its `superconvergence_cpu/superconvergence.json` (every
 number below), one plot per comparison (test accuracy against iterations, seeds as +-1 std
@@ -10,7 +10,7 @@ Groups are found by what they ran (their config.json), not by folder names:
 - LeNet on Fashion-MNIST at batch 512: Caffe 1cycle (the 2018 LeNet row), Caffe `inv`, warm-up +
   cosine at 1cycle's length;
 - the authors' ResNet-20 on CIFAR-10 subsets at batch 64: one CLR cycle, PC-LR run 4x as long,
-  warm-up + cosine at CLR's length; and the PyTorch twin (`benchmarks/torch_twin.py`) of the
+  warm-up + cosine at CLR's length; and the PyTorch twin (`research/torch_twin`) of the
   2,500-image CLR cell against superconv's seeds of it.
 """
 
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 from typing import Sequence
 
@@ -27,7 +26,7 @@ import numpy as np
 from experiments import collect
 from experiments import plots
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RESULTS = os.path.join(REPO, 'experiments', 'results')
 DOC, BLOCK = os.path.join(collect.DOCS, 'results.md'), 'superconvergence'
 SUBSETS = (2500, 10000)
@@ -52,17 +51,8 @@ def _find(groups, stem: str, **want) -> collect.Group | None:
   return found[0] if found else None
 
 
-def seed_stats(values: Sequence[float]) -> dict:
-  """n, mean, sample std (0 for one value), min, max and the values, of the finite ones."""
-  v = [float(x) for x in values if x is not None and math.isfinite(x)]
-  if not v:
-    return {'n': 0}
-  return {'n': len(v), 'mean': float(np.mean(v)), 'std': float(np.std(v, ddof=1)) if len(v) > 1
-          else 0.0, 'min': min(v), 'max': max(v), 'values': v}
-
-
 def _final(g: collect.Group | None) -> dict:
-  return seed_stats([r.final_accuracy() for r in g.finished]) if g else {'n': 0}
+  return collect.seed_stats([r.final_accuracy() for r in g.finished]) if g else {'n': 0}
 
 
 def _at(g: collect.Group, step: int) -> dict:
@@ -72,7 +62,7 @@ def _at(g: collect.Group, step: int) -> dict:
     steps, acc = r.curve()
     hit = np.nonzero(steps <= step)[0]
     out.append(float(acc[hit[-1]]) if hit.size else None)
-  return seed_stats(out)
+  return collect.seed_stats(out)
 
 
 def _steps(g: collect.Group) -> int:
@@ -228,7 +218,7 @@ def markdown(r: dict) -> str:
   if t:
     a, b = t['superconv'], t['torch']
     lines.append(
-        f"- **The PyTorch twin** (`benchmarks/torch_twin.py`, written from Caffe's semantics) of "
+        f"- **The PyTorch twin** (`research/torch_twin`, written from Caffe's semantics) of "
         f"the 2,500-image CLR cell: superconv {_pm(a)} (seeds {', '.join(f'{100 * v:.2f}' for v in a['values'])}); "
         f"twin {_pm(b)} (seeds {', '.join(f'{100 * v:.2f}' for v in b['values'])}). superconv's mean "
         + ('lies **inside** the twin\'s seed spread' if t['superconv_mean_inside_twin_spread']
@@ -246,7 +236,7 @@ def markdown(r: dict) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(prog='python -m experiments.superconvergence',
+  parser = argparse.ArgumentParser(prog='python -m research.superconvergence_cpu.report',
                                    description=__doc__.split('\n\n')[0])
   parser.add_argument('--results', default=RESULTS)
   parser.add_argument('--write', nargs='?', const=DOC, default='', metavar='PAGE',

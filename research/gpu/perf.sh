@@ -3,8 +3,8 @@
 # Every variant is one row of OUT_DIR/perf.jsonl (benchmarks.throughput, the same process layout
 # as benchmarks/results/h200_session2.jsonl); then Fig. 1a with the fastest bf16 variant.
 #
-#   bash experiments/gpu_perf.sh CIFAR_ARCHIVE OUT_DIR [BUDGET_SECONDS]
-#   TOY=1 bash experiments/gpu_perf.sh - /tmp/toy       # CPU check: LeNet, batch 16, 4 updates
+#   bash research/gpu/perf.sh CIFAR_ARCHIVE OUT_DIR [BUDGET_SECONDS]
+#   TOY=1 bash research/gpu/perf.sh - /tmp/toy       # CPU check: LeNet, batch 16, 4 updates
 #
 # Rows (ResNet-56, batch 1,000, bf16 compute unless named):
 #   baseline       today's step (the pytree state), 10 updates per dispatch (lax.scan)
@@ -13,7 +13,7 @@
 #                  to the default command types
 #   cmdbuf_unroll  the same + --xla_gpu_command_buffer_unroll_loops (the loop body unrolled into
 #                  one graph)
-#   fp32           fp32 compute, packed (the README's fp32 row was 32,049 img/s, pytree)
+#   fp32           fp32 compute, packed (docs/performance.md's fp32 row: 32,049 img/s, pytree)
 #   fp32_nhwc      fp32 + --xla_gpu_force_conv_nhwc=true
 #   profile        the fastest bf16 variant again under jax.profiler: the trace and its kernel
 #                  breakdown (OUT_DIR/profile/, the row's 'kernel_breakdown'); nsys stats too
@@ -21,7 +21,7 @@
 # Then OUT_DIR/dispatch.json (host cost of one dispatch, pytree vs packed, ResNet-56 and -20),
 # OUT_DIR/range_test.json (updates/s of an LR range-test sweep against training) and, if the
 # budget allows, Fig. 1a (configs/resnet56.py, bn_groups=8, bf16) with the fastest variant's
-# flags in OUT_DIR/results. On the CPU (TOY=1) the GPU-only XLA flags are skipped (XLA:CPU may
+# flags in OUT_DIR/results (the study fig1a_perf). On the CPU (TOY=1) the GPU-only XLA flags are skipped (XLA:CPU may
 # abort on them); each row records the flags it ran with.
 set -uo pipefail
 ARCHIVE=${1:?CIFAR-10 archive path ('-' with TOY=1)}
@@ -108,7 +108,8 @@ LEFT=$(( BUDGET - $(elapsed) ))
 # Fig. 1a took 238 s on the H200 (22 s of it compiling): run it with 260 s or more left.
 if [ "$LEFT" -gt 260 ] || [ "${TOY:-0}" = 1 ]; then
   echo "== [$(elapsed)s] Fig. 1a with the fastest variant ($LEFT s left)"
-  XLA_FLAGS="$BEST_FLAGS" python -m experiments.run "${FIG[@]}" --seeds 0 \
+  XLA_FLAGS="$BEST_FLAGS" python -m experiments.run --study fig1a_perf --arm clr_bf16_best \
+      "${FIG[@]}" --seeds 0 \
       --results "$OUT/results" --set progress_bar=False --set model.dtype=bfloat16
 else
   echo "== [$(elapsed)s] Fig. 1a skipped: $LEFT s left"
