@@ -56,6 +56,15 @@ def set_schedule(c: ml_collections.ConfigDict, name: str, **fields: Any
   return c
 
 
+def epochs_arg(args: dict, default: float) -> float:
+  """`epochs=` of a config argument: a positive number of passes, fractions allowed (1.5)."""
+  value = args.get('epochs', default)
+  if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+    raise ValueError(f'config argument epochs={value!r} must be a positive number of passes '
+                     'over the training set (e.g. 12 or 1.5).')
+  return value
+
+
 def epochs_to_steps(epochs: float, num_train: int, batch_size: int) -> int:
   """Updates in `epochs` passes over `num_train` images at `batch_size`, rounded down.
 

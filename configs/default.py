@@ -4,6 +4,11 @@ The defaults are the paper's headline run (Smith & Topin 2017, Fig. 1a: ResNet-5
 0.1-3.0, step size 5,000, 10,000 iterations, batch 1,000, momentum 0.9, weight decay 1e-4, BN moving
 average fraction 0.95). `configs/resnet56.py` names it; other files change only what differs.
 
+A workdir holds one run: rerun on it, a config that differs from its config.json in a field
+that changes what is trained is refused (superconv.workdir). Fields tagged `[op]` below are
+operational (how the run is watched, saved or executed) and may differ; a tagged section covers
+all of its fields (superconv.config_lib.operational_fields reads the tags).
+
 Command:
   python -m superconv.main --config=configs/default.py --workdir=/tmp/sc
 """
@@ -19,21 +24,28 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   c.mode = 'train'                 # 'train' | 'lr_range' | 'eval' (a workdir's latest checkpoint)
   c.seed = 0                       # seeds init, data order and augmentation
   c.num_steps = 10_000             # optimizer updates (Caffe "iterations")
-  c.stop_after_steps = 0           # end the run after this many updates (0: num_steps); the
+  c.stop_after_steps = 0           # [op] end the run after this many updates (0: num_steps); the
                                    # schedule still spans num_steps (a truncated long baseline)
   c.batch_size = 1000              # global batch: images per update over all devices of all hosts
-  c.eval_every_steps = 100         # updates between evaluations on the full test split (0: end only)
-  c.log_every_steps = 100          # updates between metrics.jsonl rows
-  c.checkpoint_every_steps = 1000  # updates between checkpoints (0: only final and on preemption)
-  c.keep_checkpoints = 3           # checkpoints kept in workdir/checkpoints
-  c.steps_per_dispatch = 10        # updates fused into one jitted call (lax.scan) on accelerators
-  c.cpu_steps_per_dispatch = 4     # the same on the CPU, unrolled (a loop body keeps XLA:CPU's
+  c.eval_every_steps = 100         # [op] updates between evaluations on the full test split
+                                   # (0: at the end only)
+  c.log_every_steps = 100          # [op] updates between metrics.jsonl rows
+  c.checkpoint_every_steps = 1000  # [op] updates between checkpoints (0: only the final one and on
+                                   # preemption)
+  c.keep_checkpoints = 3           # [op] checkpoints kept in workdir/checkpoints
+  c.steps_per_dispatch = 10        # [op] updates fused into one jitted call (lax.scan) on
+                                   # accelerators
+  c.cpu_steps_per_dispatch = 4     # [op] the same on the CPU, unrolled (a loop body keeps XLA:CPU's
                                    # slow convolutions), for runs of at least
-  c.cpu_unroll_min_steps = 1000    # this many updates: the unrolled program compiles ~k x longer
-  c.progress_bar = True            # tqdm bar on process 0
-  c.lr_range_result = ''           # path of an lr_range.json: its suggestion sets the LR bounds
-  c.compilation_cache_dir = '~/.cache/superconv/jax'  # JAX's persistent compilation cache: a
+  c.cpu_unroll_min_steps = 1000    # [op] this many updates: the unrolled program compiles ~k x
+                                   # longer
+  c.progress_bar = True            # [op] tqdm bar on process 0
+  c.lr_range_result = ''           # [op] path of an lr_range.json: its suggestion sets the LR
+                                   # bounds (compared as the schedule fields it sets)
+  c.compilation_cache_dir = '~/.cache/superconv/jax'  # [op] JAX's persistent compilation cache: a
                                    # second run or seed loads its compiled steps ('' = off)
+  c.allow_config_change = False    # [op] continue a workdir's run although a training field differs
+                                   # from its config.json (recorded in config_changes.jsonl)
 
   c.model = ml_collections.ConfigDict()
   c.model.name = 'resnet56'        # a key of superconv.models.MODELS (or a 'resnet{6n+2}' depth)
@@ -55,20 +67,22 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   c.data.crop_padding = 0          # pad-and-random-crop in pixels (0: none, as the paper; 4: He et al.)
   c.data.mean = 'pixel'            # subtract the train-set mean 'pixel' (Caffe mean file) | 'channel' | 'none'
   c.data.scale = 1.0               # multiply after mean subtraction (Caffe CIFAR: 1.0 on 0-255 pixels)
-  c.data.eval_batch_size = 1000    # images per evaluation batch (last partial batch is counted)
+  c.data.eval_batch_size = 1000    # [op] images per evaluation batch (the last partial batch
+                                   # counts)
   c.data.validation_examples = 0   # > 0: hold this many training examples out (a class-balanced
                                    # draw, the same for every seed) and evaluate on them instead
                                    # of the test split (tuning reads validation, never test)
   c.data.fake_num_train = 512      # examples in the generated 'fake' train split
   c.data.fake_num_test = 256       # examples in the generated 'fake' test split
-  c.data.cache_dir = ''            # where decoded local archives are cached as .npz ('' = ~/.cache/superconv)
+  c.data.cache_dir = ''            # [op] where decoded local archives are cached as .npz
+                                   # ('' = ~/.cache/superconv)
   c.data.check_counts = True       # [op] a local copy of a set of known size (cifar10/100, mnist,
                                    # fashion_mnist) must hold all of it, class by class (False: a
                                    # deliberately smaller copy; superconv.data.sources.check_counts)
   # Streamed sets (imagenet2012): decoded and cropped on each host, a batch per update.
   c.data.image_size = 0            # side of the square train/eval crops in pixels (0: the set's, 224)
-  c.data.num_threads = 16          # decoding threads per host
-  c.data.prefetch = 4              # dispatches decoded ahead of the device, per host
+  c.data.num_threads = 16          # [op] decoding threads per host
+  c.data.prefetch = 4              # [op] dispatches decoded ahead of the device, per host
 
   # The LR schedule: `name` plus that schedule's own arguments only, so a field of another
   # schedule is an error. superconv/schedule_registry.py lists every schedule's fields with their
@@ -104,7 +118,6 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
                                          # point x to recompute the BN statistics before every
                                          # evaluation (0: evaluate with the statistics of y)
 
-
   c.lr_range = ml_collections.ConfigDict()
   c.lr_range.min_lr = 0.0          # LR at update 0
   c.lr_range.max_lr = 3.0          # LR at the last update
@@ -138,14 +151,14 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   c.lr_estimate.enabled = False    # log the paper's Hessian-free optimal-LR estimate (§4)
   c.lr_estimate.ema = 0.9          # EMA factor of the logged estimate (the authors' scripts: 0.9)
 
-  c.distributed = ml_collections.ConfigDict()
+  c.distributed = ml_collections.ConfigDict()  # [op] how the processes of a job find each other
   c.distributed.initialize = 'auto'      # 'auto' (JAX detects TPU pods / GKE / SLURM / MPI, else one
                                          # process) | 'always' (detection must succeed) | 'never'
   c.distributed.coordinator_address = ''  # host:port of process 0 (GPU clusters)
   c.distributed.num_processes = 0        # processes in the job (0: from the environment)
   c.distributed.process_id = -1          # this process (-1: from the environment)
 
-  c.logging = ml_collections.ConfigDict()
+  c.logging = ml_collections.ConfigDict()  # [op] where the rows are also written
   c.logging.tensorboard = True     # also write every metrics.jsonl row as TensorBoard scalars to
                                    # workdir/tensorboard (process 0; no TensorFlow needed)
   c.logging.wandb = ml_collections.ConfigDict()

@@ -44,13 +44,16 @@ def get_config(arg: str = ''):
   args = config_lib.parse_arg(arg)
   common.check_args(args, ('policy', 'epochs', 'batch', 'peak', 'warmup'))
   policy = common.choice(args, 'policy', POLICIES, 'inv')
-  epochs = int(args.get('epochs', 4 if policy == 'lr_range' else 12))
+  epochs = common.epochs_arg(args, 4 if policy == 'lr_range' else 12)
   c = default.get_config()
   common.caffe_lenet(c, 'fashion_mnist')
   c.data.source, c.data.path = 'files', '/usr/share/datasets/fashion-mnist'
   c.batch_size = int(args.get('batch', 64 if policy in ('inv', 'step') else 512))
   c.eval_every_steps = 500 if c.batch_size == 64 else 100
   c.num_steps = n = common.epochs_to_steps(epochs, 60_000, c.batch_size)
+  if n < 1:
+    raise ValueError(f'epochs={epochs} at batch {c.batch_size} is less than one update '
+                     f'({60_000 / c.batch_size:g} updates per epoch).')
   if policy in ('inv', 'step'):
     common.caffe_lenet_schedule(c, policy)
   elif policy == '1cycle':

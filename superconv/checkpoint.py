@@ -22,7 +22,7 @@ import signal
 import sys
 import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
 from absl import logging
 from flax import traverse_util
@@ -154,18 +154,30 @@ def _quiet_failed_reads():
     asyncio_logger.setLevel(level)
 
 
+# Test hook: 'N:SIGINT' (or N:SIGTERM) makes the run signal itself right after update N, so a test
+# lands a preemption on an exact update through the real handler (`PreemptionFlag.test_hook`).
+# Unset in real runs.
+SIGNAL_AT_STEP_ENV = 'SUPERCONV_TEST_SIGNAL_AT_STEP'
+
+
 class PreemptionFlag:
   """Set by SIGTERM/SIGINT; the train loop checks it at every dispatch boundary.
 
-  The first signal asks for a checkpoint and a clean exit; a second SIGINT falls back to
-  Python's default (KeyboardInterrupt), for a user who really wants out at once.
+  The first signal asks for a checkpoint and a clean exit, and says so at once on stderr:
+  `describe(signal_name)` returns that line (the train loop's: how many queued updates finish
+  first). A second SIGINT falls back to Python's default (KeyboardInterrupt): the run stops
+  without saving, for a user who really wants out at once.
   """
 
-  def __init__(self):
+  def __init__(self, describe: Callable[[str], str] | None = None):
     self._event = threading.Event()
     self.signal_name = ''
     self._previous = {}
     self._sync_point = True
+    self._describe = describe
+    value = os.environ.get(SIGNAL_AT_STEP_ENV, '')
+    self._test_signal = (int(value.split(':')[0]), getattr(signal, value.split(':')[1])
+                         ) if value else None
 
   def __enter__(self) -> 'PreemptionFlag':
     if threading.current_thread() is threading.main_thread():
@@ -180,8 +192,20 @@ class PreemptionFlag:
   def _handle(self, signum, frame):  # pylint: disable=unused-argument
     if self._event.is_set() and signum == signal.SIGINT:
       raise KeyboardInterrupt
+    if self._event.is_set():
+      return
     self.signal_name = signal.Signals(signum).name
     self._event.set()
+    line = (self._describe(self.signal_name) if self._describe else
+            f'superconv: received {self.signal_name}: saving a checkpoint, then stopping; press '
+            'Ctrl-C again to abort without saving.')
+    # os.write, not print: a handler may interrupt a print to the same stream.
+    os.write(sys.stderr.fileno(), (line + '\n').encode())
+
+  def test_hook(self, step: int) -> None:
+    """Sends the signal `SIGNAL_AT_STEP_ENV` names when the run has just done update `step`."""
+    if self._test_signal and step == self._test_signal[0]:
+      os.kill(os.getpid(), self._test_signal[1])
 
   def is_set(self, step: int | None = None) -> bool:
     """True when any process of the job was told to stop; every process must call it at the

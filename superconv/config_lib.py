@@ -7,10 +7,38 @@ ARG is a comma-separated list of words and `key=value` pairs, e.g. `smoke`, `ste
 from __future__ import annotations
 
 import ast
+import functools
+import importlib.util
+import re
 
 import ml_collections
 
 from superconv import schedule_registry
+
+# The tag that marks a field of configs/default.py as operational: it changes how a run is
+# watched, saved or executed (logging, progress, evaluation and checkpoint cadence, caches,
+# threads, where to stop), never what is trained, so a rerun on an existing workdir may change
+# it (superconv.workdir). A tagged section (`c.logging = ...  # [op]`) covers all its fields.
+OPERATIONAL_TAG = '[op]'
+_FIELD_LINE = re.compile(r'^\s*c\.([\w.]+)\s*=.*#\s*' + re.escape(OPERATIONAL_TAG))
+
+
+@functools.cache
+def operational_fields() -> frozenset[str]:
+  """The dotted fields tagged `[op]` in configs/default.py (its comments are the one list).
+
+  >>> 'log_every_steps' in operational_fields(), 'seed' in operational_fields()
+  (True, False)
+  """
+  origin = importlib.util.find_spec('configs.default').origin
+  with open(origin) as f:
+    return frozenset(m.group(1) for m in map(_FIELD_LINE.match, f) if m)
+
+
+def is_operational(field: str) -> bool:
+  """True if the dotted `field` is tagged `[op]`, or lies in a section that is."""
+  parts = field.split('.')
+  return any('.'.join(parts[:i]) in operational_fields() for i in range(1, len(parts) + 1))
 
 def parse_arg(arg: str | None) -> dict:
   """'smoke,stepsize=3000' -> {'smoke': True, 'stepsize': 3000}. Values are Python literals."""
@@ -113,6 +141,11 @@ def apply_smoke(c: ml_collections.ConfigDict, updates: int = TINY_UPDATES, *,
 def finalize(c: ml_collections.ConfigDict, arg: str | None = '') -> ml_collections.ConfigDict:
   """Applies `smoke` or `tiny` if asked and locks the config (a mistyped override then fails)."""
   args = parse_arg(arg)
+  if is_shrunk(args) and args.get('data'):
+    raise ValueError(
+        f"data={args['data']} with {'smoke' if args.get('smoke') else 'tiny'}: the shrunk runs "
+        'train on generated images, so the data would be ignored; drop smoke/tiny to train on '
+        'it.')
   if args.get('smoke'):
     c = apply_smoke(c, SMOKE_UPDATES, batch_size=32, max_lr=SMOKE_MAX_LR)
   elif args.get('tiny'):

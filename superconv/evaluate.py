@@ -22,6 +22,7 @@ from superconv import metrics as metrics_lib
 from superconv import optim
 from superconv import sharding
 from superconv import step as step_lib
+from superconv import workdir as workdir_lib
 
 EVAL_FILE = 'eval.json'
 
@@ -32,6 +33,11 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, devices=None) -> d
   Raises:
     CheckpointError: the workdir has no checkpoint (or none that fits this config).
   """
+  with workdir_lib.claim(config, workdir, check_identity=False):  # one writer at a time
+    return _evaluate(config, workdir, devices)
+
+
+def _evaluate(config: ml_collections.ConfigDict, workdir: str, devices) -> dict:
   mesh = sharding.make_mesh(devices)
   inputs = inputs_lib.open_inputs(config)
   model = step_lib.build_model(config, inputs.num_classes)

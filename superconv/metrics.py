@@ -17,16 +17,16 @@ import jax
 from superconv import storage
 
 
-def _clean(value: Any) -> Any:
+def clean(value: Any) -> Any:
   """JSON-safe scalars: numpy/jax numbers to Python, NaN/inf to strings JSON can hold."""
   if hasattr(value, 'item') and getattr(value, 'ndim', 1) == 0:
     value = value.item()
   if isinstance(value, float) and not math.isfinite(value):
     return str(value)
   if isinstance(value, dict):
-    return {k: _clean(v) for k, v in value.items()}
+    return {k: clean(v) for k, v in value.items()}
   if isinstance(value, (list, tuple)):
-    return [_clean(v) for v in value]
+    return [clean(v) for v in value]
   return value
 
 
@@ -53,7 +53,7 @@ class MetricWriter:
 
   def write(self, row: dict) -> None:
     if self._file is not None:
-      self._file.append((json.dumps(_clean(row)) + '\n').encode())
+      self._file.append((json.dumps(clean(row)) + '\n').encode())
 
   def flush(self) -> None:
     """Makes every row written so far durable (a no-op on a disk: each row already is)."""
@@ -62,15 +62,6 @@ class MetricWriter:
 
   def close(self) -> None:
     self.flush()
-
-
-def open_writers(config, workdir: str, *, resume_step: int | None = None):
-  """metrics.jsonl plus TensorBoard and (if `config.logging.wandb.enabled`) W&B, as one writer.
-
-  Returns an object with `write(row)`, `rows` and `close()`; see `superconv.summary_writers`.
-  """
-  from superconv import summary_writers  # pylint: disable=g-import-not-at-top  (it imports us)
-  return summary_writers.open_writers(config, workdir, resume_step=resume_step)
 
 
 def read_jsonl(path: str) -> Iterable[dict]:
@@ -84,7 +75,7 @@ def write_json(path: str, obj: Any) -> None:
   crash never leaves half a summary."""
   if jax.process_index() != 0:
     return
-  storage.write_atomic(path, json.dumps(_clean(obj), indent=2, sort_keys=True) + '\n')
+  storage.write_atomic(path, json.dumps(clean(obj), indent=2, sort_keys=True) + '\n')
 
 
 def git_commit() -> str:

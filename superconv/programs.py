@@ -38,7 +38,12 @@ def run(config: ml_collections.ConfigDict, workdir: str, **kwargs) -> Any:
   from superconv import configure  # pylint: disable=g-import-not-at-top
   config = configure.resolve(config)
   use_compilation_cache(config.compilation_cache_dir)
-  return program(config.mode)(config, workdir, **kwargs)
+  if config.mode != 'lr_range':  # training and evaluation claim their workdir themselves
+    return program(config.mode)(config, workdir, **kwargs)
+  from superconv import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  with workdir_lib.claim(config, workdir) as claimed:  # one writer; config.json is the sweep's
+    claimed.record_config()
+    return program(config.mode)(config, workdir, **kwargs)
 
 
 def use_compilation_cache(path: str) -> str:
@@ -65,10 +70,11 @@ def user_errors() -> tuple[type[BaseException], ...]:
   from superconv import checkpoint
   from superconv import configure
   from superconv import step
+  from superconv import workdir
   from superconv.data import sources
   # pylint: enable=g-import-not-at-top
   return (configure.ConfigError, sources.DataError, checkpoint.CheckpointError,
-          step.TrainingDiverged)
+          workdir.WorkdirError, step.TrainingDiverged)
 
 
 def exit_code(error: BaseException) -> int:
@@ -127,12 +133,46 @@ def flag_error_message(argv: Sequence[str], error: Exception) -> str:
           f'({" ".join(text.split())}).')
 
 
+def missing_config_message(spec: str) -> str:
+  """One line for a --config file that is not there, wherever the command was run from."""
+  path = spec.split(':', 1)[0]
+  hint = ''
+  if not os.path.isabs(path):
+    # superconv's own configs, wherever it is installed: `configs` is a package beside it.
+    import importlib.util  # pylint: disable=g-import-not-at-top
+    found = importlib.util.find_spec('configs')
+    here = os.path.dirname(found.origin) if found and found.origin else ''
+    name = os.path.join(here, os.path.basename(path)) if here else ''
+    if name and os.path.exists(name):
+      hint = f'; superconv\'s own {os.path.basename(path)} is {name}'
+    elif here:
+      hint = f'; superconv\'s own configs are in {here}'
+  return (f'--config={spec}: no such config file ({os.path.abspath(path)} does not exist; '
+          f'a relative path is read from the working directory {os.getcwd()}){hint}.')
+
+
 def parse_flags(argv: list[str], flag_values=flags.FLAGS) -> list[str]:
   """absl's flag parsing, with every config mistake reported like a ConfigError: one line, exit 2."""
+  def missing_file():
+    # config_flags reports a missing file late (when the config is first read, or wrapped in
+    # a parse error of an override) and as a traceback: checked here from the argument.
+    specs = [a.split('=', 1)[1] if '=' in a else b for a, b in zip(argv[1:], [*argv[2:], ''])
+             if a.startswith('--config=') or a == '--config']
+    if specs and not os.path.exists(specs[-1].split(':', 1)[0]):
+      return missing_config_message(specs[-1])
+    flag = flag_values['config'] if 'config' in flag_values else None  # `--config FILE`
+    if flag is not None and flag.present and not isinstance(flag.value, ml_collections.ConfigDict):
+      return missing_config_message(flag.config_filename)
+    return ''
+
   try:
-    return flag_values(argv)
-  except (flags.Error, AttributeError, KeyError) as e:
-    message = flag_error_message(argv, e)
-  print(f'superconv: {message}\nPass --helpshort or --helpfull to see the flags; '
-        'configs/default.py lists every config field.', file=sys.stderr)
+    rest = flag_values(argv)
+    message = missing_file()
+    if not message:
+      return rest
+  except (flags.Error, AttributeError, KeyError, OSError) as e:
+    message = missing_file() or (
+        f'{flag_error_message(argv, e).rstrip(".")}. (--helpshort lists the flags; '
+        'configs/default.py every config field.)')
+  print(f'superconv: {message}', file=sys.stderr)
   sys.exit(2)

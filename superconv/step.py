@@ -496,5 +496,4 @@ def divergence_message(sums: dict) -> str:
           f"(learning rate {float(sums['nonfinite_lr']):.4g}, momentum "
           f"{float(sums['nonfinite_momentum']):.4g}). Try a lower maximum learning rate "
           "(--config.schedule.max_lr), gradient clipping (--config.optimizer.grad_clip_norm), or "
-          "run an LR range test (--config.mode=lr_range) to find where training breaks down. "
-          "The last good checkpoint is kept.")
+          "run an LR range test (--config.mode=lr_range) to find where training breaks down.")

@@ -46,7 +46,8 @@ Weights & Biases (optional: `pip install "superconv[wandb]"`)
   A config that enables W&B without the package installed fails before anything is loaded, in one
   line that names the extra to install.
 
-This module sits on the same floor as `metrics`: it imports nothing else of superconv.
+This module sits one floor above `metrics` (whose MetricWriter it wraps); `metrics` never
+imports it.
 """
 
 from __future__ import annotations

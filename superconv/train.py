@@ -9,10 +9,10 @@ Imported only by the entry points (`superconv.programs`) and its tests.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import os
-import signal
 import time
 
 from absl import logging
@@ -26,33 +26,34 @@ from superconv import optim
 from superconv import sharding
 from superconv import step as step_lib
 from superconv import storage
+from superconv import summary_writers
+from superconv import workdir as workdir_lib
 from superconv.data import sources
 
 
-# Test hook: 'N:SIGINT' (or N:SIGTERM) makes the run signal itself right after update N, so a test
-# lands a preemption on an exact step through the real signal handler. Unset in real runs.
-SIGNAL_AT_STEP_ENV = 'SUPERCONV_TEST_SIGNAL_AT_STEP'
+# The test hook that lands a signal on an exact update lives with the signal handler.
+SIGNAL_AT_STEP_ENV = ckpt_lib.SIGNAL_AT_STEP_ENV
 
 
-def _signal_at_step() -> tuple[int, int] | None:
-  value = os.environ.get(SIGNAL_AT_STEP_ENV, '')
-  if not value:
-    return None
-  step, name = value.split(':')
-  return int(step), int(getattr(signal, name))
+# A one-element array computed from a dispatch's output: ready when that dispatch is done. (The
+# output itself is donated to the next dispatch, after which it cannot be asked.)
+_done_token = jax.jit(lambda leaf: leaf.ravel()[:1])
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, devices=None) -> dict:
   """Trains `config` in `workdir`, resuming from its latest checkpoint; returns the summary.
 
   `config` is resolved (`configure.resolve`, as `programs.run` does). `devices`: the devices of
-  the mesh (default: every device of every process).
+  the mesh (default: every device of every process). The workdir is claimed first
+  (`superconv.workdir`: one writer, and its config.json is this run's).
   """
   t_start = time.perf_counter()
-  storage.makedirs(workdir)  # a local folder or an object store (gs://...): superconv.storage
-  is_main = jax.process_index() == 0
-  metrics_lib.write_json(os.path.join(workdir, 'config.json'), config.to_dict())
+  with workdir_lib.claim(config, workdir) as run:
+    return _train(config, workdir, run, devices, t_start)
 
+
+def _train(config, workdir, run, devices, t_start) -> dict:
+  is_main = jax.process_index() == 0
   mesh = sharding.make_mesh(devices)
   inputs = inputs_lib.open_inputs(config)  # bad data fails here, before a checkpoint folder or a compile
   model = step_lib.build_model(config, inputs.num_classes)
@@ -67,13 +68,34 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, devices=
                                     mesh, lr_estimate=bool(config.lr_estimate.enabled))
   checkpointer = ckpt_lib.Checkpointer(workdir, keep=config.keep_checkpoints)
   state, start_step = checkpointer.restore_latest(step_lib.abstract_state(init))
+  run.record_config()  # config.json (and a change's history line): the checkpoints fit it
+  num_steps = config.num_steps
+  if config.stop_after_steps:
+    num_steps = min(num_steps, int(config.stop_after_steps))
+  summary_path = os.path.join(workdir, 'summary.json')
+  if state is not None and start_step >= num_steps and storage.path(summary_path).exists():
+    # A finished run: its summary (timings included) stays as the run wrote it.
+    checkpointer.close()
+    msg = (f'{workdir} holds a finished run (update {start_step} of {num_steps}); nothing to '
+           'do, summary.json unchanged. Use a new --workdir for a new run.')
+    logging.info(msg)
+    if is_main:
+      print(msg, flush=True)
+    return json.loads(storage.path(summary_path).read_text())
   if state is None:
     state, start_step = init(), 0
   else:
     logging.info('Resumed from the checkpoint at update %d.', start_step)
   # metrics.jsonl, TensorBoard event files and (if configured) W&B, from one call.
-  writer = metrics_lib.open_writers(config, workdir, resume_step=start_step)
+  writer = summary_writers.open_writers(config, workdir, resume_step=start_step)
+  with contextlib.closing(writer), contextlib.closing(checkpointer):
+    return _loop(config, workdir, mesh, inputs, model, tx, spec, k, state, start_step, num_steps,
+                 checkpointer, writer, t_start)
 
+
+def _loop(config, workdir, mesh, inputs, model, tx, spec, k, state, start_step, num_steps,
+          checkpointer, writer, t_start) -> dict:
+  is_main = jax.process_index() == 0
   feed, evaluator = inputs.feed(mesh, start_step, k), inputs.evaluator(model, mesh, spec)
   t = time.perf_counter()
   # Between boundaries the loop holds the state packed on accelerators (a few flat buffers: the
@@ -91,9 +113,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, devices=
 
   # The evaluations before a resume count for the best accuracy of the run.
   evals = [(r['step'], r['eval_accuracy']) for r in writer.rows if 'eval_accuracy' in r]
-  num_steps = config.num_steps
-  if config.stop_after_steps:
-    num_steps = min(num_steps, int(config.stop_after_steps))
   step = start_step
   train_seconds = eval_seconds = 0.0
   images_done = 0
@@ -103,18 +122,41 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, devices=
     from tqdm import auto as tqdm  # pylint: disable=g-import-not-at-top
     bar = tqdm.tqdm(total=num_steps, initial=step, unit='step', dynamic_ncols=True,
                     desc=config.model.name)
+  # Dispatched calls whose updates may still run on the device: (update after it, an output).
+  # The bar counts completed updates; a signal is told how many are still queued.
+  queued = collections.deque()
+  done = [start_step]
+
+  def completed() -> int:
+    while queued and queued[0][1].is_ready():
+      done[0] = queued.popleft()[0]
+    if bar is not None and done[0] > bar.n:
+      bar.update(done[0] - bar.n)
+    return done[0]
+
+  def on_signal(name: str) -> str:
+    finished = completed()
+    where = ('after this dispatch' if jax.process_count() == 1 else 'at the next log row')
+    return (f'superconv: received {name}: the {step - finished} updates queued on the device '
+            f'finish first (to update {step}), then a checkpoint is saved {where}; press '
+            'Ctrl-C again to abort without saving.')
 
   def boundary(every):
     return bool(every) and step % every == 0
 
-  def stop_if_diverged(sums):
-    if int(sums['nonfinite_step']) >= 0:
-      if bar is not None:
-        bar.close()
-      raise step_lib.TrainingDiverged(step_lib.divergence_message(sums))
+  def stop_if_diverged(sums, row=None):
+    if int(sums['nonfinite_step']) < 0:
+      return
+    if bar is not None:
+      bar.close()
+    if row:  # the row that found it: its sums hold the non-finite values
+      writer.write({**row, 'diverged_at': int(sums['nonfinite_step'])})
+    saved = checkpointer.steps()
+    kept = (f' The last good checkpoint is update {saved[-1]} in {checkpointer.directory}.'
+            if saved else ' No checkpoint was saved before it.')
+    raise step_lib.TrainingDiverged(step_lib.divergence_message(sums) + kept)
 
   preempted = ''
-  signal_at = _signal_at_step()
 
   def unpacked():
     nonlocal state
@@ -123,15 +165,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, devices=
     return state
 
   # Closing the feed stops its reader threads however the loop ends.
-  with ckpt_lib.PreemptionFlag() as flag, contextlib.closing(feed):
+  with ckpt_lib.PreemptionFlag(on_signal) as flag, contextlib.closing(feed):
     while step < num_steps:
       packed, state = train_fn(packed, next(feed)), None
       step += k
-      if signal_at and step == signal_at[0]:
-        os.kill(os.getpid(), signal_at[1])
+      queued.append((step, _done_token(jax.tree.leaves(packed)[0])))
+      flag.test_hook(step)
       window_images += k * config.batch_size
-      if bar is not None:
-        bar.update(k)
+      completed()
       row = {}
       last = step >= num_steps
       if boundary(config.log_every_steps) or last:
@@ -140,7 +181,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, devices=
         elapsed = time.perf_counter() - window_start - window_paused
         train_seconds += elapsed
         images_done += window_images
-        stop_if_diverged(sums)
         hp = logged['hyperparams']
         n = max(int(sums['steps']), 1)
         row.update(step=step, lr=float(hp['learning_rate']), momentum=float(hp['momentum']),
@@ -148,13 +188,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, devices=
                    train_accuracy=float(sums['correct']) / max(float(sums['count']), 1.0),
                    grad_norm=float(sums['grad_norm']), param_norm=float(sums['param_norm']),
                    images_per_sec=window_images / max(elapsed, 1e-9))
+        stop_if_diverged(sums, row)
         if 'lr_estimate' in logged:
           row.update(lr_estimate=float(logged['lr_estimate']['estimate']),
                      lr_estimate_ema=float(logged['lr_estimate']['estimate_ema']))
         packed, state = step_lib.reset_sums(packed), None
+        completed()
         if bar is not None:
           bar.set_postfix(lr=f"{row['lr']:.3g}", loss=f"{row['train_loss']:.3f}",
                           img_s=f"{row['images_per_sec']:.0f}", refresh=False)
+        elif is_main:
+          logging.info('update %d/%d: lr %.4g, momentum %.3g, train loss %.4f, accuracy %.4f, '
+                       '%.0f images/s', step, num_steps, row['lr'], row['momentum'],
+                       row['train_loss'], row['train_accuracy'], row['images_per_sec'])
         window_start, window_images, window_paused = time.perf_counter(), 0, 0.0
       paused_from = time.perf_counter()
       if boundary(config.eval_every_steps) or last:
@@ -162,9 +208,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, devices=
         row.update(step=step, **evaluator(unpacked()))
         eval_seconds += time.perf_counter() - t
         evals.append((step, row['eval_accuracy']))
+        line = (f"update {step}/{num_steps}: eval accuracy {row['eval_accuracy']:.4f}, "
+                f"loss {row['eval_loss']:.4f}")
         if bar is not None:
-          bar.write(f"step {step}: eval accuracy {row['eval_accuracy']:.4f}, "
-                    f"loss {row['eval_loss']:.4f}")
+          bar.write(line)
+        elif is_main:
+          logging.info(line)
       if row:
         writer.write(row)
       # Asking every process is a collective; on one process it is free, on many do it per log.
@@ -180,8 +229,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, devices=
       window_paused += time.perf_counter() - paused_from
   if bar is not None:
     bar.close()
-  checkpointer.close()
-  writer.close()
 
   if preempted:
     msg = (f'Received {preempted}: saved a checkpoint at update {step} of {num_steps} in '
@@ -218,6 +265,10 @@ def _generated_data_note(config: ml_collections.ConfigDict, accuracy: float) -> 
       f'This was a check on generated images ({config.model.name}, {config.num_steps} updates): '
       f'it ended at {accuracy:.1%} test accuracy against {chance:.0%} for chance, so the '
       'pipeline, model, optimizer and schedule work on this machine. Next, the paper\'s Fig. 1a '
-      'run on real CIFAR-10 (a GPU or TPU is advised; on a 2-core CPU see '
-      'experiments/cifar10_subset_cpu.sh):\n  python -m superconv.main '
-      '--config=configs/resnet56.py:data=../shared/data/cifar10-jpeg.tar.gz --workdir=runs/resnet56')
+      'run on real CIFAR-10 (a GPU or TPU is advised), with TensorFlow Datasets (it downloads '
+      'CIFAR-10 on first use):\n'
+      '  python -m superconv.main --config=configs/resnet56.py --workdir=runs/resnet56\n'
+      'or from a local copy (a .tar.gz/.zip archive or a folder: image folders, CIFAR python '
+      'pickles), e.g.:\n'
+      '  python -m superconv.main --config=configs/resnet56.py:data=PATH/cifar10-jpeg.tar.gz '
+      '--workdir=runs/resnet56')

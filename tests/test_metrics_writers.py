@@ -77,7 +77,7 @@ def test_every_numeric_field_reaches_tensorboard_at_its_step(tmp_path):
   rows[1]['param_norm'] = jax.numpy.asarray(41.5)
   rows[2]['note'] = 'not a number'              # skipped, like lists and flags
   rows[2]['per_class'] = [0.1, 0.2]
-  writer = metrics.open_writers(_config(), str(tmp_path), resume_step=None)
+  writer = summary_writers.open_writers(_config(), str(tmp_path), resume_step=None)
   for row in rows:
     writer.write(row)
   writer.close()
@@ -95,7 +95,7 @@ def test_every_numeric_field_reaches_tensorboard_at_its_step(tmp_path):
 
 
 def test_each_row_is_on_disk_once_written(tmp_path):
-  writer = metrics.open_writers(_config(), str(tmp_path))
+  writer = summary_writers.open_writers(_config(), str(tmp_path))
   writer.write(_rows([10])[0])
   # Not closed: what a crash right now would leave behind.
   assert _scalars(str(tmp_path / 'tensorboard'))['lr'] == [(10, float(np.float32(1.0)))]
@@ -105,13 +105,13 @@ def test_each_row_is_on_disk_once_written(tmp_path):
 def test_resume_shows_the_restored_rows_then_the_new_ones(tmp_path):
   workdir = str(tmp_path)
   first = _rows(range(1, 7))            # the interrupted run logged up to update 6 ...
-  writer = metrics.open_writers(_config(), workdir, resume_step=0)
+  writer = summary_writers.open_writers(_config(), workdir, resume_step=0)
   for row in first:
     writer.write(row)
   writer.close()
   # ... but its last checkpoint was at update 3: the resumed run replays 4-8 (other values here,
   # so that a leftover from the interrupted run would show).
-  writer = metrics.open_writers(_config(), workdir, resume_step=3)
+  writer = summary_writers.open_writers(_config(), workdir, resume_step=3)
   assert writer.rows == first[:3]
   second = _rows(range(4, 9), scale=3.0)
   for row in second:
@@ -126,10 +126,10 @@ def test_resume_shows_the_restored_rows_then_the_new_ones(tmp_path):
 
 def test_a_restart_from_scratch_hides_the_whole_earlier_attempt(tmp_path):
   workdir = str(tmp_path)
-  with metrics.open_writers(_config(), workdir) as writer:
+  with summary_writers.open_writers(_config(), workdir) as writer:
     for row in _rows([1, 2, 3]):
       writer.write(row)
-  with metrics.open_writers(_config(), workdir, resume_step=None) as writer:
+  with summary_writers.open_writers(_config(), workdir, resume_step=None) as writer:
     new = _rows([1, 2], scale=5.0)
     for row in new:
       writer.write(row)
@@ -137,7 +137,7 @@ def test_a_restart_from_scratch_hides_the_whole_earlier_attempt(tmp_path):
 
 
 def test_tensorboard_can_be_turned_off(tmp_path):
-  with metrics.open_writers(_config(tensorboard=False), str(tmp_path)) as writer:
+  with summary_writers.open_writers(_config(tensorboard=False), str(tmp_path)) as writer:
     writer.write(_rows([1])[0])
   assert not (tmp_path / 'tensorboard').exists()
   assert (tmp_path / 'metrics.jsonl').exists()
@@ -146,7 +146,7 @@ def test_tensorboard_can_be_turned_off(tmp_path):
 def test_only_process_zero_writes(tmp_path, monkeypatch, wandb_offline):
   monkeypatch.setattr(jax, 'process_index', lambda: 1)
   config = _config(wandb={'enabled': True, 'mode': 'offline'})
-  with metrics.open_writers(config, str(tmp_path)) as writer:
+  with summary_writers.open_writers(config, str(tmp_path)) as writer:
     for row in _rows([1, 2]):
       writer.write(row)
     assert writer.rows == []
@@ -231,7 +231,7 @@ def test_wandb_offline_logs_every_row_and_resumes_the_same_run(tmp_path, wandb_o
   workdir.mkdir()
   config = _config(wandb={'enabled': True, 'mode': 'offline', 'name': 'test-run'})
   rows = _rows([10, 20, 30])
-  with metrics.open_writers(config, str(workdir), resume_step=0) as writer:
+  with summary_writers.open_writers(config, str(workdir), resume_step=0) as writer:
     for row in rows:
       writer.write(row)
   run_id = (workdir / summary_writers.WANDB_RUN_ID_FILE).read_text().strip()
@@ -242,7 +242,7 @@ def test_wandb_offline_logs_every_row_and_resumes_the_same_run(tmp_path, wandb_o
   assert logged_config['logging']['wandb']['mode'] == 'offline'
 
   # A resume reads the id back and continues that run.
-  with metrics.open_writers(config, str(workdir), resume_step=30) as writer:
+  with summary_writers.open_writers(config, str(workdir), resume_step=30) as writer:
     assert writer.writers[-1].run_id == run_id
     writer.write(_rows([40])[0])
   assert (workdir / summary_writers.WANDB_RUN_ID_FILE).read_text().strip() == run_id
@@ -255,7 +255,7 @@ def test_missing_wandb_is_one_line_naming_the_extra(tmp_path, monkeypatch):
   monkeypatch.setitem(sys.modules, 'wandb', None)   # `import wandb` now fails as if not installed
   config = _config(wandb={'enabled': True})
   with pytest.raises(summary_writers.LoggingConfigError) as err:
-    metrics.open_writers(config, str(tmp_path))
+    summary_writers.open_writers(config, str(tmp_path))
   message = str(err.value)
   assert 'pip install "superconv[wandb]"' in message and '\n' not in message
   assert os.listdir(tmp_path) == []   # raised before anything was written
@@ -267,4 +267,4 @@ def test_missing_wandb_is_one_line_naming_the_extra(tmp_path, monkeypatch):
 
 def test_a_bad_wandb_mode_is_refused(tmp_path):
   with pytest.raises(summary_writers.LoggingConfigError, match='logging.wandb.mode'):
-    metrics.open_writers(_config(wandb={'enabled': True, 'mode': 'cloud'}), str(tmp_path))
+    summary_writers.open_writers(_config(wandb={'enabled': True, 'mode': 'cloud'}), str(tmp_path))

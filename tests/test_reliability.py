@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -22,13 +23,17 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+from configs import default as default_config
 from configs import resnet56
 from superconv import checkpoint as ckpt_lib
+from superconv import config_lib
 from superconv import configure
+from superconv import metrics
 from superconv import optim
 from superconv import sharding
 from superconv import step as step_lib
 from superconv import train
+from superconv import workdir as workdir_lib
 from superconv.data import pipeline
 
 from conftest import ROOT
@@ -69,6 +74,17 @@ def _assert_same_state(a, b):
     np.testing.assert_array_equal(x, y)
 
 
+def _snapshot(folder):
+  """Every file below `folder` (relative path -> bytes): equal snapshots, nothing written."""
+  out = {}
+  for root, _, files in os.walk(folder):
+    for name in files:
+      path = os.path.join(root, name)
+      with open(path, 'rb') as f:
+        out[os.path.relpath(path, folder)] = f.read()
+  return out
+
+
 def _assert_clean_failure(result, code, *needles):
   """Exit `code`, one 'superconv: ...' message containing every needle, no Python traceback."""
   assert result.returncode == code, result.stderr[-3000:]
@@ -105,6 +121,10 @@ def test_preemption_at_an_odd_update_resumes_exactly(cli, reference, tmp_path):
   result = cli(workdir, env={train.SIGNAL_AT_STEP_ENV: '3:SIGINT'})
   assert result.returncode == 0, result.stderr[-3000:]
   assert 'Received SIGINT: saved a checkpoint at update 3 of 8' in result.stdout
+  # Said at once, on stderr: what finishes first and how to abort instead.
+  told = [l for l in result.stderr.splitlines() if l.startswith('superconv: received SIGINT')]
+  assert len(told) == 1 and 'queued on the device finish first' in told[0], result.stderr[-2000:]
+  assert 'press Ctrl-C again to abort without saving' in told[0]
   assert _ckpt_steps(workdir) == [3]
   assert not os.path.exists(os.path.join(workdir, 'summary.json'))  # the run is not finished
   assert _rows(workdir) == _rows(reference)[:1]
@@ -213,15 +233,20 @@ def test_checkpointer_skips_half_written_and_unreadable_steps(tmp_path, caplog):
 
 
 def test_changed_config_on_an_old_workdir_is_refused_not_restarted(cli, reference, tmp_path):
-  # Another model on the same workdir: no checkpoint fits. Silently training from scratch
-  # (or setting the old run aside) would lose it; the run stops and says why.
+  # Another model on the same workdir: refused by the workdir's config.json first; passed on
+  # purpose (allow_config_change), no checkpoint fits. Silently training from scratch (or
+  # setting the old run aside) would lose it; the run stops and says why.
   workdir = str(tmp_path / 'run')
   shutil.copytree(reference, workdir)
+  before = _snapshot(workdir)
   result = cli(workdir, '--config.model.name=lenet')
+  _assert_clean_failure(result, 2, "model.name (config.json 'resnet8', now 'lenet')",
+                        'use a new --workdir', '--config.allow_config_change=True')
+  assert _snapshot(workdir) == before
+  result = cli(workdir, '--config.model.name=lenet', '--config.allow_config_change=True')
   _assert_clean_failure(result, 2, 'none of the checkpoints [8, 4]', 'use a new --workdir')
-  assert _ckpt_steps(workdir) == [4, 8]
+  assert _snapshot(workdir) == before  # config.json too: the change never took effect
   assert not os.path.exists(os.path.join(workdir, 'checkpoints_unreadable'))
-  assert _rows(workdir) == _rows(reference)
 
 
 def _rename_batch_stats_to_plain_ema(tree):
@@ -259,7 +284,7 @@ def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(cli, tmp_pa
   workdir = str(tmp_path / 'run')
   result = cli(workdir, '--config.schedule.max_lr=1e6', '--config.checkpoint_every_steps=1')
   line = _assert_clean_failure(result, 3, 'lower maximum learning rate', '--config.mode=lr_range',
-                               'last good checkpoint is kept')
+                               'The last good checkpoint is update')
   match = re.search(r'non-finite at update (\d+) \(learning rate (\S+), momentum (\S+)\)', line)
   assert match, line
   step, lr, momentum = int(match.group(1)), float(match.group(2)), float(match.group(3))
@@ -274,7 +299,22 @@ def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(cli, tmp_pa
   assert _ckpt_steps(workdir) and max(_ckpt_steps(workdir)) == step
   last = _saved_state(workdir, step)
   assert all(np.isfinite(x).all() for x in jax.tree.leaves(last['params']))
+  assert f'The last good checkpoint is update {step} in ' in line
   assert not os.path.exists(os.path.join(workdir, 'summary.json'))
+
+
+def test_divergence_before_any_checkpoint_says_so_and_writes_its_row(cli, tmp_path):
+  # No checkpoint before the divergence: the message must not promise one, and the row that
+  # found the divergence is in metrics.jsonl with its update.
+  workdir = str(tmp_path / 'run')
+  result = cli(workdir, '--config.schedule.max_lr=1e6', '--config.checkpoint_every_steps=0',
+               '--config.log_every_steps=8', '--config.eval_every_steps=0')
+  line = _assert_clean_failure(result, 3, 'No checkpoint was saved before it.')
+  assert 'last good checkpoint' not in line
+  assert _ckpt_steps(workdir) == []
+  rows = _rows(workdir)
+  step = int(re.search(r'non-finite at update (\d+)', line).group(1))
+  assert len(rows) == 1 and rows[0]['diverged_at'] == step
 
 
 def test_lr_range_divergence_ends_the_sweep_and_is_reported(cli, tmp_path):
@@ -392,6 +432,22 @@ def test_cli_rejects_bad_config_quickly_without_traceback(cli, tmp_path, flag, n
   assert elapsed < 30, elapsed  # imports only (a compile + run takes ~10 s more)
 
 
+def test_fractional_epochs_are_passes_and_too_few_updates_is_an_error():
+  from configs import lenet_fashion_mnist  # pylint: disable=g-import-not-at-top
+  # 1.5 passes of 60,000 images at batch 512: 175 updates (not one pass's 117).
+  assert lenet_fashion_mnist.get_config('policy=1cycle,epochs=1.5').num_steps == 175
+  assert lenet_fashion_mnist.get_config('epochs=0.5').num_steps == 468  # batch 64
+  with pytest.raises(ValueError, match=r'epochs=0 must be a positive number of passes'):
+    lenet_fashion_mnist.get_config('epochs=0')
+  with pytest.raises(ValueError, match=r'epochs=0\.0001 at batch 64 is less than one update'):
+    lenet_fashion_mnist.get_config('epochs=0.0001')
+
+
+def test_shrunk_runs_refuse_data_they_would_ignore():
+  with pytest.raises(ValueError, match=r'data=x\.tar\.gz with smoke: .* would be ignored'):
+    resnet56.get_config('smoke,data=x.tar.gz')
+
+
 def test_cli_rejects_unknown_config_argument(cli, tmp_path):
   result = cli(str(tmp_path), config='configs/resnet56.py:smok')
   _assert_clean_failure(result, 2, "unknown config argument(s) ['smok']")
@@ -480,3 +536,258 @@ def test_different_seed_changes_the_run(cli, reference, tmp_path):
   assert [r['step'] for r in other] == [r['step'] for r in ref]
   assert [r['lr'] for r in other] == [r['lr'] for r in ref]  # same schedule
   assert all(a['train_loss'] != b['train_loss'] for a, b in zip(ref, other))
+
+
+# ------------------------------------------------------------------------------------------------
+# 7. A workdir is one run with one writer; every user error is one line
+
+
+def test_operational_tags_name_fields_of_the_config():
+  # The `[op]` tags of configs/default.py are the one list; each names a field or a section.
+  flat = workdir_lib.flatten(default_config.get_config().to_dict())
+  tagged = config_lib.operational_fields()
+  for field in tagged:
+    assert field in flat or any(k.startswith(field + '.') for k in flat), field
+  assert {'log_every_steps', 'eval_every_steps', 'checkpoint_every_steps', 'stop_after_steps',
+          'progress_bar', 'logging', 'data.cache_dir', 'allow_config_change'} <= tagged
+  assert not {'seed', 'num_steps', 'batch_size', 'schedule', 'model', 'optimizer'} & tagged
+  assert config_lib.is_operational('logging.wandb.mode')
+  assert not config_lib.is_operational('schedule.max_lr')
+
+
+def test_differences_split_training_from_operational_fields():
+  a = _smoke()
+  b = _smoke(schedule__max_lr=1.0, log_every_steps=4, data__num_threads=3, seed=1,
+             logging__tensorboard=False)
+  training, operational = workdir_lib.differences(a.to_dict(), b.to_dict())
+  assert training == [('schedule.max_lr', 3.0, 1.0), ('seed', 0, 1)]
+  assert [f for f, _, _ in operational] == ['data.num_threads', 'log_every_steps',
+                                            'logging.tensorboard']
+  # Read back from config.json (tuples as lists), the same config has no difference.
+  assert workdir_lib.differences(json.loads(json.dumps(metrics.clean(a.to_dict()))),
+                                 a.to_dict()) == ([], [])
+  training, _ = workdir_lib.differences({'seed': 0}, {'seed': 0, 'new_field': 1})
+  assert training == [('new_field', '<absent>', 1)]
+
+
+def _claim_and_record(config, workdir):
+  with workdir_lib.claim(config, workdir) as run:
+    run.record_config()
+
+
+def test_claim_refuses_a_changed_training_field_and_records_an_allowed_one(tmp_path):
+  workdir = str(tmp_path / 'run')
+  _claim_and_record(_smoke(), workdir)
+  before = _snapshot(workdir)
+  assert set(before) == {'config.json'}  # the lock is gone after the claim
+  with pytest.raises(workdir_lib.WorkdirError,
+                     match=r'differs in what is trained: schedule\.max_lr \(config\.json 3\.0, '
+                           r'now 1\.0\); use a new --workdir .*allow_config_change=True'):
+    _claim_and_record(_smoke(schedule__max_lr=1.0), workdir)
+  assert _snapshot(workdir) == before
+  _claim_and_record(_smoke(log_every_steps=4), workdir)  # operational: allowed, recorded
+  _claim_and_record(_smoke(schedule__max_lr=1.0, allow_config_change=True), workdir)
+  with open(os.path.join(workdir, 'config.json')) as f:
+    assert json.load(f)['schedule']['max_lr'] == 1.0
+  with open(os.path.join(workdir, workdir_lib.CHANGES_FILE)) as f:
+    history = [json.loads(l) for l in f]
+  assert history[0]['training'] == {} and history[0]['operational'] == {'log_every_steps': [2, 4]}
+  assert history[1]['training'] == {'schedule.max_lr': [3.0, 1.0]}
+  assert history[1]['host'] == socket.gethostname()
+
+
+def _write_lock(workdir, **holder):
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, workdir_lib.LOCK_FILE), 'w') as f:
+    json.dump({'host': socket.gethostname(), 'since': '2026-01-01T00:00:00+00:00',
+               'command': 'python -m superconv.main ...', **holder}, f)
+
+
+@pytest.mark.parametrize('object_store', [False, True])
+def test_lock_names_its_holder_and_a_stale_one_is_taken_over(tmp_path, capfd, object_store):
+  # object_store=True: the check-write-read protocol used on gs:// (no exclusive create there),
+  # here on a local folder.
+  workdir = str(tmp_path / 'run')
+  os.makedirs(workdir)
+  lock = lambda: workdir_lib.Lock(workdir, object_store=object_store)
+  first = lock()
+  first.acquire()
+  with pytest.raises(workdir_lib.WorkdirError,
+                     match=rf'in use by another run \(PID {os.getpid()} on {socket.gethostname()}'):
+    lock().acquire()
+  first.release()
+  assert not os.listdir(workdir)
+  # A holder that is gone on this host (a SIGKILLed run): taken over with a warning.
+  gone = subprocess.Popen(['true'])
+  gone.wait()
+  _write_lock(workdir, pid=gone.pid)
+  second = lock()
+  second.acquire()
+  assert 'took over the lock' in capfd.readouterr().err
+  with open(os.path.join(workdir, workdir_lib.LOCK_FILE)) as f:
+    assert json.load(f)['pid'] == os.getpid()
+  second.release()
+  # A holder on another machine cannot be checked: refused, naming the file to delete.
+  _write_lock(workdir, host='elsewhere', pid=1)
+  with pytest.raises(workdir_lib.WorkdirError,
+                     match=r'PID 1 on elsewhere.*delete \S+superconv\.lock'):
+    lock().acquire()
+
+
+def test_first_interrupt_is_told_at_once_and_a_second_aborts(capfd):
+  told = []
+  describe = lambda name: told.append(name) or f'superconv: received {name}'
+  with ckpt_lib.PreemptionFlag(describe) as flag:
+    os.kill(os.getpid(), signal.SIGINT)
+    assert flag.is_set() and told == ['SIGINT']
+    assert capfd.readouterr().err == 'superconv: received SIGINT\n'
+    with pytest.raises(KeyboardInterrupt):
+      os.kill(os.getpid(), signal.SIGINT)
+
+
+@pytest.mark.integration  # two programs in subprocesses on one workdir
+def test_a_second_run_on_a_busy_workdir_stops_at_once_and_the_first_is_unharmed(cli, tmp_path):
+  workdir = str(tmp_path / 'run')
+  env = {k: v for k, v in os.environ.items() if k != train.SIGNAL_AT_STEP_ENV}
+  env.update(JAX_PLATFORMS='cpu', PYTHONPATH=ROOT)
+  first = subprocess.Popen(
+      [sys.executable, '-m', 'superconv.main', f'--config={SMOKE}', f'--workdir={workdir}',
+       '--config.progress_bar=False'],
+      cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  try:
+    lock = os.path.join(workdir, workdir_lib.LOCK_FILE)
+    deadline = time.monotonic() + 240
+    while not os.path.exists(lock):
+      assert first.poll() is None and time.monotonic() < deadline, 'the first run ended early'
+      time.sleep(0.01)
+    first.send_signal(signal.SIGSTOP)  # held while the second run starts: no race on timing
+    try:
+      second = cli(workdir)
+    finally:
+      first.send_signal(signal.SIGCONT)
+    out, err = first.communicate(timeout=240)
+  finally:
+    if first.poll() is None:
+      first.kill()
+  _assert_clean_failure(second, 2, f'is in use by another run (PID {first.pid} on',
+                        'use another --workdir')
+  assert first.returncode == 0, err[-3000:]
+  steps = [r['step'] for r in _rows(workdir)]
+  assert steps == [2, 4, 6, 8]  # strictly increasing: one writer
+  assert not os.path.exists(lock)  # released at the end
+  with open(os.path.join(workdir, 'summary.json')) as f:
+    assert json.load(f)['steps'] == 8
+
+
+def test_a_changed_training_field_on_a_finished_run_is_refused_and_nothing_changes(
+    cli, reference, tmp_path):
+  workdir = str(tmp_path / 'run')
+  shutil.copytree(reference, workdir)
+  before = _snapshot(workdir)
+  result = cli(workdir, '--config.schedule.max_lr=1.0')
+  _assert_clean_failure(result, 2, 'schedule.max_lr (config.json 3.0, now 1.0)',
+                        'use a new --workdir', '--config.allow_config_change=True')
+  assert _snapshot(workdir) == before  # config.json byte-identical, nothing added
+  # An operational change on the finished run: nothing to train; summary.json is kept as the
+  # run wrote it (its timings included), the change is recorded.
+  result = cli(workdir, '--config.log_every_steps=4')
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert 'holds a finished run (update 8 of 8)' in result.stdout
+  after = _snapshot(workdir)
+  assert after['summary.json'] == before['summary.json']
+  assert after['metrics.jsonl'] == before['metrics.jsonl']
+  changes = json.loads(after[workdir_lib.CHANGES_FILE])
+  assert changes['operational'] == {'log_every_steps': [2, 4]} and changes['training'] == {}
+
+
+# The user errors of docs/reliability.md's table "Every user error is one line": the id of each
+# case is the table's Test column entry. Each case: (argv, run from the repository root?, what
+# the one line says). `{tmp}` is the test's folder; `WORKDIR` a fresh folder under it.
+def _resolved_tiny_config():
+  c = resnet56.get_config('tiny')
+  c.progress_bar = False
+  return metrics.clean(configure.resolve(c).to_dict())
+
+
+def _setup_recorded_run(tmp):
+  os.makedirs(tmp / 'run')
+  with open(tmp / 'run' / 'config.json', 'w') as f:
+    json.dump(_resolved_tiny_config(), f, indent=2, sort_keys=True)
+
+
+def _setup_busy(tmp):
+  _write_lock(str(tmp / 'run'), pid=os.getpid(),
+              process_start=workdir_lib.process_start(os.getpid()))
+
+
+USER_ERRORS = {
+    'missing_config': (['--config=configs/nope.py'], False, 'no such config file'),
+    'config_from_another_folder': (['--config=configs/resnet56.py:tiny'], False,
+                                   "no such config file", "superconv's own resnet56.py is "),
+    'unknown_field': (['--config.schedule.max_lrr=2'], True, 'no such config field',
+                      'Did you mean "max_lr"'),
+    'unparsable_value': (['--config.schedule.max_lr=abc'], True, 'could not convert'),
+    'invalid_value': (['--config.schedule.max_lr=-2'], True, 'max_lr must be > 0'),
+    'unknown_config_argument': (['--config=configs/resnet56.py:smok'], True,
+                                "unknown config argument(s) ['smok']"),
+    'no_workdir': (['--workdir='], True, '--workdir'),
+    'workdir_cannot_be_created': (['--workdir={tmp}/a_file/run'], True,
+                                  'cannot create or write the workdir', 'NotADirectoryError'),
+    'workdir_not_writable': (['--workdir=/sys/fs/superconv-test/run'], True,
+                             'cannot create or write the workdir'),
+    'changed_training_field': (['--config.seed=1', '--workdir={tmp}/run'], True,
+                               'seed (config.json 0, now 1)', 'allow_config_change=True'),
+    'busy_workdir': (['--workdir={tmp}/run'], True, 'is in use by another run (PID'),
+    'missing_data': (['--config.data.source=files', '--config.data.path={tmp}/nope.tar.gz'], True,
+                     'nope.tar.gz does not exist'),
+    'eval_without_checkpoint': (['--config.mode=eval'], True, 'holds no checkpoint to evaluate'),
+}
+_SETUP = {'changed_training_field': _setup_recorded_run, 'busy_workdir': _setup_busy}
+_ABSL_LOG_LINE = re.compile(r'^[IWEF]\d{4} ')
+
+
+@pytest.mark.parametrize('case', sorted(USER_ERRORS))
+def test_cli_user_error_is_one_line_and_writes_nothing(run_cli, tmp_path, case):
+  argv, from_root, *needles = USER_ERRORS[case]
+  if case == 'workdir_not_writable':
+    try:
+      os.makedirs('/sys/fs/superconv-test/run')
+    except OSError:
+      pass  # as expected: /sys cannot hold a folder
+    else:
+      shutil.rmtree('/sys/fs/superconv-test')
+      pytest.skip('/sys/fs is writable here')
+  (tmp_path / 'a_file').write_text('not a folder')
+  _SETUP.get(case, lambda tmp: None)(tmp_path)
+  before = _snapshot(tmp_path)
+  argv = [a.replace('{tmp}', str(tmp_path)) for a in argv]
+  if not any(a.startswith('--config=') for a in argv):
+    argv.insert(0, f'--config={SMOKE}')
+  if not any(a.startswith('--workdir') for a in argv):
+    argv.append(f'--workdir={tmp_path / "fresh"}')
+  result = run_cli(*argv, '--config.progress_bar=False', cwd=None if from_root else tmp_path,
+                   timeout=300)
+  line = _assert_clean_failure(result, 2, *needles)
+  others = [l for l in result.stderr.splitlines() if l != line and not _ABSL_LOG_LINE.match(l)]
+  assert not others, others  # the one line, besides the program's log lines
+  assert _snapshot(tmp_path) == before  # nothing written: no workdir, no file changed
+  assert not os.path.exists(tmp_path / 'fresh')
+
+
+def _documented_user_errors() -> set[str]:
+  """The cases named in the Test column of docs/reliability.md's tables."""
+  rows = [l for l in open(os.path.join(ROOT, 'docs', 'reliability.md')) if l.startswith('| ')]
+  return {m for row in rows for m in re.findall(
+      r'test_cli_user_error_is_one_line_and_writes_nothing\[(\w+)\]', row.split('|')[-2])}
+
+
+def test_reliability_doc_lists_every_user_error_case_and_names_real_tests():
+  assert _documented_user_errors() == set(USER_ERRORS)
+  # Every test the document names exists (in this file or the file the row names).
+  text = open(os.path.join(ROOT, 'docs', 'reliability.md')).read()
+  sources = ''.join(open(os.path.join(ROOT, 'tests', f)).read()
+                    for f in os.listdir(os.path.join(ROOT, 'tests')) if f.endswith('.py'))
+  named = set(re.findall(r'`(?:tests/\w+\.py::)?(test_\w+)', text)) - {'test_error_'}  # a prefix
+  assert len(named) > 20
+  missing = sorted(n for n in named if f'def {n}(' not in sources)
+  assert not missing, missing

@@ -160,7 +160,9 @@ def test_readme_smoke_run_learns(cli, tmp_path):
   # The loss never explodes: every train and eval loss stays below 3x chance's log(10).
   assert all(r[k] < 3 * np.log(10) for r in rows for k in ('train_loss', 'eval_loss') if k in r)
   assert 'against 10% for chance' in result.stdout
-  assert '--config=configs/resnet56.py:data=' in result.stdout
+  assert '--config=configs/resnet56.py:data=PATH/cifar10-jpeg.tar.gz' in result.stdout
+  assert '--config=configs/resnet56.py --workdir=' in result.stdout  # the TFDS route
+  assert 'shared' not in result.stdout  # no path of the development layout
 
 
 def test_cli_smoke_run_writes_artifacts_and_resumes_exactly(cli, tmp_path):
@@ -213,3 +215,15 @@ def test_lr_estimate_is_logged_during_training(cli, tmp_path):
   # A positive, finite estimate; the EMA moved away from its 0.1 start.
   assert all(0 < r['lr_estimate'] < 1e4 for r in rows)
   assert rows[-1]['lr_estimate_ema'] != 0.1
+
+
+def test_help_lists_both_flags(run_cli):
+  done = run_cli('--help', timeout=120)  # absl's --help exits 1 after printing
+  assert '--config: A configs/*.py file' in done.stdout and '--workdir:' in done.stdout
+
+
+def test_smoke_with_data_is_refused_not_ignored(run_cli, tmp_path):
+  done = run_cli('--config=configs/resnet56.py:smoke,data=x.tar.gz', workdir=tmp_path / 'run',
+                 timeout=120)
+  assert done.returncode == 2 and 'the data would be ignored' in done.stderr, done.stderr[-2000:]
+  assert not (tmp_path / 'run').exists()
