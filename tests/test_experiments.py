@@ -384,7 +384,8 @@ def test_every_results_folder_is_an_arm_of_a_study_manifest():
         continue
       assert entry in arms, f'{study}/{entry}: a folder that no arm of the manifest names'
       seeds = {f'seed{s}' for s in arms[entry]['seeds']}
-      assert set(os.listdir(path)) == seeds, f'{study}/{entry}: seeds other than the manifest\'s'
+      folders = {d for d in os.listdir(path) if os.path.isdir(os.path.join(path, d))}
+      assert folders == seeds, f'{study}/{entry}: seeds other than the manifest\'s'
   for dirpath, _, files in os.walk(RESULTS):
     assert not [f for f in files if f.endswith('.log')], f'{dirpath}: machine logs'
 
