@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The prepared GPU performance session (one H200, 10 minutes or less): issue #17 items 1, 4, 5.
+# The prepared GPU performance session (one H200, 10 minutes or less): where the step's time goes.
 # Every variant is one row of OUT_DIR/perf.jsonl (benchmarks.throughput, the same process layout
 # as benchmarks/results/h200_session2.jsonl); then Fig. 1a with the fastest bf16 variant.
 #
