@@ -41,7 +41,8 @@ sweep_and_feed() {
 #   loss      the fastai preset's reading: an exponential sweep 1e-7 -> 10 over 100 updates,
 #             the suggestion the valley of the training loss
 #   cyclical  the accuracy reading of the same sweep with the momentum falling from the
-#             cycle's max to its min as the LR rises (`lr_range.momentum=cyclical`)
+#             cycle's max to its min as the LR rises (`lr_range.momentum=cyclical`), fed
+#             under cap only
 protocol() {
   local config=$1 args=$2 name=$3 tag=$4 grid=$5; shift 5
   local sweep=() run=() todo=" ${ARMS:-${arms:-accuracy grid loss cyclical}} "
@@ -59,7 +60,7 @@ protocol() {
       --set lr_range.mode=exp --set lr_range.min_lr=1e-7 --set lr_range.max_lr=10.0 \
       --set lr_range.num_steps=100 --set lr_range.eval_every_steps=50 \
       --set lr_range.eval_examples=1000
-  [[ $todo != *" cyclical "* ]] || sweep_and_feed cyc "${sweep[@]}" \
+  [[ $todo != *" cyclical "* ]] || rules=cap sweep_and_feed cyc "${sweep[@]}" \
       --set lr_range.momentum=cyclical
 }
 
