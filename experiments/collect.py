@@ -218,6 +218,22 @@ def read_manifest(study_dir: str) -> dict | None:
   return _read_json(os.path.join(study_dir, MANIFEST))
 
 
+def check_arm(root: str, study: str, arm: str, *, config: str, args: str,
+              sets: Sequence[str]) -> dict | None:
+  """Raises ValueError unless `arm` may hold this experiment; returns the study's manifest."""
+  from superconv import storage  # pylint: disable=g-import-not-at-top
+  path = storage.path(root) / check_name(study, 'study') / MANIFEST
+  check_name(arm)
+  manifest = json.loads(path.read_text()) if path.exists() else None
+  have = (manifest or {}).get('arms', {}).get(arm)
+  if have is not None and (have['config'], have['args'], sorted(have['set'])) != (
+      config, args, sorted(sets)):
+    raise ValueError(f'{study}/{arm} already holds another experiment '
+                     f"({have['config']}:{have['args']} with {have['set']}): name this one "
+                     'with --arm')
+  return manifest
+
+
 def record_arm(root: str, study: str, arm: str, *, config: str, args: str,
                sets: Sequence[str], seed: int, command: str = '') -> dict:
   """Adds `arm` (or its `seed`) to `root/study/manifest.json`, creating it if needed.
@@ -227,17 +243,12 @@ def record_arm(root: str, study: str, arm: str, *, config: str, args: str,
   author writes it; its command is the first command that wrote to it.
   """
   from superconv import storage  # pylint: disable=g-import-not-at-top
-  path = storage.path(root) / check_name(study, 'study') / MANIFEST
-  manifest = json.loads(path.read_text()) if path.exists() else {
+  manifest = check_arm(root, study, arm, config=config, args=args, sets=sets) or {
       'study': study, 'question': '', 'command': command, 'arms': {}}
-  spec = {'config': config, 'args': args, 'set': list(sets)}
-  have = manifest['arms'].setdefault(check_name(arm), {**spec, 'seeds': []})
-  same = lambda a, b: (a['config'], a['args'], sorted(a['set'])) == (
-      b['config'], b['args'], sorted(b['set']))
-  if not same(have, spec):
-    raise ValueError(f'{study}/{arm} already holds another experiment: '
-                     f'{ {k: have.get(k) for k in spec} } (name this one with --arm)')
+  have = manifest['arms'].setdefault(arm, {'config': config, 'args': args, 'set': list(sets),
+                                           'seeds': []})
   have['seeds'] = sorted(set(have['seeds']) | {int(seed)})
+  path = storage.path(root) / study / MANIFEST
   path.parent.mkdir(parents=True, exist_ok=True)
   path.write_text(json.dumps(manifest, indent=1) + '\n')
   return manifest

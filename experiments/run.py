@@ -103,10 +103,10 @@ def run_seed(config_path: str, args: str, seed: int, *, sets: Sequence[str] = ()
     print(f'[experiments.run] {workdir}: summary.json exists, skipped.', flush=True)
     return json.loads(storage.path(summary_path).read_text())
   config = build_config(config_path, args, seed, sets, data)
-  storage.makedirs(workdir)
   study_dir, arm = os.path.split(os.path.dirname(workdir))
   collect.record_arm(root, os.path.basename(study_dir), arm, config=config_file, args=args,
                      sets=sets, seed=seed, command=command)
+  storage.makedirs(workdir)
   info = {
       'config_file': config_file,
       'args': args, 'seed': seed, 'sets': list(sets), 'data': data,
@@ -176,6 +176,15 @@ def main(argv: Sequence[str] | None = None) -> int:
   ns = parser.parse_args(argv)
   command = 'python -m experiments.run ' + ' '.join(
       shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+  try:  # the user's mistakes, before anything runs: names, fields, another arm's experiment
+    workdir = run_dir(ns.results, ns.config, ns.args, ns.seeds[0], ns.sets, ns.study, ns.arm)
+    build_config(ns.config, ns.args, ns.seeds[0], ns.sets, ns.data)
+    study_dir, arm = os.path.split(os.path.dirname(workdir))
+    collect.check_arm(ns.results, os.path.basename(study_dir), arm, config=os.path.relpath(
+        os.path.abspath(ns.config), os.path.dirname(HERE)), args=ns.args, sets=ns.sets)
+  except (ValueError, OSError) as e:
+    print(f'superconv: {e}', file=sys.stderr)
+    return 2
   for seed in ns.seeds:
     summary = run_seed(ns.config, ns.args, seed, sets=ns.sets, data=ns.data, root=ns.results,
                        command=command, keep_checkpoint=not ns.drop_checkpoints,

@@ -406,3 +406,19 @@ def test_record_arm_keeps_one_experiment_per_arm(tmp_path):
       os.path.join(root, 's', 'a', 'seed3'))
   with pytest.raises(ValueError, match='--arm'):
     run_lib.run_dir(root, 'configs/resnet20.py', 'policy=clr', 0, ['schedule.max_lr=1.0'] * 9)
+
+
+def test_runner_user_errors_are_one_line_before_anything_runs(tmp_path, capsys):
+  root = str(tmp_path / 'results')
+  cfg = os.path.join(CONFIGS, 'resnet20.py')
+  long_sets = ['--set', 'schedule.max_lr=1.0', '--set', 'num_steps=3', '--set',
+               'data.train_subset=100', '--set', 'model.virtual_batch_size=0']
+  collect.record_arm(root, 'resnet20', 'clr', config=os.path.relpath(cfg, ROOT), args='policy=clr',
+                     sets=[], seed=0)
+  for argv in (['--args', 'policy=clr', *long_sets],                  # an unnamed long arm
+               ['--args', 'policy=clr', '--set', 'schedule.nope=1'],  # a mistyped field
+               ['--args', 'policy=pclr', '--arm', 'clr']):            # another arm's name
+    assert run_lib.main(['--config', cfg, '--results', root, *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith('superconv: ') and err.count('\n') == 1, err
+  assert sorted(os.listdir(os.path.join(root, 'resnet20'))) == ['manifest.json']
