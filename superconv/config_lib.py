@@ -25,11 +25,8 @@ _FIELD_LINE = re.compile(r'^\s*c\.([\w.]+)\s*=.*#\s*' + re.escape(OPERATIONAL_TA
 
 @functools.cache
 def operational_fields() -> frozenset[str]:
-  """The dotted fields tagged `[op]` in configs/default.py (its comments are the one list).
-
-  >>> 'log_every_steps' in operational_fields(), 'seed' in operational_fields()
-  (True, False)
-  """
+  """The dotted fields tagged `[op]` in configs/default.py (its comments are the one list),
+  e.g. 'log_every_steps' and 'logging', never 'seed' (tests/test_reliability.py)."""
   origin = importlib.util.find_spec('configs.default').origin
   with open(origin) as f:
     return frozenset(m.group(1) for m in map(_FIELD_LINE.match, f) if m)

@@ -17,11 +17,8 @@ import jax
 import ml_collections
 
 from superconv import checkpoint as ckpt_lib
-from superconv import inputs as inputs_lib
 from superconv import metrics as metrics_lib
-from superconv import optim
-from superconv import sharding
-from superconv import step as step_lib
+from superconv import setup as setup_lib
 from superconv import workdir as workdir_lib
 
 EVAL_FILE = 'eval.json'
@@ -38,23 +35,17 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, devices=None) -> d
 
 
 def _evaluate(config: ml_collections.ConfigDict, workdir: str, devices) -> dict:
-  mesh = sharding.make_mesh(devices)
-  inputs = inputs_lib.open_inputs(config)
-  model = step_lib.build_model(config, inputs.num_classes)
-  tx = optim.create_optimizer(config)
-  init = lambda: step_lib.create_train_state(
-      model, tx, jax.random.PRNGKey(config.seed), inputs.image_shape, mesh,
-      lr_estimate=bool(config.lr_estimate.enabled))
-  checkpointer = ckpt_lib.Checkpointer(workdir, keep=config.keep_checkpoints)
+  setup = setup_lib.build(config, workdir, devices=devices)
+  checkpointer = setup.checkpointer
   try:
     if not checkpointer.steps():
       raise ckpt_lib.CheckpointError(
           f'{checkpointer.directory} holds no checkpoint to evaluate: train first (the same '
           'command without --config.mode=eval), or point --workdir at a trained run.')
-    state, step = checkpointer.restore_latest(step_lib.abstract_state(init))
+    state, step = checkpointer.restore_latest(setup.abstract_state())
   finally:
     checkpointer.close()
-  evaluator = inputs.evaluator(model, mesh, step_lib.StepSpec.from_config(config))
+  evaluator = setup.inputs.evaluator(setup.model, setup.mesh, setup.spec)
   row = {'step': int(step), **evaluator(state)}
   metrics_lib.write_json(os.path.join(workdir, EVAL_FILE), {**row, **metrics_lib.provenance()})
   if jax.process_index() == 0:

@@ -20,10 +20,8 @@ import jax
 import ml_collections
 
 from superconv import checkpoint as ckpt_lib
-from superconv import inputs as inputs_lib
 from superconv import metrics as metrics_lib
-from superconv import optim
-from superconv import sharding
+from superconv import setup as setup_lib
 from superconv import step as step_lib
 from superconv import storage
 from superconv import summary_writers
@@ -54,20 +52,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, devices=
 
 def _train(config, workdir, run, devices, t_start) -> dict:
   is_main = jax.process_index() == 0
-  mesh = sharding.make_mesh(devices)
-  inputs = inputs_lib.open_inputs(config)  # bad data fails here, before a checkpoint folder or a compile
-  model = step_lib.build_model(config, inputs.num_classes)
-  tx = optim.create_optimizer(config)
-  spec = step_lib.StepSpec.from_config(config)
+  # Mesh, data (bad data fails here, before a checkpoint folder or a compile), model, optimizer.
+  setup = setup_lib.build(config, workdir, devices=devices)
   k = step_lib.dispatch_size(config)
   logging.info('%d devices (%s); %d updates per dispatch; model %s; %s %s input.',
-               mesh.devices.size, jax.devices()[0].device_kind, k, config.model.name,
-               config.data.name, 'streamed' if spec.streamed else 'in-memory')
-
-  init = lambda: step_lib.create_train_state(model, tx, jax.random.PRNGKey(config.seed), inputs.image_shape,
-                                    mesh, lr_estimate=bool(config.lr_estimate.enabled))
-  checkpointer = ckpt_lib.Checkpointer(workdir, keep=config.keep_checkpoints)
-  state, start_step = checkpointer.restore_latest(step_lib.abstract_state(init))
+               setup.mesh.devices.size, jax.devices()[0].device_kind, k, config.model.name,
+               config.data.name, 'streamed' if setup.spec.streamed else 'in-memory')
+  checkpointer = setup.checkpointer
+  state, start_step = checkpointer.restore_latest(setup.abstract_state())
   run.record_config()  # config.json (and a change's history line): the checkpoints fit it
   num_steps = config.num_steps
   if config.stop_after_steps:
@@ -83,20 +75,22 @@ def _train(config, workdir, run, devices, t_start) -> dict:
       print(msg, flush=True)
     return json.loads(storage.path(summary_path).read_text())
   if state is None:
-    state, start_step = init(), 0
+    state, start_step = setup.init(), 0
   else:
     logging.info('Resumed from the checkpoint at update %d.', start_step)
   # metrics.jsonl, TensorBoard event files and (if configured) W&B, from one call.
   writer = summary_writers.open_writers(config, workdir, resume_step=start_step)
   with contextlib.closing(writer), contextlib.closing(checkpointer):
-    return _loop(config, workdir, mesh, inputs, model, tx, spec, k, state, start_step, num_steps,
-                 checkpointer, writer, t_start)
+    return _loop(config, setup, k, state, start_step, num_steps, writer, workdir, t_start)
 
 
-def _loop(config, workdir, mesh, inputs, model, tx, spec, k, state, start_step, num_steps,
-          checkpointer, writer, t_start) -> dict:
+def _loop(config, setup, k, state, start_step, num_steps, writer, workdir, t_start) -> dict:
+  """The updates from `start_step` to `num_steps`, with rows, evaluations and checkpoints."""
   is_main = jax.process_index() == 0
-  feed, evaluator = inputs.feed(mesh, start_step, k), inputs.evaluator(model, mesh, spec)
+  mesh, model, tx, spec, checkpointer = (setup.mesh, setup.model, setup.tx, setup.spec,
+                                         setup.checkpointer)
+  feed, evaluator = setup.inputs.feed(mesh, start_step, k), setup.inputs.evaluator(model, mesh,
+                                                                                     spec)
   t = time.perf_counter()
   # Between boundaries the loop holds the state packed on accelerators (a few flat buffers: the
   # dispatch cost of a call grows with the number of arrays passed, 568 for ResNet-56); it is

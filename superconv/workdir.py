@@ -78,8 +78,8 @@ def differences(recorded: dict, config: dict) -> tuple[list, list]:
   """(training, operational) differences between two config dicts, each a list of
   (field, recorded value, new value); a field only one side has shows as '<absent>'.
 
-  >>> differences({'seed': 0, 'log_every_steps': 10}, {'seed': 1, 'log_every_steps': 20})
-  ([('seed', 0, 1)], [('log_every_steps', 10, 20)])
+  E.g. `differences({'seed': 0, 'log_every_steps': 10}, {'seed': 1, 'log_every_steps': 20})`
+  is `([('seed', 0, 1)], [('log_every_steps', 10, 20)])` (tests/test_reliability.py).
   """
   a, b = flatten(_json(recorded)), flatten(_json(config))
   training, operational = [], []
