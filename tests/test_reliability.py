@@ -104,6 +104,10 @@ def reference(cli, tmp_path_factory):
   assert result.returncode == 0, result.stderr[-3000:]
   assert _ckpt_steps(workdir) == [4, 8]
   assert [r['step'] for r in _rows(workdir)] == [2, 4, 6, 8]
+  # progress_bar=False: each row and each evaluation is one log line.
+  assert len(re.findall(r'\] update \d/8: lr \S+, momentum', result.stderr)) == 4
+  assert len(re.findall(r'\] update [48]/8: eval accuracy', result.stderr)) == 2
+  assert not os.path.exists(os.path.join(workdir, workdir_lib.LOCK_FILE))
   return workdir
 
 
@@ -127,6 +131,7 @@ def test_preemption_at_an_odd_update_resumes_exactly(cli, reference, tmp_path):
   assert 'press Ctrl-C again to abort without saving' in told[0]
   assert _ckpt_steps(workdir) == [3]
   assert not os.path.exists(os.path.join(workdir, 'summary.json'))  # the run is not finished
+  assert not os.path.exists(os.path.join(workdir, workdir_lib.LOCK_FILE))  # released
   assert _rows(workdir) == _rows(reference)[:1]
 
   result = cli(workdir)  # the same command again
@@ -315,6 +320,7 @@ def test_divergence_before_any_checkpoint_says_so_and_writes_its_row(cli, tmp_pa
   rows = _rows(workdir)
   step = int(re.search(r'non-finite at update (\d+)', line).group(1))
   assert len(rows) == 1 and rows[0]['diverged_at'] == step
+  assert not os.path.exists(os.path.join(workdir, workdir_lib.LOCK_FILE))  # released
 
 
 def test_lr_range_divergence_ends_the_sweep_and_is_reported(cli, tmp_path):
