@@ -15,7 +15,6 @@ from superconv import configure
 from superconv import lr_range
 from superconv import optim
 from superconv.lr_range import core
-from superconv import step as step_lib
 
 LRS = np.linspace(0.0, 3.0, 61)                             # evaluations every 0.05
 PEAKED = 0.1 + 0.7 * np.exp(-((LRS - 1.0) / 0.6) ** 2)      # peak 0.8 at LR 1, back to 0.1
@@ -406,7 +405,8 @@ def test_find_sweeps_dict_batches_on_four_devices_with_sharded_params(monkeypatc
   assert s['metric'] == 'loss' and s['maximize'] is False and s['reading'] == 'eval'
   assert s['identity']['model'] == 'bigram' and s['identity']['params'] == 2 * 16 * 8
   assert s['identity']['batch_size'] == 8 and s['identity']['input_shape'] == {'tokens': [12]}
-  assert s['momentum_swept'] == [0.95, 0.85] and s['identity']['optimizer']['momentum'] == pytest.approx(0.95)
+  assert s['momentum_swept'] == [0.95, 0.85]
+  assert s['identity']['optimizer']['momentum'] == pytest.approx(0.95)
   # The held-out loss fell, then the LR grew past what SGD tolerates: the sweep stopped.
   loss = r.eval_metrics['loss']
   assert loss.min() < 0.7 * loss[0] and r.eval_metrics['accuracy'].max() > 0.4
@@ -443,7 +443,7 @@ def test_find_checks_its_arguments_before_any_compute(monkeypatch):
   params, loss_fn, eval_fn = _token_lm()
   monkeypatch.setattr(core, '_place', lambda *a: pytest.fail('computed before the check'))
   with pytest.raises(TypeError, match='num_iter'):
-    lr_range.find(loss_fn, params, optax.sgd, [], num_iter=10)  # pylint: disable=unexpected-keyword-arg
+    lr_range.find(loss_fn, params, optax.sgd, [], num_iter=10)  # pylint: disable=unexpected-kw
   with pytest.raises(ValueError, match='eval_batches'):
     lr_range.find(loss_fn, params, optax.sgd, [], eval_fn=eval_fn)
   with pytest.raises(ValueError, match="rule must be 'peak' or 'fall'"):

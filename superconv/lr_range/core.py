@@ -439,11 +439,11 @@ def _sweep(step_fn, state, batches, key, evaluate, lrs, *, num_steps, eval_every
   losses, smoothed, pending, evals = [], [], [], []
   params, model_state, opt_state = state
 
-  def do_eval(step):
+  def do_eval(step, params, model_state):
     if evaluate is not None:
       evals.append((step, lrs[step], evaluate(params, model_state)))
 
-  do_eval(0)
+  do_eval(0, params, model_state)
   # XLA:CPU runs every device's share of a program on one shared thread pool: with many
   # programs in flight, an all-reduce can wait on a device thread busy with a later one until
   # its rendezvous aborts the process (seen: 4 CPU devices on 2 cores, 100 updates queued).
@@ -470,7 +470,7 @@ def _sweep(step_fn, state, batches, key, evaluate, lrs, *, num_steps, eval_every
     pending = []
     if len(losses) == step and step <= eval_every:
       _check_lr(opt_state, lrs[step - 1], step - 1)
-    do_eval(step)
+    do_eval(step, params, model_state)
     if bar is not None:
       bar.update(step - bar.n)
       bar.set_postfix(lr=f'{lrs[step - 1]:.3g}', loss=f'{smoothed[-1]:.3f}', refresh=False)
@@ -479,7 +479,6 @@ def _sweep(step_fn, state, batches, key, evaluate, lrs, *, num_steps, eval_every
   if bar is not None:
     bar.close()
   jax.block_until_ready(params)
-  del params, model_state, opt_state
 
   n = len(losses)
   ev_steps = np.asarray([e[0] for e in evals], np.int64)
@@ -497,8 +496,11 @@ def _sweep(step_fn, state, batches, key, evaluate, lrs, *, num_steps, eval_every
     if metric not in metrics:
       raise ValueError(f'metric {metric!r} is not among the evaluation metrics {names}')
     sug = suggest(ev_lrs, _progress(metrics[metric], maximize), stop_lr=stop_lr, **suggest_kw)
-    if not maximize:
-      sug['peak_accuracy'] = None  # the curve read was the metric's relative progress
+    if not maximize:  # the curve read was the metric's relative progress: say so
+      sug['peak_accuracy'] = None
+      sug['explanation'] = sug['explanation'].replace(
+          'accuracy never fell', f'the held-out {metric} never rose').replace(
+              'smoothed accuracy', f'smoothed progress of the held-out {metric} (1 - v / v_0)')
   return RangeTestResult(
       lrs=lrs[:n], train_loss=np.asarray(losses), train_loss_smoothed=np.asarray(smoothed),
       eval_steps=ev_steps, eval_lrs=ev_lrs, eval_accuracy=col('accuracy', 'eval_accuracy'),

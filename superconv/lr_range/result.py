@@ -6,7 +6,7 @@ import dataclasses
 import io
 import json
 import os
-from typing import Any, Callable
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -98,7 +98,8 @@ class RangeTestResult:
     E = max_lr / (1 - m_tested) safe (`tested_momentum`); the run's largest is
     R = max_t lr(t) / (1 - m(t)) over its `num_steps` updates. 'cap': min(1, E / R) (never a
     larger step than tested; superconv's default, measured in docs/lr_range.md); 'match': E / R.
-    1.0 when the tested momentum is unknown or the run has no momentum schedule.
+    1.0 when the tested momentum is unknown, the run has no momentum schedule, or the optimizer
+    is Adam's family (it records 'b1': its normalised step does not grow as 1 / (1 - b1)).
 
     Examples:
       >>> import numpy as np
@@ -112,8 +113,9 @@ class RangeTestResult:
     if rule not in EFFECTIVE_STEP_RULES:
       raise ValueError(f'rule must be one of {EFFECTIVE_STEP_RULES}, got {rule!r}')
     m_tested = self.tested_momentum()
-    if m_tested is None or momentum_schedule is None:
-      return 1.0
+    adam = 'b1' in (self.settings.get('identity', {}).get('optimizer') or {})
+    if m_tested is None or momentum_schedule is None or adam:
+      return 1.0  # Adam's step is normalised: it does not grow as 1 / (1 - b1)
     t = jnp.arange(int(num_steps))
     run = float(jnp.max(jax.vmap(lr_schedule)(t) / (1.0 - jax.vmap(momentum_schedule)(t))))
     scale = self.max_lr / (1.0 - m_tested) / run
