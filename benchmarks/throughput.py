@@ -268,24 +268,36 @@ def bench_dispatch(model_name, batch, calls, reps, dtype='float32'):
 def bench_range_test(model_name, batch, steps, reps, dtype='float32'):
   """Updates per second of an LR range test's sweep against training, same model and batch.
 
-  The sweep is the real `lr_range.sweep._sweep` loop (one update per call plus the `pop_loss`
-  call that reads each update's loss, with the packed step as the sweep now uses), its
-  evaluations stubbed out (a range test's evaluations are counted in `sweep_cost`, not here);
-  training is the loop of `superconv.train` (one packed step per call). Both run compiled
-  programs, interleaved over `reps` rounds; medians.
+  The sweep is the real one: `lr_range.find` over the image classifier's loss
+  (`lr_range.sweep.image_loss_fn`, as `range_test` and the CLI run it), its evaluations left out
+  (a range test's evaluations are counted in `sweep_cost`, not here). Each call of `find`
+  traces and compiles its update once, so a round times sweeps of `steps` and 2 `steps`
+  updates and takes the difference: the steady-state time of `steps` updates. Training is the
+  loop of `superconv.train` (one packed step per call). Interleaved over `reps` rounds; medians.
   """
   from superconv import schedules  # pylint: disable=g-import-not-at-top
+  from superconv.lr_range import core  # pylint: disable=g-import-not-at-top
   from superconv.lr_range import sweep  # pylint: disable=g-import-not-at-top
-  import itertools  # pylint: disable=g-import-not-at-top
   lr_fn = schedules.lr_range(1e-3, 1e-2, steps)  # small LRs: nothing diverges mid-timing
   # The sweep checks that the optimizer used the sweep's LR: the optimizer follows lr_fn.
   model, tx, state, data, spec, mesh = _bench_setup(model_name, batch, dtype, lr=lr_fn)
   init = step_lib.pack(state)  # never donated: each timed loop starts from a fresh copy of it
   fresh = lambda: step_lib.pack(step_lib.unpack(init))
   fn = step_lib.make_train_fn(model, tx, mesh, spec, 1, packed=True).lower(init, data).compile()
-  pop = step_lib.make_pop_loss(mesh)
-  stub = lambda s: {'eval_accuracy': 0.5, 'eval_loss': 1.0}
-  jax.block_until_ready(pop(fn(fresh(), data)))  # warm-up (compiles pop)
+  loss_fn = sweep.image_loss_fn(model, mesh, spec)
+
+  # The training optimizer's update as a factory (`find` drives a top-level injected LR).
+  factory = lambda lr: optax.chain(optax.add_decayed_weights(1e-4), optax.sgd(lr, momentum=0.9))
+
+  def run_sweep(n):
+    t = time.perf_counter()
+    core.find(loss_fn, state.params, factory,
+              sweep._image_batches(lambda: data, state.key),  # pylint: disable=protected-access
+              model_state=state.batch_stats, reading='loss', min_lr=1e-3, max_lr=1e-2,
+              num_steps=n, mode='linear', eval_every_steps=n, diverge_factor=0.0)
+    return time.perf_counter() - t
+  jax.block_until_ready(fn(fresh(), data))  # warm-up
+  run_sweep(steps)
   train_s, sweep_s = [], []
   for _ in range(reps):
     p = fresh()
@@ -295,13 +307,7 @@ def bench_range_test(model_name, batch, steps, reps, dtype='float32'):
       p = fn(p, data)
     jax.block_until_ready(p)
     train_s.append(time.perf_counter() - t)
-    p = fresh()
-    jax.block_until_ready(p)
-    t = time.perf_counter()
-    sweep._sweep(p, fn, pop, itertools.repeat(data), stub, lr_fn, num_steps=steps,
-                 eval_every=steps, smoothing=0.98, diverge_factor=1e9, settings={},
-                 suggest_kw=sweep._suggest_kw(4.0, 10.0), progress=False)
-    sweep_s.append(time.perf_counter() - t)
+    sweep_s.append(run_sweep(2 * steps) - run_sweep(steps))
   train_ups = steps / float(np.median(train_s))
   sweep_ups = steps / float(np.median(sweep_s))
   return {'model': model_name, 'batch': batch, 'dtype': dtype, 'steps': steps, 'reps': reps,
