@@ -1,0 +1,517 @@
+r"""The equal-budget study: 1cycle (range-tested and grid-tuned) against 2026's schedules.
+
+  python -m experiments.budget.study run lenet_1ep [--arms linear wsd] [--seeds 0 1 2]
+  python -m experiments.budget.study report lenet_1ep  # docs/baselines.md, plots, study.json
+
+A protocol (`PROTOCOLS`) names a config file, a budget (epochs at its batch: the same number of
+updates for every run), a validation split and its arms. Every arm gets the same tuning budget:
+
+  * a grid arm runs each peak LR of its grid once (seed 0), trained without the validation
+    examples and read on them at the end (`data.validation_examples`); the best peak wins;
+  * the range-test arm runs one LR range test (a sweep read on the same validation split) and
+    feeds its suggestion to the run (`lr_range_result`); the sweep's updates are its tuning cost.
+
+The best setting of each arm is then run at the final seeds on the full training set and read on
+the test split, which no tuning decision ever reads. Everything is written as it finishes, under
+
+  experiments/results/<protocol>/<arm>/seed<N>/          the final seeds
+  experiments/results/<protocol>/<arm>.p<peak>/seed0/     the grid's tuning runs
+  experiments/results/<protocol>/<arm>.sweep/seed0/       the range test
+  experiments/results/<protocol>/manifest.json
+
+through `experiments.run.run_seed`, so a finished seed is skipped and the same command resumes.
+`report` reads those files only: per arm the final test accuracy (mean ± std over seeds), a
+Welch t-test against the range-test 1cycle arm, the compute spent (tuning + final runs, in
+updates and seconds), updates and seconds to accuracy targets, and accuracy-vs-updates /
+accuracy-vs-seconds curves with seed bands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import sys
+from typing import Sequence
+
+import numpy as np
+
+from experiments import collect
+from experiments import run as run_lib
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+DOC = os.path.join(ROOT, 'docs', 'baselines.md')
+REFERENCE = '1cycle_range'  # the arm every other arm is tested against
+
+
+@dataclasses.dataclass(frozen=True)
+class Arm:
+  """One arm: a schedule of the protocol's config, tuned by a grid of peaks or a range test."""
+  schedule: str
+  grid: tuple[float, ...] = ()
+  # The range test (when `grid` is empty): a linear sweep 0 -> sweep_max_lr over sweep_steps
+  # updates, read on the validation split every sweep_eval_every updates.
+  sweep_max_lr: float = 0.0
+  sweep_steps: int = 0
+  sweep_eval_every: int = 0
+
+  @property
+  def range_tested(self) -> bool:
+    return not self.grid
+
+
+@dataclasses.dataclass(frozen=True)
+class Protocol:
+  config: str                    # the config file, relative to the repository root
+  epochs: float                  # the budget: epochs of 60,000 images at the config's batch
+  validation: int                # training examples held out for tuning
+  arms: dict[str, Arm]
+  seeds: tuple[int, ...]
+  question: str
+  targets: tuple[float, ...]     # test accuracies for the time-to-target table
+  sets: tuple[str, ...] = ()     # config overrides of every run (a toy study's shrunk runs)
+
+  def args(self, arm: Arm, peak: float | None = None, tuning: bool = False) -> str:
+    a = f'schedule={arm.schedule},epochs={self.epochs:g}'
+    if peak is not None:
+      a += f',peak={peak:g}'
+    if tuning:
+      a += f',validation={self.validation}'
+    return a
+
+
+# Caffe-form SGD with momentum 0.9 diverged on this LeNet at a cosine peak of 0.1 (3 epochs, batch
+# 512), so the SGD grids double from 0.01 (0.02 for 1cycle, whose momentum is 0.85 at the peak);
+# schedule-free SGD carries no heavy-ball factor 1 / (1 - 0.9), so its grid sits ~10x higher, as
+# its authors advise (10-50x the classical LR).
+_SGD_GRID = (0.01, 0.02, 0.04, 0.08)
+_LENET_ARMS = {
+    REFERENCE: Arm('one_cycle', sweep_max_lr=0.3, sweep_steps=100, sweep_eval_every=4),
+    '1cycle_grid': Arm('one_cycle', grid=(0.02, 0.04, 0.08, 0.16)),
+    'linear': Arm('linear', grid=_SGD_GRID),
+    'wsd': Arm('wsd', grid=_SGD_GRID),
+    'schedule_free': Arm('schedule_free', grid=(0.25, 0.5, 1.0, 2.0)),
+    'cosine': Arm('cosine', grid=_SGD_GRID),
+}
+_LENET_QUESTION = (
+    'At an equal budget of updates, with tuning counted, does one LR cycle with its range test '
+    'still beat 2026\'s schedules? LeNet on Fashion-MNIST, batch 512, {epochs} epochs ({steps} '
+    'updates): 1cycle tuned by one LR range test (its sweep counted), 1cycle tuned by a 4-point '
+    'grid of peak LRs, and the same 4-point grid for linear decay to zero, warmup-stable-decay '
+    'with a (1 - sqrt) cooldown, schedule-free SGD and warm-up + cosine. Tuning reads 5,000 '
+    'training images held out; the final seeds train on all 60,000 and are read on the test '
+    'split.')
+PROTOCOLS = {
+    'lenet_1ep': Protocol('experiments/budget/lenet.py', 1, 5000, _LENET_ARMS, (0, 1, 2, 3, 4),
+                          _LENET_QUESTION.format(epochs=1, steps=117), (0.75, 0.80, 0.83)),
+    'lenet_3ep': Protocol('experiments/budget/lenet.py', 3, 5000, _LENET_ARMS, (0, 1, 2, 3, 4),
+                          _LENET_QUESTION.format(epochs=3, steps=351), (0.85, 0.87, 0.88)),
+    'lenet_12ep': Protocol('experiments/budget/lenet.py', 12, 5000, _LENET_ARMS, (0, 1, 2),
+                           _LENET_QUESTION.format(epochs=12, steps=1406), (0.88, 0.90, 0.91)),
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Running.
+
+
+def _command(name: str) -> str:
+  return f'python -m experiments.budget.study run {name}'
+
+
+def _run(protocol: Protocol, name: str, arm: str, args: str, seed: int, sets: Sequence[str],
+         root: str) -> dict:
+  return run_lib.run_seed(os.path.join(ROOT, protocol.config), args, seed,
+                          sets=[*protocol.sets, *sets],
+                          root=root, command=_command(name), keep_checkpoint=False,
+                          study=name, arm=arm)
+
+
+class Preempted(Exception):
+  """A run was interrupted (SIGTERM / SIGINT) and saved a checkpoint: the study stops there."""
+
+
+def sweep_sets(protocol: Protocol, arm: Arm) -> list[str]:
+  return ['mode=lr_range', 'lr_range.min_lr=0.0', f'lr_range.max_lr={arm.sweep_max_lr:g}',
+          f'lr_range.num_steps={arm.sweep_steps}',
+          f'lr_range.eval_every_steps={arm.sweep_eval_every}',
+          'lr_range.eval_split=validation', f'lr_range.eval_examples={protocol.validation}',
+          'lr_range.eval_seed=0']
+
+
+def tune(protocol: Protocol, name: str, arm_name: str, root: str
+         ) -> tuple[str, list[str]] | None:
+  """Runs (or reads) the arm's tuning; returns the final runs' (args, sets), or None when a
+  range test gave no reliable reading (the arm then has nothing to run)."""
+  arm = protocol.arms[arm_name]
+  if arm.range_tested:
+    if _run(protocol, name, f'{arm_name}.sweep', protocol.args(arm, tuning=False), 0,
+            sweep_sets(protocol, arm), root).get('preempted'):
+      raise Preempted()
+    sweep = _read(os.path.join(root, name, f'{arm_name}.sweep', 'seed0', 'summary.json')) or {}
+    if not (sweep.get('suggestion') or {}).get('reliable', False):
+      print(f'[study] {name}/{arm_name}: the range test gave no reliable reading; the arm has '
+            'no LR to run (a result: its report row says so).', flush=True)
+      return None
+    result = os.path.relpath(os.path.join(root, name, f'{arm_name}.sweep', 'seed0',
+                                          'lr_range.json'), ROOT)
+    return protocol.args(arm), [f'lr_range_result={result}']
+  scores = {}
+  for peak in arm.grid:
+    summary = _run(protocol, name, f'{arm_name}.p{peak:g}', protocol.args(arm, peak, True), 0,
+                   [], root)
+    if summary.get('preempted'):
+      raise Preempted()
+    scores[peak] = summary.get('final_eval_accuracy')
+  return protocol.args(arm, best_peak(scores)), []
+
+
+def best_peak(scores: dict[float, float | None]) -> float:
+  """The peak with the highest validation accuracy (a diverged run scores nothing).
+
+  Examples:
+    >>> best_peak({0.01: 0.8, 0.02: 0.85, 0.04: None})
+    0.02
+  """
+  ok = {p: s for p, s in scores.items() if s is not None and math.isfinite(s)}
+  if not ok:
+    raise RuntimeError(f'every tuning run diverged: {scores}')
+  return max(sorted(ok), key=lambda p: ok[p])
+
+
+def run_protocol(name: str, arms: Sequence[str] = (), seeds: Sequence[int] = (),
+                 root: str = run_lib.RESULTS, protocols: dict | None = None) -> None:
+  """Tunes each arm, then runs its final seeds: the first three of every arm before the rest."""
+  protocol = (protocols or PROTOCOLS)[name]
+  arms = list(arms or protocol.arms)
+  seeds = list(seeds or protocol.seeds)
+  finals = {}
+  try:
+    for phase in (seeds[:3], seeds[3:]):
+      for arm_name in arms:
+        if arm_name not in finals:
+          finals[arm_name] = tune(protocol, name, arm_name, root)
+        if finals[arm_name] is None:
+          continue
+        args, sets = finals[arm_name]
+        for seed in phase:
+          if _run(protocol, name, arm_name, args, seed, sets, root).get('preempted'):
+            raise Preempted()
+  except Preempted:
+    print('[study] preempted: run the same command again to resume.', flush=True)
+    return
+  manifest_path = os.path.join(root, name, collect.MANIFEST)
+  manifest = json.load(open(manifest_path))
+  manifest['question'], manifest['command'] = protocol.question, _command(name)
+  with open(manifest_path, 'w') as f:
+    f.write(json.dumps(manifest, indent=1) + '\n')
+
+
+# ---------------------------------------------------------------------------------------------
+# Statistics.
+
+
+def welch(a: Sequence[float], b: Sequence[float]) -> dict:
+  """Welch's unequal-variance t-test of mean(a) = mean(b): t, degrees of freedom, two-sided p.
+
+  p = I_{df / (df + t^2)}(df / 2, 1 / 2), the regularized incomplete beta function (the
+  Student-t tail), from `jax.scipy.special.betainc` (so no SciPy is needed).
+
+  Examples:
+    >>> r = welch([1.0, 2.0, 3.0, 4.0], [3.0, 4.0, 5.0, 6.0, 7.0])
+    >>> round(r['t'], 4), round(r['df'], 3), round(r['p'], 4)
+    (-2.6112, 6.981, 0.0349)
+  """
+  from jax.scipy import special  # pylint: disable=g-import-not-at-top
+  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+  if len(a) < 2 or len(b) < 2:
+    return {'t': None, 'df': None, 'p': None}
+  va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+  if va + vb == 0:
+    return {'t': None, 'df': None, 'p': 1.0 if a.mean() == b.mean() else 0.0}
+  t = (a.mean() - b.mean()) / math.sqrt(va + vb)
+  df = (va + vb)**2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+  p = float(special.betainc(df / 2, 0.5, df / (df + t * t)))
+  return {'t': float(t), 'df': float(df), 'p': p}
+
+
+def verdict(arm: list[float], reference: list[float], alpha: float = 0.05) -> str:
+  """'wins' / 'loses' against the reference when Welch's p < alpha, else 'ties'."""
+  p = welch(arm, reference)['p']
+  if p is None or p >= alpha:
+    return 'ties'
+  return 'wins' if np.mean(arm) > np.mean(reference) else 'loses'
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading the results.
+
+
+def _read(path: str) -> dict | None:
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (OSError, ValueError):
+    return None
+
+
+def _rows(seed_dir: str) -> list[dict]:
+  try:
+    with open(os.path.join(seed_dir, 'metrics.jsonl')) as f:
+      return [json.loads(line) for line in f if line.strip()]
+  except OSError:
+    return []
+
+
+def curve(seed_dir: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """(updates, training seconds, test accuracy) at each evaluation of a final seed.
+
+  Seconds are training time only (compile and evaluation excluded): each log row covers the
+  updates since the previous row at its measured `images_per_sec`.
+  """
+  rows = _rows(seed_dir)
+  steps, secs, accs = [], [], []
+  t, prev, batch = 0.0, 0, None
+  run = _read(os.path.join(seed_dir, 'run.json')) or {}
+  batch = (run.get('config') or {}).get('batch_size', 0)
+  for r in rows:
+    if r.get('images_per_sec'):
+      t += (r['step'] - prev) * batch / r['images_per_sec']
+      prev = r['step']
+    if 'eval_accuracy' in r:
+      steps.append(r['step'])
+      secs.append(t)
+      accs.append(r['eval_accuracy'])
+  return np.asarray(steps), np.asarray(secs), np.asarray(accs)
+
+
+def _cost(summary: dict | None) -> tuple[int, float]:
+  """(updates, wall seconds) a finished run or sweep spent."""
+  if not summary:
+    return 0, 0.0
+  return int(summary.get('steps') or 0), float(summary.get('wall_seconds') or 0.0)
+
+
+def collect_protocol(name: str, root: str = run_lib.RESULTS, protocols: dict | None = None
+                     ) -> dict:
+  """Everything the report states about one protocol, from its results folder only."""
+  protocol = (protocols or PROTOCOLS)[name]
+  study = os.path.join(root, name)
+  out = {'protocol': name, 'epochs': protocol.epochs, 'arms': {}}
+  for arm_name, arm in protocol.arms.items():
+    tuning, tune_updates, tune_seconds = {}, 0, 0.0
+    if arm.range_tested:
+      sweep = _read(os.path.join(study, f'{arm_name}.sweep', 'seed0', 'summary.json'))
+      if sweep:
+        tune_updates, tune_seconds = _cost(sweep)
+        tuning = {'suggested_max_lr': (sweep.get('suggestion') or {}).get('max_lr'),
+                  'reliable': (sweep.get('suggestion') or {}).get('reliable', True)}
+      complete = sweep is not None
+    else:
+      complete = True
+      for peak in arm.grid:
+        s = _read(os.path.join(study, f'{arm_name}.p{peak:g}', 'seed0', 'summary.json'))
+        complete &= s is not None
+        if s:
+          u, w = _cost(s)
+          if s.get('diverged'):  # a diverged run's updates are unknown: count the budget
+            u = int((_read(os.path.join(study, f'{arm_name}.p{peak:g}', 'seed0', 'run.json'))
+                     or {}).get('config', {}).get('num_steps', 0))
+          tune_updates += u
+          tune_seconds += w
+        tuning[f'{peak:g}'] = None if not s or s.get('diverged') else s.get('final_eval_accuracy')
+    finals, curves, peak_lr = {}, [], None
+    for d in sorted(os.listdir(os.path.join(study, arm_name))) if os.path.isdir(
+        os.path.join(study, arm_name)) else []:
+      s = _read(os.path.join(study, arm_name, d, 'summary.json'))
+      if not s or not d.startswith('seed'):
+        continue
+      cfg = (_read(os.path.join(study, arm_name, d, 'config.json')) or {})
+      peak_lr = (cfg.get('schedule') or {}).get('max_lr', peak_lr)
+      u, w = _cost(s)
+      finals[int(d[4:])] = {'accuracy': None if s.get('diverged') else
+                            s.get('final_eval_accuracy'), 'updates': u, 'seconds': w,
+                            'train_seconds': s.get('train_seconds')}
+      curves.append(curve(os.path.join(study, arm_name, d)))
+    accs = [f['accuracy'] for f in finals.values() if f['accuracy'] is not None]
+    run_updates = int(np.mean([f['updates'] for f in finals.values()])) if finals else 0
+    run_seconds = float(np.mean([f['seconds'] for f in finals.values()])) if finals else 0.0
+    to_target = {}
+    for target in protocol.targets:
+      ups, secs = [], []
+      for steps, sec, acc in curves:
+        hit = np.flatnonzero(acc >= target)
+        ups.append(int(steps[hit[0]]) if hit.size else None)
+        secs.append(float(sec[hit[0]]) if hit.size else None)
+      reached = [u for u in ups if u is not None]
+      to_target[f'{target:g}'] = {
+          'reached': len(reached), 'of': len(ups),
+          'median_updates': float(np.median(reached)) if len(reached) * 2 > len(ups) else None,
+          'median_seconds': (float(np.median([s for s in secs if s is not None]))
+                             if len(reached) * 2 > len(ups) else None)}
+    out['arms'][arm_name] = {
+        'schedule': arm.schedule, 'tuning': tuning, 'tuning_complete': complete,
+        'range_tested': arm.range_tested, 'peak_lr': peak_lr,
+        'tuning_updates': tune_updates, 'tuning_seconds': tune_seconds,
+        'run_updates': run_updates, 'run_seconds': run_seconds,
+        'seeds': sorted(finals), 'accuracies': accs,
+        'mean': float(np.mean(accs)) if accs else None,
+        'std': float(np.std(accs, ddof=1)) if len(accs) > 1 else None,
+        'diverged_seeds': sum(f['accuracy'] is None for f in finals.values()),
+        'to_target': to_target,
+        'total_updates': tune_updates + run_updates * max(len(finals), 1),
+        'total_seconds': tune_seconds + sum(f['seconds'] for f in finals.values()),
+    }
+  ref = out['arms'].get(REFERENCE, {}).get('accuracies', [])
+  for arm_name, a in out['arms'].items():
+    if arm_name != REFERENCE and len(a['accuracies']) > 1 and len(ref) > 1:
+      a['vs_reference'] = {**welch(a['accuracies'], ref),
+                           'verdict': verdict(a['accuracies'], ref)}
+  return out
+
+
+def plot_protocol(name: str, data: dict, root: str = run_lib.RESULTS) -> str:
+  """accuracy vs updates and vs training seconds, mean ± std over seeds per arm, as a PNG."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+  fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+  study = os.path.join(root, name)
+  lo = 1.0
+  for arm_name in data['arms']:
+    runs = [curve(os.path.join(study, arm_name, f'seed{s}'))
+            for s in data['arms'][arm_name]['seeds']]
+    runs = [r for r in runs if len(r[0])]
+    if not runs:
+      continue
+    n = min(len(r[0]) for r in runs)
+    steps = runs[0][0][:n]
+    secs = np.mean([r[1][:n] for r in runs], axis=0)
+    acc = np.asarray([r[2][:n] for r in runs]) * 100
+    mean, std = acc.mean(0), acc.std(0)
+    lo = min(lo, float(np.percentile(mean, 30)))
+    label = f"{arm_name} ({len(runs)} seeds)"
+    for ax, x in zip(axes, (steps, secs)):
+      line, = ax.plot(x, mean, label=label)
+      ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2)
+  for ax, xl in zip(axes, ('updates', 'training seconds (this 2-core CPU, shared)')):
+    ax.set_xlabel(xl)
+    ax.set_ylabel('test accuracy (%)')
+    ax.set_ylim(max(lo - 2, 0), None)
+    ax.grid(alpha=0.3)
+  axes[0].legend(fontsize=8, loc='lower right')
+  fig.suptitle(f'{name}: final seeds, mean ± std')
+  fig.tight_layout()
+  path = os.path.join(study, 'curves.png')
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return path
+
+
+# ---------------------------------------------------------------------------------------------
+# The report.
+
+
+def _pct(x, nd=2):
+  return '—' if x is None else f'{100 * x:.{nd}f}'
+
+
+def report_block(data: dict) -> str:
+  """The markdown of one protocol's results (docs/baselines.md's generated block)."""
+  name = data['protocol']
+  arms = data['arms']
+  lines = [f'**{name}** ({data["epochs"]} epochs, {next(iter(arms.values()))["run_updates"]} '
+           'updates per run; test accuracy of the final seeds, %)', '',
+           '| arm | tuned peak LR | test accuracy | seeds | vs 1cycle_range (Welch) | '
+           'tuning updates | tuning s | run updates | total updates | total s |',
+           '|---|---|---|---|---|---|---|---|---|---|']
+  for arm_name, a in arms.items():
+    acc = (f"{_pct(a['mean'])} ± {_pct(a['std'])}" if a['std'] is not None else _pct(a['mean']))
+    if a['diverged_seeds']:
+      acc += f" ({a['diverged_seeds']} diverged)"
+    vs = a.get('vs_reference')
+    vs_text = ('reference' if arm_name == REFERENCE else
+               '—' if not vs else f"{vs['verdict']} (p = {vs['p']:.3g})" if vs['p'] is not None
+               else vs['verdict'])
+    peak = '—' if a['peak_lr'] is None else f"{a['peak_lr']:.4g}"
+    if a['range_tested']:
+      peak += ' (range test)'
+    lines.append(f"| {arm_name} | {peak} | {acc} | {len(a['seeds'])} | {vs_text} | "
+                 f"{a['tuning_updates']:,} | {a['tuning_seconds']:.0f} | {a['run_updates']:,} | "
+                 f"{a['total_updates']:,} | {a['total_seconds']:.0f} |")
+  lines += ['', 'Tuning (validation accuracy %, one seed; — diverged or not run):', '']
+  for arm_name, a in arms.items():
+    if a['range_tested']:
+      t = a['tuning']
+      lines.append(f"- {arm_name}: range test suggested max LR "
+                   f"{t.get('suggested_max_lr', float('nan')):.4g}"
+                   f"{'' if t.get('reliable', True) else ' (unreliable)'}")
+    else:
+      lines.append(f"- {arm_name}: " + ', '.join(f'{p}: {_pct(v, 1)}'
+                                                  for p, v in a['tuning'].items()))
+  targets = list(next(iter(arms.values()))['to_target'])
+  lines += ['', 'Updates / training seconds to a test accuracy (median over seeds; — when under '
+            'half the seeds reach it):', '',
+            '| arm | ' + ' | '.join(f'{100 * float(t):g} %' for t in targets) + ' |',
+            '|---|' + '---|' * len(targets)]
+  for arm_name, a in arms.items():
+    cells = []
+    for t in targets:
+      r = a['to_target'][t]
+      cells.append('—' if r['median_updates'] is None else
+                   f"{r['median_updates']:.0f} / {r['median_seconds']:.0f} s "
+                   f"({r['reached']}/{r['of']})")
+    lines.append(f'| {arm_name} | ' + ' | '.join(cells) + ' |')
+  lines += ['', f'![{name}](../experiments/results/{name}/curves.png)', '']
+  return '\n'.join(lines) + '\n'
+
+
+def report(root: str = run_lib.RESULTS, doc: str = DOC, protocols: dict | None = None,
+           names: Sequence[str] = ()) -> dict:
+  """Writes each protocol with results (or those `names`): study.json, curves.png, and its
+  docs block."""
+  out = {}
+  for name in names or (protocols or PROTOCOLS):
+    if not os.path.isdir(os.path.join(root, name)):
+      continue
+    data = collect_protocol(name, root, protocols)
+    out[name] = data
+    with open(os.path.join(root, name, 'study.json'), 'w') as f:
+      f.write(json.dumps(data, indent=1) + '\n')
+    plot_protocol(name, data, root)
+    if doc:
+      collect.write_block(doc, f'budget_{name}', report_block(data))
+  return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  from superconv import platform  # pylint: disable=g-import-not-at-top
+  platform.apply_cpu_defaults()  # before JAX starts its backends, as superconv.main does
+  parser = argparse.ArgumentParser(prog='python -m experiments.budget.study', description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  sub = parser.add_subparsers(dest='cmd', required=True)
+  r = sub.add_parser('run', help='tune and run the arms of a protocol (resumable)')
+  r.add_argument('protocol', choices=sorted(PROTOCOLS))
+  r.add_argument('--arms', nargs='+', default=[])
+  r.add_argument('--seeds', nargs='+', type=int, default=[])
+  rep = sub.add_parser('report', help='study.json, curves.png and docs/baselines.md from the '
+                       'results')
+  rep.add_argument('protocols', nargs='*', choices=sorted(PROTOCOLS), default=[])
+  ns = parser.parse_args(argv)
+  if ns.cmd == 'run':
+    unknown = set(ns.arms) - set(PROTOCOLS[ns.protocol].arms)
+    if unknown:
+      print(f'superconv: unknown arm(s) {sorted(unknown)}; {ns.protocol} has '
+            f'{sorted(PROTOCOLS[ns.protocol].arms)}', file=sys.stderr)
+      return 2
+    run_protocol(ns.protocol, ns.arms, ns.seeds)
+  else:
+    report(names=ns.protocols)
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())

@@ -1,0 +1,113 @@
+"""experiments.budget.study: a toy equal-budget study of tiny real runs, its layout and statistics."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from experiments.budget import study
+from experiments.budget import lenet
+from superconv import configure
+from superconv import optim
+from superconv import programs
+
+TOY = {'toy': study.Protocol(
+    'experiments/budget/lenet.py', 0.07, 40,  # 0.07 epochs at batch 512: 8 updates
+    {study.REFERENCE: study.Arm('one_cycle', sweep_max_lr=0.05, sweep_steps=16,
+                                sweep_eval_every=2),
+     'linear': study.Arm('linear', grid=(0.01, 0.05)),
+     'schedule_free': study.Arm('schedule_free', grid=(0.1, 1e6))},  # 1e6 diverges
+    (0, 1), 'A toy study.', (0.2, 0.99),
+    sets=('data.source=fake', 'data.fake_num_train=200',
+          'data.fake_num_test=100', 'batch_size=20', 'eval_every_steps=4',
+          'log_every_steps=4', 'lr_range.min_rise=0.0', 'lr_range.diverge_factor=0.0',
+          'data.check_counts=False'))}
+
+
+@pytest.fixture(scope='module')
+def toy_results(tmp_path_factory):
+  root = str(tmp_path_factory.mktemp('results'))
+  study.run_protocol('toy', root=root, protocols=TOY)
+  return root
+
+
+def test_toy_study_layout_and_manifest(toy_results):
+  toy = os.path.join(toy_results, 'toy')
+  manifest = json.load(open(os.path.join(toy, 'manifest.json')))
+  assert manifest['question'] == 'A toy study.'
+  assert manifest['command'] == 'python -m experiments.budget.study run toy'
+  # Tuning runs: one seed per grid point (validation split), the sweep; finals: both seeds.
+  assert manifest['arms']['linear.p0.01']['seeds'] == [0]
+  assert 'validation=40' in manifest['arms']['linear.p0.05']['args']
+  assert manifest['arms']['linear']['seeds'] == [0, 1]
+  assert 'validation' not in manifest['arms']['linear']['args']
+  assert 'mode=lr_range' in manifest['arms']['1cycle_range.sweep']['set']
+  ref = manifest['arms'][study.REFERENCE]
+  assert any(s.startswith('lr_range_result=') for s in ref['set'])
+  for arm, spec in manifest['arms'].items():
+    for seed in spec['seeds']:
+      d = os.path.join(toy, arm, f'seed{seed}')
+      assert os.path.exists(os.path.join(d, 'summary.json')), d
+      assert os.path.exists(os.path.join(d, 'run.json')), d
+
+
+def test_tuning_reads_validation_and_finals_read_test(toy_results):
+  toy = os.path.join(toy_results, 'toy')
+  tuned = [json.loads(l) for l in open(os.path.join(toy, 'linear.p0.01', 'seed0',
+                                                     'metrics.jsonl'))]
+  final = [json.loads(l) for l in open(os.path.join(toy, 'linear', 'seed0', 'metrics.jsonl'))]
+  assert {r['eval_examples'] for r in tuned if 'eval_examples' in r} == {40}
+  assert {r['eval_examples'] for r in final if 'eval_examples' in r} == {100}
+  # The best validation peak is the one the final seeds ran.
+  acc = {p: json.load(open(os.path.join(toy, f'linear.p{p:g}', 'seed0', 'summary.json')))
+         ['final_eval_accuracy'] for p in (0.01, 0.05)}
+  best = study.best_peak(acc)
+  cfg = json.load(open(os.path.join(toy, 'linear', 'seed1', 'config.json')))
+  assert cfg['schedule']['max_lr'] == best and cfg['data']['validation_examples'] == 0
+
+
+def test_report_counts_tuning_and_tests_against_the_range_arm(toy_results, tmp_path):
+  doc = tmp_path / 'baselines.md'
+  doc.write_text('# x\n<!-- begin budget_toy -->\n<!-- end budget_toy -->\n')
+  out = study.report(root=toy_results, doc=str(doc), protocols=TOY)['toy']
+  sf, lin, ref = (out['arms'][a] for a in ('schedule_free', 'linear', study.REFERENCE))
+  assert sf['tuning']['1e+06'] is None  # diverged, and its budget still counted
+  assert sf['tuning_updates'] == 2 * 8 and lin['tuning_updates'] == 2 * 8
+  assert ref['tuning_updates'] == 16  # the sweep's updates
+  assert lin['total_updates'] == 16 + 2 * 8 and lin['seeds'] == [0, 1]
+  assert lin['vs_reference']['p'] == study.welch(lin['accuracies'], ref['accuracies'])['p']
+  assert lin['to_target']['0.99']['median_updates'] is None or lin['mean'] >= 0.99
+  text = doc.read_text()
+  assert '| linear |' in text and 'reference' in text and 'curves.png' in text
+  assert os.path.exists(os.path.join(toy_results, 'toy', 'curves.png'))
+  assert json.load(open(os.path.join(toy_results, 'toy', 'study.json')))['protocol'] == 'toy'
+  # Rerunning skips every finished seed (nothing is retrained: the summaries stay).
+  before = os.path.getmtime(os.path.join(toy_results, 'toy', 'linear', 'seed0', 'summary.json'))
+  study.run_protocol('toy', root=toy_results, protocols=TOY)
+  assert os.path.getmtime(os.path.join(toy_results, 'toy', 'linear', 'seed0',
+                                       'summary.json')) == before
+
+
+def test_welch_matches_scipy_and_the_verdicts():
+  st = pytest.importorskip('scipy.stats')
+  a, b = [0.881, 0.884, 0.879, 0.886, 0.882], [0.872, 0.875, 0.879]
+  ref = st.ttest_ind(a, b, equal_var=False)
+  r = study.welch(a, b)
+  np.testing.assert_allclose([r['t'], r['p'], r['df']], [ref.statistic, ref.pvalue, ref.df],
+                             rtol=1e-4)
+  assert study.verdict(a, b) == 'wins' and study.verdict(b, a) == 'loses'
+  assert study.verdict(a, [x + 1e-4 for x in a]) == 'ties'
+  assert study.welch([1.0], [2.0, 3.0])['p'] is None
+
+
+@pytest.mark.parametrize('variant', lenet.VARIANTS)
+def test_every_arm_config_resolves_and_keeps_the_budget(variant):
+  c = configure.resolve(programs.load_config('experiments/budget/lenet.py', variant))
+  epochs = 12 if 'epochs=12' in variant else 3
+  assert c.num_steps == epochs * 60_000 // 512 and c.batch_size == 512
+  lr_fn, _ = optim.build_schedules(c)
+  assert float(lr_fn(c.num_steps)) < 1e-3 * 0.05 or 'schedule_free' in variant
+  assert (c.optimizer.name == 'schedule_free_sgd') == ('schedule_free' in variant)
