@@ -91,18 +91,21 @@ def test_results_blocks_are_regenerated_from_the_results():
   fast = make_tables.speedup_lines(make_tables.speedups(groups, make_tables.PAIRS))
   if fast:
     text += '\nIterations to reach the baseline\'s final accuracy:\n\n' + fast
-  assert collect.read_block(RESULTS_DOC, 'results') == text
+  assert collect.read_block(RESULTS_DOC, 'results') == text, (
+      'docs/results.md is behind the results: python -m experiments.make_tables --write')
   assert collect.read_block(RESULTS_DOC, 'range-trust') == range_trust.markdown(
-      range_trust.report(RESULTS))
+      range_trust.report(RESULTS)), 'python -m research.range_trust.report --write'
   assert collect.read_block(RESULTS_DOC, 'superconvergence') == superconvergence.markdown(
-      superconvergence.report(RESULTS, draw=False))
+      superconvergence.report(RESULTS, draw=False)), (
+          'python -m research.superconvergence_cpu.report --write')
 
 
 def test_performance_tables_are_regenerated_from_the_results():
   blocks = {**tables.blocks(), **cpu_perf_tables.blocks()}
   assert len(blocks) == 7
   for name, text in blocks.items():
-    assert collect.read_block(PERF_DOC, name) == text, name
+    assert collect.read_block(PERF_DOC, name) == text, (
+        f'{name}: python -m benchmarks.tables --write; python -m research.cpu_perf.tables --write')
 
 
 def test_write_block_replaces_one_block_and_refuses_the_readme(tmp_path):
