@@ -104,7 +104,7 @@ def test_bn_running_statistics_are_usable_after_100_updates_at_fraction_0999(tmp
   # update 100: the H200 baseline scored 10.00 % there.) Measured here: 0.2622 at 0.999, 0.2830
   # at 0.95. At LR 0.35 the weights move so fast that even an exact average over 100 updates
   # lags them (0.1445 against 0.2736): that is the fraction's cost, not the estimator's.
-  common = (f'--config.data.source=files', f'--config.data.path={CIFAR10_ARCHIVE}',
+  common = ('--config.data.source=files', f'--config.data.path={CIFAR10_ARCHIVE}',
             '--config.model.name=resnet8', '--config.data.train_subset=2000',
             '--config.batch_size=64', '--config.model.virtual_batch_size=0',
             '--config.num_steps=100', '--config.schedule.name=constant',
