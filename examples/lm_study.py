@@ -3,10 +3,10 @@ r"""Does the range test's reading set a good 1cycle peak for a model superconv d
 The byte-level transformer of `lm_range_test` (AdamW, the standard library's source): the range
 test (3 repeats, read on held-out loss) fed into a 1cycle run (`result.schedules`), against the
 same 1cycle at each peak LR of a grid spanning more than 10x, 2 seeds each. Writes, under
-`--out` (experiments/results/lm_range), one folder per arm and seed (run.json, summary.json,
+`--out` (research/lm_range/results), one folder per arm and seed (run.json, summary.json,
 metrics.jsonl; the sweep's lr_range.json and .png), manifest.json, report.json and study.png.
 
-  nice -n 10 python examples/lm_study.py --out experiments/results/lm_range
+  nice -n 10 python examples/lm_study.py --out research/lm_range/results
   python examples/lm_study.py --toy --out /tmp/lm_study        # seconds: what the tests run
 """
 
@@ -63,7 +63,7 @@ def main(argv=None) -> dict:
   parser.add_argument('--toy', action='store_true')
   a = parser.parse_args(argv)
   p = TOY if a.toy else STUDY
-  command = 'nice -n 10 python examples/lm_study.py --out experiments/results/lm_range'
+  command = 'nice -n 10 python examples/lm_study.py --out research/lm_range/results'
   size, steps, mb = p['size'], p['steps'], p['max_bytes']
   arms = {}
 

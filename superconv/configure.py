@@ -288,7 +288,7 @@ def identity_differences(tested: dict, run: ml_collections.ConfigDict) -> list[s
   m = tested.get('momentum')
   if isinstance(m, list):  # swept from m[0] down as the LR rose: compare where it started
     m = m[0]
-  if m is not None and abs(float(m) - mine['momentum']) > 1e-9:
+  if m is not None and abs(float(m) - mine['momentum']) > 1e-6:  # recorded in float32
     out.append(f'momentum: tested {float(m):g}, this run starts at {mine["momentum"]:g}')
   name = (tested.get('optimizer') or {}).get('name')
   if name is not None and name != mine['optimizer']['name']:

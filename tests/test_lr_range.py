@@ -627,3 +627,36 @@ def test_installing_superconv_adds_no_other_top_level_package():
                                              exclude=find.get('exclude', ()))
   assert {'superconv', 'superconv.lr_range', 'superconv.models', 'superconv.data'} <= set(found)
   assert {p.split('.')[0] for p in found} == {'superconv'}   # no `configs`, `tests`, ...
+
+
+def test_a_python_result_of_the_same_training_feeds_a_run_under_the_cap(tmp_path):
+  from superconv import models  # pylint: disable=g-import-not-at-top
+  c = _smoke_config()
+  c.mode = 'train'
+  c.schedule = optim.schedule_config('one_cycle')
+  rng = np.random.default_rng(0)
+  labels = rng.integers(0, 10, 64).astype(np.int32)
+  images = rng.integers(0, 256, (64, 32, 32, 3)).astype(np.uint8)
+  model = models.create_model('lenet', num_classes=10)
+  variables = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)), train=False)
+  injected = optax.inject_hyperparams(optax.sgd)(learning_rate=0.0, momentum=0.9)
+  r = lr_range.range_test(model, injected, variables, (images, labels), (images, labels),
+                          min_lr=0.0, max_lr=0.1, num_steps=4, batch_size=c.batch_size,
+                          eval_every_steps=2, scale=1 / 255, min_rise=0.0)
+  assert r.settings['identity']['momentum'] == pytest.approx(0.9)
+  c.lr_range_result = r.save(str(tmp_path))
+  if not r.reliable:  # a 4-update sweep on noise: make the file's reading usable
+    rec = json.loads((tmp_path / 'lr_range.json').read_text())
+    rec['suggestion'].update(reliable=True, max_lr=0.08, min_lr_clr=0.02, min_lr_1cycle=0.008)
+    (tmp_path / 'lr_range.json').write_text(json.dumps(rec))
+  max_lr = lr_range.load(str(tmp_path)).max_lr
+  fed = configure.apply_suggestion(c)   # the same model, data shape, batch and momentum 0.9
+  assert fed.schedule.max_lr == pytest.approx(max_lr)   # the tested step: unscaled
+  c.momentum_schedule.name = 'constant'
+  c.momentum_schedule.value = 0.95
+  with pytest.raises(configure.ConfigError, match='momentum: tested 0.9, this run starts at 0.95'):
+    configure.apply_suggestion(c)
+  c.lr_range.accept_mismatch = True   # taken on purpose: held to the tested step lr / (1 - m)
+  capped = configure.apply_suggestion(c)
+  assert capped.schedule.max_lr < max_lr
+  assert configure.max_effective_step(capped) == pytest.approx(max_lr / (1 - 0.9), rel=1e-4)
