@@ -73,10 +73,13 @@ Failure modes (read the plot, not only the numbers):
   * On an easy task the best smoothed loss nears 0 and "4 x best" is reached by mere noise;
     raise lr_range.diverge_factor or set it to 0 (then only a non-finite loss stops the sweep).
 
-Python API for a user's own model (Linen, NNX or a plain function), optax optimizer and data:
-`range_test(...)`. It works on copies and never donates the caller's buffers. A saved suggestion
-(config.lr_range_result = 'path/lr_range.json') sets a CLR or 1cycle config's LR bounds when the
-config is resolved (`configure.apply_suggestion`).
+Python API: `find(loss_fn, params, optimizer, batches, ...)` for any JAX training (see `core`),
+and `range_test(model, ...)` for an image classifier (Linen, NNX or a plain function) on
+in-memory images. Both work on private copies and never donate the caller's buffers.
+`result.schedules('one_cycle', n)` gives the run's optax schedules (the effective-step rule
+applied); a saved result (config.lr_range_result = 'path/lr_range.json') sets a CLR or 1cycle
+config's LR bounds when the config is resolved (`configure.apply_suggestion`), after its
+recorded identity is checked against the run.
 
 Files: `RangeTestResult.save(dir)` writes lr_range.json (every per-update LR and loss, raw and
 smoothed; every evaluation; the suggestion and its method; diverged_at; settings and the
