@@ -84,6 +84,12 @@ def test_report_counts_tuning_and_tests_against_the_range_arm(toy_results, tmp_p
   assert '| linear |' in text and 'reference' in text and 'curves.png' in text
   assert os.path.exists(os.path.join(toy_results, 'toy', 'curves.png'))
   assert json.load(open(os.path.join(toy_results, 'toy', 'study.json')))['protocol'] == 'toy'
+  # The manifest is rebuilt from the finished runs and names exactly the seed folders.
+  manifest = json.load(open(os.path.join(toy_results, 'toy', 'manifest.json')))
+  for arm, spec in manifest['arms'].items():
+    assert sorted(os.listdir(os.path.join(toy_results, 'toy', arm))) == [
+        f'seed{s}' for s in spec['seeds']]
+  assert manifest['arms']['linear']['seeds'] == [0, 1]
   # Rerunning skips every finished seed (nothing is retrained: the summaries stay).
   before = os.path.getmtime(os.path.join(toy_results, 'toy', 'linear', 'seed0', 'summary.json'))
   study.run_protocol('toy', root=toy_results, protocols=TOY)

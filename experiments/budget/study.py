@@ -34,6 +34,7 @@ import json
 import math
 import os
 import sys
+import time
 from typing import Sequence
 
 import numpy as np
@@ -122,8 +123,27 @@ def _command(name: str) -> str:
   return f'python -m experiments.budget.study run {name}'
 
 
+def _holder(seed_dir: str) -> int | None:
+  """The pid of another live process holding `seed_dir`'s workdir lock, else None."""
+  lock = _read(os.path.join(seed_dir, 'superconv.lock')) or {}
+  pid = lock.get('pid')
+  if not isinstance(pid, int) or pid == os.getpid():
+    return None
+  try:
+    os.kill(pid, 0)
+  except OSError:
+    return None
+  return pid
+
+
 def _run(protocol: Protocol, name: str, arm: str, args: str, seed: int, sets: Sequence[str],
          root: str) -> dict:
+  # Several workers may share a protocol (e.g. one walking the grid backwards): a run another
+  # live worker holds is waited for, then read, not started twice.
+  seed_dir = os.path.join(root, name, arm, f'seed{seed}')
+  while _holder(seed_dir) is not None and not os.path.exists(
+      os.path.join(seed_dir, 'summary.json')):
+    time.sleep(10)
   return run_lib.run_seed(os.path.join(ROOT, protocol.config), args, seed,
                           sets=[*protocol.sets, *sets],
                           root=root, command=_command(name), keep_checkpoint=False,
@@ -142,7 +162,7 @@ def sweep_sets(protocol: Protocol, arm: Arm) -> list[str]:
           'lr_range.eval_seed=0']
 
 
-def tune(protocol: Protocol, name: str, arm_name: str, root: str
+def tune(protocol: Protocol, name: str, arm_name: str, root: str, reverse_grid: bool = False
          ) -> tuple[str, list[str]] | None:
   """Runs (or reads) the arm's tuning; returns the final runs' (args, sets), or None when a
   range test gave no reliable reading (the arm then has nothing to run)."""
@@ -160,7 +180,7 @@ def tune(protocol: Protocol, name: str, arm_name: str, root: str
                                           'lr_range.json'), ROOT)
     return protocol.args(arm), [f'lr_range_result={result}']
   scores = {}
-  for peak in arm.grid:
+  for peak in (arm.grid[::-1] if reverse_grid else arm.grid):
     summary = _run(protocol, name, f'{arm_name}.p{peak:g}', protocol.args(arm, peak, True), 0,
                    [], root)
     if summary.get('preempted'):
@@ -183,17 +203,19 @@ def best_peak(scores: dict[float, float | None]) -> float:
 
 
 def run_protocol(name: str, arms: Sequence[str] = (), seeds: Sequence[int] = (),
-                 root: str = run_lib.RESULTS, protocols: dict | None = None) -> None:
+                 root: str = run_lib.RESULTS, protocols: dict | None = None,
+                 reverse_grid: bool = False) -> None:
   """Tunes each arm, then runs its final seeds: the first three of every arm before the rest."""
   protocol = (protocols or PROTOCOLS)[name]
   arms = list(arms or protocol.arms)
   seeds = list(seeds or protocol.seeds)
+  _write_manifest_header(protocol, name, root)  # before any run: a committed part reads right
   finals = {}
   try:
     for phase in (seeds[:3], seeds[3:]):
       for arm_name in arms:
         if arm_name not in finals:
-          finals[arm_name] = tune(protocol, name, arm_name, root)
+          finals[arm_name] = tune(protocol, name, arm_name, root, reverse_grid)
         if finals[arm_name] is None:
           continue
         args, sets = finals[arm_name]
@@ -202,11 +224,16 @@ def run_protocol(name: str, arms: Sequence[str] = (), seeds: Sequence[int] = (),
             raise Preempted()
   except Preempted:
     print('[study] preempted: run the same command again to resume.', flush=True)
-    return
-  manifest_path = os.path.join(root, name, collect.MANIFEST)
-  manifest = json.load(open(manifest_path))
-  manifest['question'], manifest['command'] = protocol.question, _command(name)
-  with open(manifest_path, 'w') as f:
+
+
+def _write_manifest_header(protocol: Protocol, name: str, root: str) -> None:
+  """The study's question and command in its manifest.json (arms are added by each run)."""
+  path = os.path.join(root, name, collect.MANIFEST)
+  manifest = _read(path) or {'study': name, 'arms': {}}
+  manifest = {'study': name, 'question': protocol.question, 'command': _command(name),
+              'arms': manifest.get('arms', {})}
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path, 'w') as f:
     f.write(json.dumps(manifest, indent=1) + '\n')
 
 
@@ -469,6 +496,28 @@ def report_block(data: dict) -> str:
   return '\n'.join(lines) + '\n'
 
 
+def rebuild_manifest(protocol: Protocol, name: str, root: str) -> dict:
+  """manifest.json from the finished seeds' run.json (config, args, --sets, seed): workers
+  that shared a protocol may have raced on it; the finished runs are the record."""
+  study = os.path.join(root, name)
+  arms = {}
+  for arm in sorted(os.listdir(study)):
+    if not os.path.isdir(os.path.join(study, arm)):
+      continue
+    for d in sorted(os.listdir(os.path.join(study, arm))):
+      info = _read(os.path.join(study, arm, d, 'run.json'))
+      if not info or not os.path.exists(os.path.join(study, arm, d, 'summary.json')):
+        continue
+      spec = arms.setdefault(arm, {'config': info['config_file'], 'args': info['args'],
+                                   'set': info['sets'], 'seeds': []})
+      spec['seeds'] = sorted(spec['seeds'] + [int(info['seed'])])
+  manifest = {'study': name, 'question': protocol.question, 'command': _command(name),
+              'arms': arms}
+  with open(os.path.join(study, collect.MANIFEST), 'w') as f:
+    f.write(json.dumps(manifest, indent=1) + '\n')
+  return manifest
+
+
 def report(root: str = run_lib.RESULTS, doc: str = DOC, protocols: dict | None = None,
            names: Sequence[str] = ()) -> dict:
   """Writes each protocol with results (or those `names`): study.json, curves.png, and its
@@ -477,6 +526,7 @@ def report(root: str = run_lib.RESULTS, doc: str = DOC, protocols: dict | None =
   for name in names or (protocols or PROTOCOLS):
     if not os.path.isdir(os.path.join(root, name)):
       continue
+    rebuild_manifest((protocols or PROTOCOLS)[name], name, root)
     data = collect_protocol(name, root, protocols)
     out[name] = data
     with open(os.path.join(root, name, 'study.json'), 'w') as f:
@@ -497,6 +547,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   r.add_argument('protocol', choices=sorted(PROTOCOLS))
   r.add_argument('--arms', nargs='+', default=[])
   r.add_argument('--seeds', nargs='+', type=int, default=[])
+  r.add_argument('--reverse-grid', action='store_true',
+                 help='walk the grids from the largest peak (a second worker on the same arms)')
   rep = sub.add_parser('report', help='study.json, curves.png and docs/baselines.md from the '
                        'results')
   rep.add_argument('protocols', nargs='*', choices=sorted(PROTOCOLS), default=[])
@@ -507,7 +559,7 @@ def main(argv: Sequence[str] | None = None) -> int:
       print(f'superconv: unknown arm(s) {sorted(unknown)}; {ns.protocol} has '
             f'{sorted(PROTOCOLS[ns.protocol].arms)}', file=sys.stderr)
       return 2
-    run_protocol(ns.protocol, ns.arms, ns.seeds)
+    run_protocol(ns.protocol, ns.arms, ns.seeds, reverse_grid=ns.reverse_grid)
   else:
     report(names=ns.protocols)
   return 0
