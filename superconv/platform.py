@@ -37,7 +37,7 @@ OPT_OUT_VAR = 'SUPERCONV_XLA_CPU_DEFAULTS'
 # jaxlib (major, minor) releases whose bundled XLA defines the flag, where it changes the compiled
 # program (no `__ynn_fusion` convolutions left) and was measured to make the train step faster
 # (benchmarks/results/xla_flag_*.json). Extend only after the same checks on a new release.
-KNOWN_JAXLIB = ((0, 10), (0, 12))
+KNOWN_JAXLIB = ((0, 10), (0, 11), (0, 12))
 
 
 def _version_tuple(version: str) -> tuple[int, ...]:
