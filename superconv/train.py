@@ -33,8 +33,9 @@ from superconv.data import sources
 SIGNAL_AT_STEP_ENV = ckpt_lib.SIGNAL_AT_STEP_ENV
 
 
-# A one-element array computed from a dispatch's output: ready when that dispatch is done. (The
-# output itself is donated to the next dispatch, after which it cannot be asked.)
+# A one-element array computed from this process's first shard of a dispatch's output: ready
+# when that dispatch is done. (The output itself is donated to the next dispatch, after which it
+# cannot be asked; one shard on one device keeps the marker free of collectives.)
 _done_token = jax.jit(lambda leaf: leaf.ravel()[:1])
 
 
@@ -163,7 +164,7 @@ def _loop(config, setup, k, state, start_step, num_steps, writer, workdir, t_sta
     while step < num_steps:
       packed, state = train_fn(packed, next(feed)), None
       step += k
-      queued.append((step, _done_token(jax.tree.leaves(packed)[0])))
+      queued.append((step, _done_token(jax.tree.leaves(packed)[0].addressable_shards[0].data)))
       flag.test_hook(step)
       window_images += k * config.batch_size
       completed()

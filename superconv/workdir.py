@@ -245,14 +245,17 @@ class Claim:
 
   def __enter__(self) -> 'Claim':
     config_path = storage.path(os.path.join(self.workdir, CONFIG_FILE))
+    refused = None
     if self._main:
-      self._created = _writable(self.workdir)
       try:
+        self._created = _writable(self.workdir)
         self.lock.acquire()
       except PermissionError as e:  # a folder that exists but is read-only
-        raise WorkdirError(f'cannot write the workdir {self.workdir} ({type(e).__name__}: '
-                           f'{e.strerror or e}); choose a --workdir this user can write.'
-                           ) from None
+        refused = WorkdirError(f'cannot write the workdir {self.workdir} ({type(e).__name__}: '
+                               f'{e.strerror or e}); choose a --workdir this user can write.')
+      except WorkdirError as e:
+        refused = e
+    _agree_on(refused)
     try:
       if self.check_identity and config_path.exists():
         self.recorded = json.loads(config_path.read_text())
@@ -303,6 +306,19 @@ class Claim:
           p.rmdir() if p.is_dir() else p.unlink()
         if not storage.is_object_store(self.workdir):
           os.rmdir(self.workdir)
+
+
+def _agree_on(refused: WorkdirError | None) -> None:
+  """Raises `refused` on process 0, and on every other process of the job an error saying
+  process 0 refused the workdir (only process 0 takes the lock)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  if jax.process_count() > 1:
+    import numpy as np  # pylint: disable=g-import-not-at-top
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    if int(multihost_utils.broadcast_one_to_all(np.int32(refused is not None))) and not refused:
+      refused = WorkdirError('process 0 refused the workdir (its message says why).')
+  if refused is not None:
+    raise refused
 
 
 def _is_main_process() -> bool:
