@@ -122,7 +122,8 @@ def sweep(size: Size, *, num_steps: int, repeats: int, run_steps: int,
       loss_fn, params, optax.adamw, lambda seed: windows(train, size, seed=1000 + seed),
       eval_fn=eval_fn, eval_batches=held_out, metric='loss', min_lr=min_lr, max_lr=max_lr,
       num_steps=num_steps, eval_every_steps=eval_every, repeats=repeats,
-      run_steps=run_steps, run_eval_every=0, identity={'model': f'ByteLM{size}'})
+      run_steps=run_steps, run_eval_every=0,
+      identity={'model': f'ByteLM(dim={size.dim}, layers={size.layers})'})
 
 
 def train(size: Size, lr_schedule, momentum_schedule, *, steps: int, seed: int,

@@ -289,7 +289,7 @@ class RangeTestResult:
     FigureCanvasAgg(fig)
     ax_acc, ax_loss = fig.subplots(2, 1, sharex=True)
     s = self.suggestion
-    split = self.settings.get('eval_split', 'test')
+    split = self.settings.get('eval_split', 'held-out')
     others = [r for r in self.runs if r.eval_accuracy is not self.eval_accuracy]
     for i, run in enumerate(others):  # the other repeats, faint
       ax_acc.plot(run.eval_lrs, smooth_accuracy(run.eval_accuracy, s.get('window', 5)), '-',
@@ -302,9 +302,12 @@ class RangeTestResult:
     ax_acc.plot(self.eval_lrs, curve, 'o', ms=3, alpha=0.5, label=f'{split} {metric}')
     ax_acc.plot(self.eval_lrs, smooth_accuracy(curve, s.get('window', 5)), '-',
                 label='smoothed (median)')
+    top = np.asarray(curve, np.float64)[np.isfinite(curve)]
+    if self.settings.get('maximize') is False and len(top):  # a loss: keep its useful range
+      ax_acc.set_ylim(max(0.0, top.min() * 0.9), min(top.max(), 2 * top[0]) * 1.05)
     ax_loss.plot(self.lrs, self.train_loss, '-', lw=0.5, alpha=0.4, label='train loss')
     ax_loss.plot(self.lrs, self.train_loss_smoothed, '-', label='train loss (EMA)')
-    ax_loss.plot(self.eval_lrs, self.eval_loss, 'o-', ms=3, label='test loss')
+    ax_loss.plot(self.eval_lrs, self.eval_loss, 'o-', ms=3, label=f'{split} loss')
     finite = self.train_loss_smoothed[np.isfinite(self.train_loss_smoothed)]
     if len(finite):  # Diverging losses would squash the useful part of the plot.
       every = np.concatenate([finite, self.eval_loss[np.isfinite(self.eval_loss)]])
