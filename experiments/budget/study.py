@@ -180,7 +180,13 @@ def tune(protocol: Protocol, name: str, arm_name: str, root: str, reverse_grid: 
                                           'lr_range.json'), ROOT)
     return protocol.args(arm), [f'lr_range_result={result}']
   scores = {}
-  for peak in (arm.grid[::-1] if reverse_grid else arm.grid):
+  order = arm.grid[::-1] if reverse_grid else arm.grid
+  for peak in order:  # first the points no other worker holds, then (waiting) the rest
+    if _holder(os.path.join(root, name, f'{arm_name}.p{peak:g}', 'seed0')) is None:
+      if _run(protocol, name, f'{arm_name}.p{peak:g}', protocol.args(arm, peak, True), 0, [],
+              root).get('preempted'):
+        raise Preempted()
+  for peak in order:
     summary = _run(protocol, name, f'{arm_name}.p{peak:g}', protocol.args(arm, peak, True), 0,
                    [], root)
     if summary.get('preempted'):
@@ -349,7 +355,8 @@ def collect_protocol(name: str, root: str = run_lib.RESULTS, protocols: dict | N
                      or {}).get('config', {}).get('num_steps', 0))
           tune_updates += u
           tune_seconds += w
-        tuning[f'{peak:g}'] = None if not s or s.get('diverged') else s.get('final_eval_accuracy')
+        if s:  # a diverged point is None; a point not run yet is absent
+          tuning[f'{peak:g}'] = None if s.get('diverged') else s.get('final_eval_accuracy')
     finals, curves, peak_lr = {}, [], None
     for d in sorted(os.listdir(os.path.join(study, arm_name))) if os.path.isdir(
         os.path.join(study, arm_name)) else []:
@@ -380,7 +387,8 @@ def collect_protocol(name: str, root: str = run_lib.RESULTS, protocols: dict | N
           'median_seconds': (float(np.median([s for s in secs if s is not None]))
                              if len(reached) * 2 > len(ups) else None)}
     out['arms'][arm_name] = {
-        'schedule': arm.schedule, 'tuning': tuning, 'tuning_complete': complete,
+        'schedule': arm.schedule, 'grid': list(arm.grid), 'tuning': tuning,
+        'tuning_complete': complete,
         'range_tested': arm.range_tested, 'peak_lr': peak_lr,
         'tuning_updates': tune_updates, 'tuning_seconds': tune_seconds,
         'run_updates': run_updates, 'run_seconds': run_seconds,
@@ -450,8 +458,10 @@ def report_block(data: dict) -> str:
   """The markdown of one protocol's results (docs/baselines.md's generated block)."""
   name = data['protocol']
   arms = data['arms']
-  lines = [f'**{name}** ({data["epochs"]} epochs, {next(iter(arms.values()))["run_updates"]} '
-           'updates per run; test accuracy of the final seeds, %)', '',
+  epochs = f'{data["epochs"]:g} epoch' + ('' if data['epochs'] == 1 else 's')
+  updates = max(a['run_updates'] for a in arms.values())
+  lines = [f'**{name}** ({epochs}, {updates} updates per run; test accuracy of the final '
+           'seeds, %; seconds are wall time on the shared CPU)', '',
            '| arm | tuned peak LR | test accuracy | seeds | vs 1cycle_range (Welch) | '
            'tuning updates | tuning s | run updates | total updates | total s |',
            '|---|---|---|---|---|---|---|---|---|---|']
@@ -469,7 +479,8 @@ def report_block(data: dict) -> str:
     lines.append(f"| {arm_name} | {peak} | {acc} | {len(a['seeds'])} | {vs_text} | "
                  f"{a['tuning_updates']:,} | {a['tuning_seconds']:.0f} | {a['run_updates']:,} | "
                  f"{a['total_updates']:,} | {a['total_seconds']:.0f} |")
-  lines += ['', 'Tuning (validation accuracy %, one seed; — diverged or not run):', '']
+  lines += ['', 'Tuning (validation accuracy %, one seed each; a diverged point counts its whole '
+            'budget of updates):', '']
   for arm_name, a in arms.items():
     if a['range_tested']:
       t = a['tuning']
@@ -477,8 +488,10 @@ def report_block(data: dict) -> str:
                    f"{t.get('suggested_max_lr', float('nan')):.4g}"
                    f"{'' if t.get('reliable', True) else ' (unreliable)'}")
     else:
-      lines.append(f"- {arm_name}: " + ', '.join(f'{p}: {_pct(v, 1)}'
-                                                  for p, v in a['tuning'].items()))
+      cells = [f'{p}: ' + (_pct(a['tuning'][p], 1) if a['tuning'].get(p) is not None else
+                           'diverged' if p in a['tuning'] else 'not run')
+               for p in (f'{x:g}' for x in a['grid'])]
+      lines.append(f"- {arm_name}: " + ', '.join(cells))
   targets = list(next(iter(arms.values()))['to_target'])
   lines += ['', 'Updates / training seconds to a test accuracy (median over seeds; — when under '
             'half the seeds reach it):', '',
