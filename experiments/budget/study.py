@@ -415,7 +415,7 @@ def plot_protocol(name: str, data: dict, root: str = run_lib.RESULTS) -> str:
   from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
   fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
   study = os.path.join(root, name)
-  lo = 1.0
+  lo = 100.0  # percent
   for arm_name in data['arms']:
     runs = [curve(os.path.join(study, arm_name, f'seed{s}'))
             for s in data['arms'][arm_name]['seeds']]
