@@ -9,7 +9,9 @@
    Released on every exit path (a normal end, an error, a preemption, a second Ctrl-C); only a
    SIGKILL leaves it behind, and the next run on that host takes it over.
 3. The config is compared with the workdir's `config.json`, field by field, after both went
-   through JSON (so tuples and lists compare equal). Fields tagged `[op]` in configs/default.py
+   through JSON (so tuples and lists compare equal; a field that config.json lacks because it
+   was added to configs/default.py later counts as equal while it holds its default). Fields
+   tagged `[op]` in configs/default.py
    (`config_lib.operational_fields`: logging, progress, evaluation and checkpoint cadence,
    cache and thread settings, `stop_after_steps`, ...) may differ: they change how a run is
    watched, saved or executed, not what is trained. Any other difference stops the run with a
@@ -29,6 +31,8 @@ lists this limitation.
 from __future__ import annotations
 
 import datetime
+import functools
+import importlib
 import json
 import os
 import socket
@@ -85,10 +89,19 @@ def differences(recorded: dict, config: dict) -> tuple[list, list]:
   training, operational = [], []
   for field in sorted(set(a) | set(b)):
     old, new = a.get(field, _ABSENT), b.get(field, _ABSENT)
+    if old is _ABSENT and new == _defaults().get(field, _ABSENT):
+      continue  # a field added to configs/default.py since the run began, at its default
     if old != new:
       kind = operational if config_lib.is_operational(field) else training
       kind.append((field, old, new))
   return training, operational
+
+
+@functools.cache
+def _defaults() -> dict[str, Any]:
+  """configs/default.py's fields, flattened (new fields default to the behaviour before them)."""
+  default = importlib.import_module('configs.default')
+  return flatten(_json(default.get_config().to_dict()))
 
 
 def _describe(diffs: list) -> str:

@@ -574,6 +574,12 @@ def test_differences_split_training_from_operational_fields():
                                  a.to_dict()) == ([], [])
   training, _ = workdir_lib.differences({'seed': 0}, {'seed': 0, 'new_field': 1})
   assert training == [('new_field', '<absent>', 1)]
+  # A field added to configs/default.py after the run began counts as equal at its default.
+  old = a.to_dict()
+  del old['model']['dropout_rate']
+  assert workdir_lib.differences(old, a.to_dict()) == ([], [])
+  assert workdir_lib.differences(old, _smoke(model__dropout_rate=0.5).to_dict())[0] == [
+      ('model.dropout_rate', '<absent>', 0.5)]
 
 
 def _claim_and_record(config, workdir):
