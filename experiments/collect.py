@@ -442,12 +442,15 @@ def _read_jsonl(path: str) -> list[dict]:
     return [json.loads(line) for line in f if line.strip()]
 
 
-def load_runs(root: str) -> list[Run]:
-  """Every seed folder of every arm that a study manifest under `root` names."""
+def load_runs(root: str, studies: Sequence[str] | None = None) -> list[Run]:
+  """Every seed folder of every arm that a study manifest under `root` names (of `studies`
+  only, when given)."""
   runs = []
   for manifest_path in sorted(glob.glob(os.path.join(root, '*', MANIFEST))):
     study_dir = os.path.dirname(manifest_path)
     study = os.path.basename(study_dir)
+    if studies is not None and study not in studies:
+      continue
     for arm, spec in _read_json(manifest_path)['arms'].items():
       stem = os.path.splitext(os.path.basename(spec.get('config') or ''))[0]
       for path in sorted(glob.glob(os.path.join(study_dir, arm, 'seed*'))):
@@ -467,10 +470,11 @@ def load_runs(root: str) -> list[Run]:
   return runs
 
 
-def load_groups(root: str) -> dict[tuple[str, str], Group]:
+def load_groups(root: str, studies: Sequence[str] | None = None
+                ) -> dict[tuple[str, str], Group]:
   """Runs of `root` grouped by (study, arm), seeds sorted."""
   groups: dict[tuple[str, str], Group] = {}
-  for run in load_runs(root):
+  for run in load_runs(root, studies):
     groups.setdefault((run.study, run.group),
                       Group(run.stem, run.group, [], run.study)).runs.append(run)
   for g in groups.values():

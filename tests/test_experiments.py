@@ -6,6 +6,7 @@ config files), so every number the table prints is known in advance.
 
 import json
 import os
+import subprocess
 
 import numpy as np
 import pytest
@@ -359,12 +360,29 @@ RESULTS = os.path.join(ROOT, 'experiments', 'results')
 RUN_FILES = ('metrics.jsonl', 'run.json', 'summary.json')
 
 
-def test_every_results_folder_is_an_arm_of_a_study_manifest():
+def committed_results(tmp_root: str) -> str:
+  """experiments/results as git's index holds it, checked out under `tmp_root` (the working
+  tree's folder outside a git checkout): a run another process is still making in this working
+  tree is not a result until it is committed."""
+  try:
+    files = subprocess.run(['git', 'ls-files', '-z', '--', 'experiments/results'], cwd=ROOT,
+                           capture_output=True, check=True).stdout
+  except (OSError, subprocess.CalledProcessError):
+    return RESULTS
+  if not files:
+    return RESULTS
+  subprocess.run(['git', 'checkout-index', '-z', '--stdin', f'--prefix={tmp_root}/'],
+                 input=files, cwd=ROOT, check=True, capture_output=True)
+  return os.path.join(tmp_root, 'experiments', 'results')
+
+
+def test_every_results_folder_is_an_arm_of_a_study_manifest(tmp_path):
   """The committed results: studies with a manifest, each folder an arm's seed, nothing lost."""
-  studies = sorted(d for d in os.listdir(RESULTS) if os.path.isdir(os.path.join(RESULTS, d)))
+  results = committed_results(str(tmp_path))
+  studies = sorted(d for d in os.listdir(results) if os.path.isdir(os.path.join(results, d)))
   assert studies
   for study in studies:
-    manifest = collect.read_manifest(os.path.join(RESULTS, study))
+    manifest = collect.read_manifest(os.path.join(results, study))
     assert manifest is not None, f'{study}: no manifest.json'
     assert manifest['study'] == study and collect.check_name(study, 'study')
     assert len(manifest['question'].split()) >= 10, f'{study}: the question, in a paragraph'
@@ -375,18 +393,18 @@ def test_every_results_folder_is_an_arm_of_a_study_manifest():
       assert {'config', 'args', 'set', 'seeds'} <= set(spec), (study, arm)
       assert os.path.exists(os.path.join(ROOT, spec['config'])), (study, arm, spec['config'])
       for seed in spec['seeds']:
-        folder = os.path.join(RESULTS, study, arm, f'seed{seed}')
+        folder = os.path.join(results, study, arm, f'seed{seed}')
         missing = [f for f in RUN_FILES if not os.path.exists(os.path.join(folder, f))]
         assert not missing, f'{study}/{arm}/seed{seed}: no {missing}'
-    for entry in os.listdir(os.path.join(RESULTS, study)):
-      path = os.path.join(RESULTS, study, entry)
+    for entry in os.listdir(os.path.join(results, study)):
+      path = os.path.join(results, study, entry)
       if not os.path.isdir(path):
         continue
       assert entry in arms, f'{study}/{entry}: a folder that no arm of the manifest names'
       seeds = {f'seed{s}' for s in arms[entry]['seeds']}
       folders = {d for d in os.listdir(path) if os.path.isdir(os.path.join(path, d))}
       assert folders == seeds, f'{study}/{entry}: seeds other than the manifest\'s'
-  for dirpath, _, files in os.walk(RESULTS):
+  for dirpath, _, files in os.walk(results):
     assert not [f for f in files if f.endswith('.log')], f'{dirpath}: machine logs'
 
 
