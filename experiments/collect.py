@@ -91,7 +91,8 @@ def write_block(path: str, name: str, text: str) -> None:
     f.write(new)
 
 
-DOCS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'docs')
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DOCS = os.path.join(REPO, 'docs')
 
 
 def split_args(args: str) -> list[str]:
@@ -440,6 +441,23 @@ def _read_jsonl(path: str) -> list[dict]:
     return []
   with open(path) as f:
     return [json.loads(line) for line in f if line.strip()]
+
+
+def committed_results(tmp_root: str, repo: str = REPO) -> str | None:
+  """`experiments/results` as git's index holds it, checked out under `tmp_root`; None outside a
+  git checkout. A run another process is still making in a working tree is not a result until
+  it is committed."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  try:
+    files = subprocess.run(['git', 'ls-files', '-z', '--', 'experiments/results'], cwd=repo,
+                           capture_output=True, check=True).stdout
+    if not files:
+      return None
+    subprocess.run(['git', 'checkout-index', '-z', '--stdin', f'--prefix={tmp_root}/'],
+                   input=files, cwd=repo, check=True, capture_output=True)
+  except (OSError, subprocess.CalledProcessError):
+    return None
+  return os.path.join(tmp_root, 'experiments', 'results')
 
 
 def load_runs(root: str, studies: Sequence[str] | None = None) -> list[Run]:

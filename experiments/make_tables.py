@@ -2,6 +2,7 @@ r"""Markdown results table from experiments/results/, with the paper's and the a
 
   python -m experiments.make_tables                       # print the table
   python -m experiments.make_tables --write              # rewrite docs/results.md's table
+  python -m experiments.make_tables --write --committed  # from what git holds, not runs in flight
   python -m experiments.make_tables --pair resnet56_baseline resnet56:policy=clr
 
 One row per arm of a study (its seeds): study/arm | config | paper ref | schedule | steps | paper
@@ -20,6 +21,7 @@ import argparse
 import math
 import os
 import sys
+import tempfile
 from typing import Sequence
 
 from experiments import collect
@@ -277,6 +279,16 @@ def speedup_lines(results: Sequence[dict]) -> str:
   return '\n'.join(lines) + ('\n' if lines else '')
 
 
+def markdown(groups: dict[tuple[str, str], collect.Group],
+             pairs: Sequence[tuple[str, str]] = PAIRS) -> str:
+  """The docs block: the table, then the iterations-to-baseline lines of the pairs present."""
+  text = table(groups)
+  fast = speedup_lines(speedups(groups, pairs))
+  if fast:
+    text += '\nIterations to reach the baseline\'s final accuracy:\n\n' + fast
+  return text
+
+
 def main(argv: Sequence[str] | None = None) -> int:
   parser = argparse.ArgumentParser(prog='python -m experiments.make_tables', description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -284,14 +296,15 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser.add_argument('--write', nargs='?', const=DOC, default='', metavar='PAGE',
                       help=f'rewrite the {BLOCK!r} block of this docs page (default {DOC})')
   parser.add_argument('--output', default='', help='also write the markdown here')
+  parser.add_argument('--committed', action='store_true',
+                      help="read the results git's index holds (not runs still being made)")
   parser.add_argument('--pair', nargs=2, action='append', metavar=('BASELINE', 'FAST'),
                       help="'stem[:args]' of a baseline and a fast group (default: PAIRS)")
   ns = parser.parse_args(argv)
-  groups = collect.load_groups(ns.results)
-  text = table(groups)
-  fast = speedup_lines(speedups(groups, ns.pair or PAIRS))
-  if fast:
-    text += '\nIterations to reach the baseline\'s final accuracy:\n\n' + fast
+  with tempfile.TemporaryDirectory() as tmp:
+    root = (collect.committed_results(tmp) if ns.committed else None) or ns.results
+    groups = collect.load_groups(root)
+    text = markdown(groups, ns.pair or PAIRS)
   print(text, end='')
   if ns.output:
     with open(ns.output, 'w') as f:

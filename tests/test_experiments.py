@@ -6,7 +6,6 @@ config files), so every number the table prints is known in advance.
 
 import json
 import os
-import subprocess
 
 import numpy as np
 import pytest
@@ -360,25 +359,9 @@ RESULTS = os.path.join(ROOT, 'experiments', 'results')
 RUN_FILES = ('metrics.jsonl', 'run.json', 'summary.json')
 
 
-def committed_results(tmp_root: str) -> str:
-  """experiments/results as git's index holds it, checked out under `tmp_root` (the working
-  tree's folder outside a git checkout): a run another process is still making in this working
-  tree is not a result until it is committed."""
-  try:
-    files = subprocess.run(['git', 'ls-files', '-z', '--', 'experiments/results'], cwd=ROOT,
-                           capture_output=True, check=True).stdout
-  except (OSError, subprocess.CalledProcessError):
-    return RESULTS
-  if not files:
-    return RESULTS
-  subprocess.run(['git', 'checkout-index', '-z', '--stdin', f'--prefix={tmp_root}/'],
-                 input=files, cwd=ROOT, check=True, capture_output=True)
-  return os.path.join(tmp_root, 'experiments', 'results')
-
-
 def test_every_results_folder_is_an_arm_of_a_study_manifest(tmp_path):
   """The committed results: studies with a manifest, each folder an arm's seed, nothing lost."""
-  results = committed_results(str(tmp_path))
+  results = collect.committed_results(str(tmp_path)) or RESULTS
   studies = sorted(d for d in os.listdir(results) if os.path.isdir(os.path.join(results, d)))
   assert studies
   for study in studies:
