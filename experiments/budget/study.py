@@ -46,6 +46,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 DOC = os.path.join(ROOT, 'docs', 'baselines.md')
 REFERENCE = '1cycle_range'  # the arm every other arm is tested against
+CHANCE = 0.1  # the accuracy a diverged run is scored at (10 classes)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -366,11 +367,17 @@ def collect_protocol(name: str, root: str = run_lib.RESULTS, protocols: dict | N
       cfg = (_read(os.path.join(study, arm_name, d, 'config.json')) or {})
       peak_lr = (cfg.get('schedule') or {}).get('max_lr', peak_lr)
       u, w = _cost(s)
+      if s.get('diverged'):  # its summary has no count: the budget it was given
+        u = int(((_read(os.path.join(study, arm_name, d, 'run.json')) or {}).get('config') or {})
+                .get('num_steps', 0))
       finals[int(d[4:])] = {'accuracy': None if s.get('diverged') else
                             s.get('final_eval_accuracy'), 'updates': u, 'seconds': w,
                             'train_seconds': s.get('train_seconds')}
       curves.append(curve(os.path.join(study, arm_name, d)))
-    accs = [f['accuracy'] for f in finals.values() if f['accuracy'] is not None]
+    # A diverged seed is a failed run of the arm: it scores chance (its NaN weights predict one
+    # class), so the arm's mean and its test carry the failure instead of dropping it.
+    accs = [CHANCE if f['accuracy'] is None else f['accuracy'] for f in finals.values()]
+    finished = [f['accuracy'] for f in finals.values() if f['accuracy'] is not None]
     run_updates = int(np.mean([f['updates'] for f in finals.values()])) if finals else 0
     run_seconds = float(np.mean([f['seconds'] for f in finals.values()])) if finals else 0.0
     to_target = {}
@@ -393,6 +400,7 @@ def collect_protocol(name: str, root: str = run_lib.RESULTS, protocols: dict | N
         'tuning_updates': tune_updates, 'tuning_seconds': tune_seconds,
         'run_updates': run_updates, 'run_seconds': run_seconds,
         'seeds': sorted(finals), 'accuracies': accs,
+        'mean_of_finished': float(np.mean(finished)) if finished else None,
         'mean': float(np.mean(accs)) if accs else None,
         'std': float(np.std(accs, ddof=1)) if len(accs) > 1 else None,
         'diverged_seeds': sum(f['accuracy'] is None for f in finals.values()),
@@ -468,7 +476,8 @@ def report_block(data: dict) -> str:
   for arm_name, a in arms.items():
     acc = (f"{_pct(a['mean'])} ± {_pct(a['std'])}" if a['std'] is not None else _pct(a['mean']))
     if a['diverged_seeds']:
-      acc += f" ({a['diverged_seeds']} diverged)"
+      acc += (f" ({a['diverged_seeds']} of {len(a['seeds'])} diverged, scored {_pct(CHANCE, 0)};"
+              f" the others {_pct(a['mean_of_finished'])})")
     vs = a.get('vs_reference')
     vs_text = ('reference' if arm_name == REFERENCE else
                '—' if not vs else f"{vs['verdict']} (p = {vs['p']:.3g})" if vs['p'] is not None
