@@ -426,7 +426,9 @@ def plot_protocol(name: str, data: dict, root: str = run_lib.RESULTS) -> str:
   lo = 100.0  # percent
   for arm_name in data['arms']:
     runs = [curve(os.path.join(study, arm_name, f'seed{s}'))
-            for s in data['arms'][arm_name]['seeds']]
+            for s in data['arms'][arm_name]['seeds']
+            if not (_read(os.path.join(study, arm_name, f'seed{s}', 'summary.json')) or {}
+                    ).get('diverged')]
     runs = [r for r in runs if len(r[0])]
     if not runs:
       continue
@@ -436,7 +438,9 @@ def plot_protocol(name: str, data: dict, root: str = run_lib.RESULTS) -> str:
     acc = np.asarray([r[2][:n] for r in runs]) * 100
     mean, std = acc.mean(0), acc.std(0)
     lo = min(lo, float(np.percentile(mean, 30)))
-    label = f"{arm_name} ({len(runs)} seeds)"
+    diverged = data['arms'][arm_name]['diverged_seeds']
+    label = f"{arm_name} ({len(runs)} seed{'s' if len(runs) > 1 else ''}" + (
+        f', {diverged} diverged)' if diverged else ')')
     for ax, x in zip(axes, (steps, secs)):
       line, = ax.plot(x, mean, label=label)
       ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2)
