@@ -34,6 +34,7 @@ def toy_results(tmp_path_factory):
   return root
 
 
+@pytest.mark.integration  # a whole toy study: about a minute of compiles
 def test_toy_study_layout_and_manifest(toy_results):
   toy = os.path.join(toy_results, 'toy')
   manifest = json.load(open(os.path.join(toy, 'manifest.json')))
@@ -54,6 +55,7 @@ def test_toy_study_layout_and_manifest(toy_results):
       assert os.path.exists(os.path.join(d, 'run.json')), d
 
 
+@pytest.mark.integration  # a whole toy study: about a minute of compiles
 def test_tuning_reads_validation_and_finals_read_test(toy_results):
   toy = os.path.join(toy_results, 'toy')
   tuned = [json.loads(l) for l in open(os.path.join(toy, 'linear.p0.01', 'seed0',
@@ -69,6 +71,7 @@ def test_tuning_reads_validation_and_finals_read_test(toy_results):
   assert cfg['schedule']['max_lr'] == best and cfg['data']['validation_examples'] == 0
 
 
+@pytest.mark.integration  # a whole toy study: about a minute of compiles
 def test_report_counts_tuning_and_tests_against_the_range_arm(toy_results, tmp_path):
   doc = tmp_path / 'baselines.md'
   doc.write_text('# x\n<!-- begin budget_toy -->\n<!-- end budget_toy -->\n')
