@@ -147,3 +147,13 @@ def test_every_relative_link_of_the_docs_resolves():
           os.path.join(os.path.dirname(page), link)):
         broken.append(f'{os.path.relpath(page, ROOT)}: {link}')
   assert not broken, broken
+
+
+def test_readme_baseline_figures_are_the_baselines_report():
+  readme = open(README, encoding='utf-8').read()
+  section = readme[readme.index("## Against 2026's schedules"):]
+  report = open(os.path.join(ROOT, 'docs', 'baselines.md'), encoding='utf-8').read()
+  figures = re.findall(r'\d+\.\d+ ± \d+\.\d+|p = [\d.]+', section)
+  assert len(figures) >= 3, section
+  for figure in figures:
+    assert figure in report, f'README quotes {figure!r}, which docs/baselines.md does not state'
