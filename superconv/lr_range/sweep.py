@@ -28,7 +28,7 @@ import optax
 from superconv import inputs as inputs_lib
 from superconv import metrics as metrics_lib
 from superconv import model_adapter
-from superconv import optim
+from superconv import setup as setup_lib
 from superconv import sharding
 from superconv import step as step_lib
 from superconv import storage
@@ -132,20 +132,17 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> RangeTestResult:
   storage.makedirs(workdir)  # a local folder or an object store (gs://...)
   metrics_lib.write_json(os.path.join(workdir, 'config.json'), config.to_dict())
   r = config.lr_range
-  mesh = sharding.make_mesh()
-  inputs = inputs_lib.open_inputs(config, eval_split=r.eval_split,
-                                  eval_examples=int(r.eval_examples),
-                                  eval_seed=int(r.eval_seed))
-  model = step_lib.build_model(config, inputs.num_classes)
-  tx = optim.create_optimizer(config)  # its LR schedule is the sweep's: `find` checks it
-  spec = step_lib.StepSpec.from_config(config)
+  # The training run's pieces (no checkpointer: a sweep is short); the optimizer's LR schedule
+  # is the sweep's, which `find` checks.
+  setup = setup_lib.build(config, None, eval_split=r.eval_split,
+                          eval_examples=int(r.eval_examples), eval_seed=int(r.eval_seed))
+  mesh, inputs, model, tx, spec = setup.mesh, setup.inputs, setup.model, setup.tx, setup.spec
   feed, evaluator = inputs.feed(mesh), inputs.evaluator(model, mesh, spec)
   logging.info('LR range test: %s, LR %g -> %g (%s) over %d updates, batch %d, %d devices, '
                '%d repeat(s), read on the %s split.', config.model.name, r.min_lr, r.max_lr,
                r.mode, r.num_steps, config.batch_size, mesh.devices.size, r.repeats,
                r.eval_split)
-  state = step_lib.create_train_state(model, tx, jax.random.PRNGKey(config.seed),
-                                      inputs.image_shape, mesh)
+  state = setup.init()
   m = config.momentum_schedule
   swept = ([float(m.max_momentum), float(m.min_momentum)] if m.name == 'cyclical' else None)
   start_m = float(m.value if m.name == 'constant' else m.max_momentum)
