@@ -91,6 +91,19 @@ def define_config_flag(flag_values=flags.FLAGS, sys_argv: Sequence[str] | None =
                                   sys_argv=None if sys_argv is None else list(sys_argv))
 
 
+def add_config_root(path: str) -> None:
+  """Lets a config file in a package folder import its siblings, from any working directory.
+
+  `configs/resnet56.py` imports `configs.common`; `configs/` is a folder of the repository, not
+  an installed package, so its parent goes on `sys.path` (the file's own folder is what
+  `--config` names; nothing is added for a file outside a package).
+  """
+  folder = os.path.dirname(os.path.abspath(path.split(':', 1)[0]))
+  root = os.path.dirname(folder)
+  if os.path.exists(os.path.join(folder, '__init__.py')) and root not in sys.path:
+    sys.path.insert(0, root)
+
+
 def load_config(path: str, arg: str = '', overrides: Sequence[str] = ()
                 ) -> ml_collections.ConfigDict:
   """`path`'s `get_config(arg)` with `overrides` ('a.b=value', as `--config.a.b=value`).
@@ -100,6 +113,7 @@ def load_config(path: str, arg: str = '', overrides: Sequence[str] = ()
   """
   spec = f'{path}:{arg}' if arg else path
   argv = ['superconv', f'--config={spec}', *(f'--config.{o}' for o in overrides)]
+  add_config_root(path)
   fv = flags.FlagValues()
   define_config_flag(fv, sys_argv=argv)
   fv(argv)
@@ -153,11 +167,14 @@ def missing_config_message(spec: str) -> str:
 
 def parse_flags(argv: list[str], flag_values=flags.FLAGS) -> list[str]:
   """absl's flag parsing, with every config mistake reported like a ConfigError: one line, exit 2."""
+  specs = [a.split('=', 1)[1] if '=' in a else b for a, b in zip(argv[1:], [*argv[2:], ''])
+           if a.startswith('--config=') or a == '--config']
+  if specs:
+    add_config_root(specs[-1])
+
   def missing_file():
     # config_flags reports a missing file late (when the config is first read, or wrapped in
     # a parse error of an override) and as a traceback: checked here from the argument.
-    specs = [a.split('=', 1)[1] if '=' in a else b for a, b in zip(argv[1:], [*argv[2:], ''])
-             if a.startswith('--config=') or a == '--config']
     if specs and not os.path.exists(specs[-1].split(':', 1)[0]):
       return missing_config_message(specs[-1])
     flag = flag_values['config'] if 'config' in flag_values else None  # `--config FILE`

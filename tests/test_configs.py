@@ -13,6 +13,8 @@ import functools
 import glob
 import importlib.util
 import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -263,3 +265,16 @@ def test_cli_rejects_a_field_of_another_schedule(run_cli, tmp_path, config, flag
   for needle in needles:
     assert needle in line, (needle, line)
   assert not os.path.exists(tmp_path / 'run' / 'config.json')
+
+
+def test_a_config_file_loads_from_any_working_directory(tmp_path):
+  """configs/ is a folder of the repository, not an installed package: a config named by its
+  path imports its sibling `configs.common` from any working directory."""
+  path = os.path.join(ROOT, 'configs', 'resnet56.py')
+  code = ('import sys; from superconv import programs; '
+          f'c = programs.load_config({path!r}, "tiny"); print(c.model.name)')
+  env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}
+  out = subprocess.run([sys.executable, '-c', code], cwd=tmp_path, env=env, capture_output=True,
+                       text=True, timeout=120)
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert out.stdout.strip() == 'resnet8'
