@@ -241,14 +241,31 @@ def test_wandb_offline_logs_every_row_and_resumes_the_same_run(tmp_path, wandb_o
   assert logged_config['schedule']['name'] == config.schedule.name   # the run config is the config
   assert logged_config['logging']['wandb']['mode'] == 'offline'
 
-  # A resume reads the id back and continues that run.
+  # A resume reads the id back and continues that run. W&B names an offline run's folder by the
+  # second it starts: a resume within the same second as the first run would share its folder
+  # (and file) in W&B itself, which a real resume, minutes or days later, never does.
+  time.sleep(1.0 - time.time() % 1.0 + 0.05)
   with summary_writers.open_writers(config, str(workdir), resume_step=30) as writer:
     assert writer.writers[-1].run_id == run_id
     writer.write(_rows([40])[0])
   assert (workdir / summary_writers.WANDB_RUN_ID_FILE).read_text().strip() == run_id
-  runs = sorted(glob.glob(str(wandb_offline / 'wandb' / f'offline-run-*-{run_id}')))
-  assert len(runs) in (1, 2)   # W&B may put a resumed offline run in a new folder of the same id
-  assert 40 in _wandb_history(runs[-1])[0]
+  pattern = str(wandb_offline / 'wandb' / f'offline-run-*-{run_id}')
+
+  def logged_steps():
+    steps = set()
+    for run in glob.glob(pattern):
+      if glob.glob(os.path.join(run, 'run-*.wandb')):
+        steps |= set(_wandb_history(run)[0])
+    return steps
+
+  # W&B may put a resumed offline run in a new folder of the same id, which its service process
+  # creates on its own schedule: `finish()` can return before the folder exists.
+  deadline = time.monotonic() + 20.0
+  while 40 not in (steps := logged_steps()):
+    assert time.monotonic() < deadline, f'update 40 never reached W&B (logged: {sorted(steps)})'
+    time.sleep(0.2)
+  assert steps == {10, 20, 30, 40}
+  assert len(glob.glob(pattern)) in (1, 2)
 
 
 def test_missing_wandb_is_one_line_naming_the_extra(tmp_path, monkeypatch):
