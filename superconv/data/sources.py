@@ -606,6 +606,22 @@ class _CifarUnpickler(pickle.Unpickler):
     raise DataError(f'{self._where}: refused a persistent id in a CIFAR pickle')
 
 
+def _only_member(path: pathlib.Path, by_base: dict[str, list[str]], base: str,
+                 what: str) -> str:
+  """The one archive member named `base` (a CIFAR batch file); none or several is a DataError."""
+  members = by_base.get(base, [])
+  if len(members) != 1:
+    raise DataError(f'{path}: expected exactly one {what}, found {members or "none"}')
+  return members[0]
+
+
+def _cifar_split(images: list[np.ndarray], labels: list[np.ndarray]) -> tuple[np.ndarray, ...]:
+  """A split's batches of channel-major [N, 3072] rows as uint8 [N, 32, 32, 3] and int32 labels."""
+  chw = np.concatenate(images).reshape(-1, 3, 32, 32)
+  return (np.ascontiguousarray(chw.transpose(0, 2, 3, 1)),
+          np.concatenate(labels).astype(np.int32))
+
+
 def _decode_cifar_pickles(name: str, path: pathlib.Path, tree: Mapping[str, Any],
                           by_base: dict[str, list[str]], kind: str) -> dict[str, np.ndarray]:
   """CIFAR python pickles: dicts with b'data' uint8 [N, 3072] (channel-major) and labels."""
@@ -618,10 +634,7 @@ def _decode_cifar_pickles(name: str, path: pathlib.Path, tree: Mapping[str, Any]
   for split, bases in files.items():
     images, labels = [], []
     for base in bases:
-      members = by_base.get(base, [])
-      if len(members) != 1:
-        raise DataError(f'{path}: expected exactly one {base} pickle, found {members or "none"}')
-      member = members[0]
+      member = _only_member(path, by_base, base, f'{base} pickle')
       try:
         batch = _CifarUnpickler(io.BytesIO(_bytes(tree, member)), f'{path}: {member}').load()
         data = np.asarray(batch[b'data'], np.uint8)
@@ -634,10 +647,9 @@ def _decode_cifar_pickles(name: str, path: pathlib.Path, tree: Mapping[str, Any]
       if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(data) != len(label):
         raise DataError(f'{path}: {member} has data {data.shape} and {len(label)} labels, '
                         'expected [N, 3072] and N labels')
-      images.append(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+      images.append(data)
       labels.append(label)
-    out[f'{split}_images'] = np.ascontiguousarray(np.concatenate(images))
-    out[f'{split}_labels'] = np.concatenate(labels).astype(np.int32)
+    out[f'{split}_images'], out[f'{split}_labels'] = _cifar_split(images, labels)
   return out
 
 
@@ -659,18 +671,15 @@ def _decode_cifar_binary(name: str, path: pathlib.Path, tree: Mapping[str, Any],
   for split, bases in files.items():
     images, labels = [], []
     for base in bases:
-      members = by_base.get(base, [])
-      if len(members) != 1:
-        raise DataError(f'{path}: expected exactly one {base}, found {members or "none"}')
-      raw = _bytes(tree, members[0])
+      member = _only_member(path, by_base, base, base)
+      raw = _bytes(tree, member)
       if not raw or len(raw) % record:
-        raise DataError(f'{path}: {members[0]} holds {len(raw):,} bytes, not a whole number of '
+        raise DataError(f'{path}: {member} holds {len(raw):,} bytes, not a whole number of '
                         f'{record}-byte records')
       rows = np.frombuffer(raw, np.uint8).reshape(-1, record)
       labels.append(rows[:, label_bytes - 1])
-      images.append(rows[:, label_bytes:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
-    out[f'{split}_images'] = np.ascontiguousarray(np.concatenate(images))
-    out[f'{split}_labels'] = np.concatenate(labels).astype(np.int32)
+      images.append(rows[:, label_bytes:])
+    out[f'{split}_images'], out[f'{split}_labels'] = _cifar_split(images, labels)
   return out
 
 
