@@ -13,7 +13,6 @@ Each table is a generated block (`experiments.collect.write_block`) and comes fr
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 from typing import Sequence
@@ -97,17 +96,8 @@ def blocks() -> dict[str, str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(prog='python -m benchmarks.tables',
-                                   description=__doc__.split('\n')[0])
-  parser.add_argument('--write', nargs='?', const=DOC, default='', metavar='PAGE',
-                      help=f'rewrite the blocks of this docs page (default {DOC})')
-  ns = parser.parse_args(argv)
-  for name, text in blocks().items():
-    if ns.write:
-      collect.write_block(ns.write, name, text)
-    else:
-      print(f'{name}:\n{text}')
-  return 0
+  return collect.blocks_main('python -m benchmarks.tables', __doc__.split('\n')[0], DOC, blocks,
+                             argv)
 
 
 if __name__ == '__main__':

@@ -94,6 +94,23 @@ def write_block(path: str, name: str, text: str) -> None:
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOCS = os.path.join(REPO, 'docs')
 
+def blocks_main(prog: str, description: str, doc: str, blocks, argv=None) -> int:
+  """The command line of a script whose docs blocks are `blocks()` ({name: text}).
+
+  Prints each block; with `--write [PAGE]` rewrites them in PAGE (default `doc`) instead.
+  """
+  import argparse  # pylint: disable=g-import-not-at-top
+  parser = argparse.ArgumentParser(prog=prog, description=description)
+  parser.add_argument('--write', nargs='?', const=doc, default='', metavar='PAGE',
+                      help=f'rewrite the blocks of this docs page (default {doc})')
+  ns = parser.parse_args(argv)
+  for name, text in blocks().items():
+    if ns.write:
+      write_block(ns.write, name, text)
+    else:
+      print(f'{name}:\n{text}')
+  return 0
+
 
 def split_args(args: str) -> list[str]:
   return [p.strip() for p in (args or '').split(',') if p.strip()]
