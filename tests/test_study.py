@@ -5,12 +5,17 @@ from __future__ import annotations
 import json
 import os
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments.budget import study
+from experiments.budget import arms
+from experiments.budget import cifar
 from experiments.budget import lenet
+from experiments.budget import study
 from superconv import configure
+from superconv import models
 from superconv import optim
 from superconv import programs
 
@@ -120,3 +125,44 @@ def test_every_arm_config_resolves_and_keeps_the_budget(variant):
   lr_fn, _ = optim.build_schedules(c)
   assert float(lr_fn(c.num_steps)) < 1e-3 * 0.05 or 'schedule_free' in variant
   assert (c.optimizer.name == 'schedule_free_sgd') == ('schedule_free' in variant)
+
+
+@pytest.mark.parametrize('variant', cifar.VARIANTS)
+def test_cifar_arm_configs_keep_the_budget(variant):
+  c = configure.resolve(programs.load_config('experiments/budget/cifar.py', variant))
+  assert (c.num_steps, c.batch_size, c.data.train_subset) == (312, 128, 10_000)
+  assert (c.model.name, c.model.virtual_batch_size) == ('resnet8', 0)
+  tuning = 'validation' in variant
+  assert c.data.validation_examples == (2000 if tuning else 0)
+  assert c.eval_every_steps == (0 if tuning else 52)  # 6 test evaluations: 52, ..., 312
+  assert (c.optimizer.name == 'schedule_free_sgd') == ('schedule_free' in variant)
+  assert c.optimizer.eval_bn_batches == 20
+
+
+def test_cifar_model_is_the_stated_size():
+  model = models.create_model('resnet8', num_classes=10)
+  variables = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0),
+                                                jnp.zeros((1, 32, 32, 3)), train=False))
+  assert models.param_count(variables['params']) == 29_162
+  assert '29,162 parameters' in cifar.__doc__ and '29,162 parameters' in study._CIFAR_QUESTION
+
+
+def test_arm_schedules_and_an_unknown_name():
+  c = configure.resolve(programs.load_config('experiments/budget/lenet.py', 'schedule=wsd'))
+  assert c.schedule.name == 'wsd' and c.schedule.warmup_steps == round(0.05 * 351)
+  with pytest.raises(ValueError, match="unknown arm schedule 'step'; valid: one_cycle"):
+    arms.set_arm(c, 'step', 0.1)
+
+
+def test_a_protocol_that_reads_local_data_needs_it(tmp_path, capsys):
+  assert study.main(['run', 'cifar_4ep']) == 2
+  err = capsys.readouterr().err.strip()
+  assert err == ('superconv: cifar_4ep reads the CIFAR-10 archive (cifar10-jpeg.tar.gz): '
+                 'name it with --data PATH')
+  assert study.main(['run', 'cifar_4ep', '--data', str(tmp_path / 'none.tar.gz')]) == 2
+  assert 'no such file or folder' in capsys.readouterr().err
+  with pytest.raises(ValueError, match='name it with --data PATH'):
+    study.run_protocol('cifar_4ep', root=str(tmp_path))
+  assert not os.listdir(tmp_path)  # nothing written before the refusal
+  assert study._command('cifar_4ep', study.PROTOCOLS['cifar_4ep']).endswith('--data PATH')
+  assert study._command('lenet_3ep', study.PROTOCOLS['lenet_3ep']).endswith('lenet_3ep')

@@ -1,6 +1,7 @@
 r"""The equal-budget study: 1cycle (range-tested and grid-tuned) against 2026's schedules.
 
   python -m experiments.budget.study run lenet_1ep [--arms linear wsd] [--seeds 0 1 2]
+  python -m experiments.budget.study run cifar_4ep --data /path/to/cifar10-jpeg.tar.gz
   python -m experiments.budget.study report lenet_1ep  # docs/baselines.md, plots, study.json
 
 A protocol (`PROTOCOLS`) names a config file, a budget (epochs at its batch: the same number of
@@ -68,13 +69,14 @@ class Arm:
 @dataclasses.dataclass(frozen=True)
 class Protocol:
   config: str                    # the config file, relative to the repository root
-  epochs: float                  # the budget: epochs of 60,000 images at the config's batch
+  epochs: float                  # the budget: epochs of the config's training set at its batch
   validation: int                # training examples held out for tuning
   arms: dict[str, Arm]
   seeds: tuple[int, ...]
   question: str
   targets: tuple[float, ...]     # test accuracies for the time-to-target table
   sets: tuple[str, ...] = ()     # config overrides of every run (a toy study's shrunk runs)
+  data: str = ''                 # the local data set `run --data` must name ('' = the config's)
 
   def args(self, arm: Arm, peak: float | None = None, tuning: bool = False) -> str:
     a = f'schedule={arm.schedule},epochs={self.epochs:g}'
@@ -87,15 +89,16 @@ class Protocol:
 
 # Caffe-form SGD with momentum 0.9 diverged on this LeNet at a cosine peak of 0.1 (3 epochs, batch
 # 512), so the SGD grids double from 0.01 (0.02 for 1cycle, whose momentum is 0.85 at the peak);
-# schedule-free SGD carries no heavy-ball factor 1 / (1 - 0.9), so its grid sits ~10x higher, as
-# its authors advise (10-50x the classical LR).
+# schedule-free SGD carries no heavy-ball factor 1 / (1 - 0.9), so its grid sits higher. Its first
+# grid (0.25-2, its authors' 10-50x the classical LR) diverged above 0.25 at 1 epoch, so it now
+# doubles up to 0.25 from 0.03125.
 _SGD_GRID = (0.01, 0.02, 0.04, 0.08)
 _LENET_ARMS = {
     REFERENCE: Arm('one_cycle', sweep_max_lr=0.3, sweep_steps=100, sweep_eval_every=4),
     '1cycle_grid': Arm('one_cycle', grid=(0.02, 0.04, 0.08, 0.16)),
     'linear': Arm('linear', grid=_SGD_GRID),
     'wsd': Arm('wsd', grid=_SGD_GRID),
-    'schedule_free': Arm('schedule_free', grid=(0.25, 0.5, 1.0, 2.0)),
+    'schedule_free': Arm('schedule_free', grid=(0.03125, 0.0625, 0.125, 0.25)),
     'cosine': Arm('cosine', grid=_SGD_GRID),
 }
 _LENET_QUESTION = (
@@ -106,6 +109,26 @@ _LENET_QUESTION = (
     'with a (1 - sqrt) cooldown, schedule-free SGD and warm-up + cosine. Tuning reads 5,000 '
     'training images held out; the final seeds train on all 60,000 and are read on the test '
     'split.')
+# ResNet-8 with BN at batch 128 trains stably far higher than LeNet: the SGD grids double from
+# 0.05 (1cycle from 0.1), schedule-free's from 0.25. The range test's first sweep, 0 -> 3 over
+# 100 updates, gave no reading (validation accuracy under 24 % throughout: the net had not
+# learned before the LR passed 1; kept as 1cycle_range.sweep_v1), so it sweeps 0 -> 1.5 over
+# 200 updates, read every 8.
+_CIFAR_SGD_GRID = (0.05, 0.1, 0.2, 0.4)
+_CIFAR_ARMS = {
+    REFERENCE: Arm('one_cycle', sweep_max_lr=1.5, sweep_steps=200, sweep_eval_every=8),
+    '1cycle_grid': Arm('one_cycle', grid=(0.1, 0.2, 0.4, 0.8)),
+    'linear': Arm('linear', grid=_CIFAR_SGD_GRID),
+    'wsd': Arm('wsd', grid=_CIFAR_SGD_GRID),
+    'schedule_free': Arm('schedule_free', grid=(0.25, 0.5, 1.0, 2.0)),
+    'cosine': Arm('cosine', grid=_CIFAR_SGD_GRID),
+}
+_CIFAR_QUESTION = (
+    'The same question where BN is in the network: the authors\' Caffe CIFAR ResNet at depth 8 '
+    '(29,162 parameters) on a fixed draw of 10,000 CIFAR-10 training images (JPEG copy), batch '
+    '128, 4 epochs (312 updates), the arms and tuning rules of the LeNet protocols (schedule-free '
+    'recomputes BN statistics at its averaged point before each evaluation). Tuning reads 2,000 '
+    'of the other 40,000 training images; the final seeds are read on the 10,000 test images.')
 PROTOCOLS = {
     'lenet_1ep': Protocol('experiments/budget/lenet.py', 1, 5000, _LENET_ARMS, (0, 1, 2, 3, 4),
                           _LENET_QUESTION.format(epochs=1, steps=117), (0.75, 0.80, 0.83)),
@@ -113,6 +136,9 @@ PROTOCOLS = {
                           _LENET_QUESTION.format(epochs=3, steps=351), (0.85, 0.87, 0.88)),
     'lenet_12ep': Protocol('experiments/budget/lenet.py', 12, 5000, _LENET_ARMS, (0, 1, 2),
                            _LENET_QUESTION.format(epochs=12, steps=1406), (0.88, 0.90, 0.91)),
+    'cifar_4ep': Protocol('experiments/budget/cifar.py', 4, 2000, _CIFAR_ARMS, (0, 1, 2, 3, 4),
+                          _CIFAR_QUESTION, (0.40, 0.50, 0.55),
+                          data='the CIFAR-10 archive (cifar10-jpeg.tar.gz)'),
 }
 
 
@@ -120,8 +146,9 @@ PROTOCOLS = {
 # Running.
 
 
-def _command(name: str) -> str:
-  return f'python -m experiments.budget.study run {name}'
+def _command(name: str, protocol: Protocol) -> str:
+  return f'python -m experiments.budget.study run {name}' + (' --data PATH' if protocol.data
+                                                             else '')
 
 
 def _holder(seed_dir: str) -> int | None:
@@ -138,7 +165,7 @@ def _holder(seed_dir: str) -> int | None:
 
 
 def _run(protocol: Protocol, name: str, arm: str, args: str, seed: int, sets: Sequence[str],
-         root: str) -> dict:
+         root: str, data: str = '') -> dict:
   # Several workers may share a protocol (e.g. one walking the grid backwards): a run another
   # live worker holds is waited for, then read, not started twice.
   seed_dir = os.path.join(root, name, arm, f'seed{seed}')
@@ -147,8 +174,8 @@ def _run(protocol: Protocol, name: str, arm: str, args: str, seed: int, sets: Se
     time.sleep(10)
   return run_lib.run_seed(os.path.join(ROOT, protocol.config), args, seed,
                           sets=[*protocol.sets, *sets],
-                          root=root, command=_command(name), keep_checkpoint=False,
-                          study=name, arm=arm)
+                          data=data, root=root, command=_command(name, protocol),
+                          keep_checkpoint=False, study=name, arm=arm)
 
 
 class Preempted(Exception):
@@ -163,14 +190,14 @@ def sweep_sets(protocol: Protocol, arm: Arm) -> list[str]:
           'lr_range.eval_seed=0']
 
 
-def tune(protocol: Protocol, name: str, arm_name: str, root: str, reverse_grid: bool = False
-         ) -> tuple[str, list[str]] | None:
+def tune(protocol: Protocol, name: str, arm_name: str, root: str, reverse_grid: bool = False,
+         data: str = '') -> tuple[str, list[str]] | None:
   """Runs (or reads) the arm's tuning; returns the final runs' (args, sets), or None when a
   range test gave no reliable reading (the arm then has nothing to run)."""
   arm = protocol.arms[arm_name]
   if arm.range_tested:
     if _run(protocol, name, f'{arm_name}.sweep', protocol.args(arm, tuning=False), 0,
-            sweep_sets(protocol, arm), root).get('preempted'):
+            sweep_sets(protocol, arm), root, data).get('preempted'):
       raise Preempted()
     sweep = _read(os.path.join(root, name, f'{arm_name}.sweep', 'seed0', 'summary.json')) or {}
     if not (sweep.get('suggestion') or {}).get('reliable', False):
@@ -185,11 +212,11 @@ def tune(protocol: Protocol, name: str, arm_name: str, root: str, reverse_grid: 
   for peak in order:  # first the points no other worker holds, then (waiting) the rest
     if _holder(os.path.join(root, name, f'{arm_name}.p{peak:g}', 'seed0')) is None:
       if _run(protocol, name, f'{arm_name}.p{peak:g}', protocol.args(arm, peak, True), 0, [],
-              root).get('preempted'):
+              root, data).get('preempted'):
         raise Preempted()
   for peak in order:
     summary = _run(protocol, name, f'{arm_name}.p{peak:g}', protocol.args(arm, peak, True), 0,
-                   [], root)
+                   [], root, data)
     if summary.get('preempted'):
       raise Preempted()
     scores[peak] = summary.get('final_eval_accuracy')
@@ -211,9 +238,14 @@ def best_peak(scores: dict[float, float | None]) -> float:
 
 def run_protocol(name: str, arms: Sequence[str] = (), seeds: Sequence[int] = (),
                  root: str = run_lib.RESULTS, protocols: dict | None = None,
-                 reverse_grid: bool = False) -> None:
-  """Tunes each arm, then runs its final seeds: the first three of every arm before the rest."""
+                 reverse_grid: bool = False, data: str = '') -> None:
+  """Tunes each arm, then runs its final seeds: the first three of every arm before the rest.
+
+  `data` is the local data set of a protocol that names one (`Protocol.data`).
+  """
   protocol = (protocols or PROTOCOLS)[name]
+  if protocol.data and not data:
+    raise ValueError(f'{name} reads {protocol.data}: name it with --data PATH')
   arms = list(arms or protocol.arms)
   seeds = list(seeds or protocol.seeds)
   _write_manifest_header(protocol, name, root)  # before any run: a committed part reads right
@@ -222,12 +254,12 @@ def run_protocol(name: str, arms: Sequence[str] = (), seeds: Sequence[int] = (),
     for phase in (seeds[:3], seeds[3:]):
       for arm_name in arms:
         if arm_name not in finals:
-          finals[arm_name] = tune(protocol, name, arm_name, root, reverse_grid)
+          finals[arm_name] = tune(protocol, name, arm_name, root, reverse_grid, data)
         if finals[arm_name] is None:
           continue
         args, sets = finals[arm_name]
         for seed in phase:
-          if _run(protocol, name, arm_name, args, seed, sets, root).get('preempted'):
+          if _run(protocol, name, arm_name, args, seed, sets, root, data).get('preempted'):
             raise Preempted()
   except Preempted:
     print('[study] preempted: run the same command again to resume.', flush=True)
@@ -237,7 +269,7 @@ def _write_manifest_header(protocol: Protocol, name: str, root: str) -> None:
   """The study's question and command in its manifest.json (arms are added by each run)."""
   path = os.path.join(root, name, collect.MANIFEST)
   manifest = _read(path) or {'study': name, 'arms': {}}
-  manifest = {'study': name, 'question': protocol.question, 'command': _command(name),
+  manifest = {'study': name, 'question': protocol.question, 'command': _command(name, protocol),
               'arms': manifest.get('arms', {})}
   os.makedirs(os.path.dirname(path), exist_ok=True)
   with open(path, 'w') as f:
@@ -537,7 +569,7 @@ def rebuild_manifest(protocol: Protocol, name: str, root: str) -> dict:
       spec = arms.setdefault(arm, {'config': info['config_file'], 'args': info['args'],
                                    'set': info['sets'], 'seeds': []})
       spec['seeds'] = sorted(spec['seeds'] + [int(info['seed'])])
-  manifest = {'study': name, 'question': protocol.question, 'command': _command(name),
+  manifest = {'study': name, 'question': protocol.question, 'command': _command(name, protocol),
               'arms': arms}
   with open(os.path.join(study, collect.MANIFEST), 'w') as f:
     f.write(json.dumps(manifest, indent=1) + '\n')
@@ -573,6 +605,9 @@ def main(argv: Sequence[str] | None = None) -> int:
   r.add_argument('protocol', choices=sorted(PROTOCOLS))
   r.add_argument('--arms', nargs='+', default=[])
   r.add_argument('--seeds', nargs='+', type=int, default=[])
+  r.add_argument('--data', default='', metavar='PATH',
+                 help="the protocol's local data set, where it names one (cifar_4ep: the "
+                 'CIFAR-10 archive)')
   r.add_argument('--reverse-grid', action='store_true',
                  help='walk the grids from the largest peak (a second worker on the same arms)')
   rep = sub.add_parser('report', help='study.json, curves.png and docs/baselines.md from the '
@@ -585,7 +620,16 @@ def main(argv: Sequence[str] | None = None) -> int:
       print(f'superconv: unknown arm(s) {sorted(unknown)}; {ns.protocol} has '
             f'{sorted(PROTOCOLS[ns.protocol].arms)}', file=sys.stderr)
       return 2
-    run_protocol(ns.protocol, ns.arms, ns.seeds, reverse_grid=ns.reverse_grid)
+    protocol = PROTOCOLS[ns.protocol]
+    if protocol.data and not ns.data:
+      print(f'superconv: {ns.protocol} reads {protocol.data}: name it with --data PATH',
+            file=sys.stderr)
+      return 2
+    if ns.data and not os.path.exists(ns.data):
+      print(f'superconv: --data {ns.data}: no such file or folder', file=sys.stderr)
+      return 2
+    run_protocol(ns.protocol, ns.arms, ns.seeds, reverse_grid=ns.reverse_grid,
+                 data=ns.data)
   else:
     report(names=ns.protocols)
   return 0
