@@ -24,7 +24,10 @@ TOY = {'toy': study.Protocol(
     {study.REFERENCE: study.Arm('one_cycle', sweep_max_lr=0.05, sweep_steps=16,
                                 sweep_eval_every=2),
      'linear': study.Arm('linear', grid=(0.01, 0.05)),
-     'schedule_free': study.Arm('schedule_free', grid=(0.1, 1e6))},  # 1e6 diverges
+     'schedule_free': study.Arm('schedule_free', grid=(0.1, 1e6)),  # 1e6 diverges
+     # reads schedule_free's grid runs, picks below the diverged 1e6
+     'sf_stable': study.Arm('schedule_free', grid=(0.1, 1e6), grid_of='schedule_free',
+                            rule='stable')},
     (0, 1), 'A toy study.', (0.2, 0.99),
     sets=('data.source=fake', 'data.fake_num_train=200',
           'data.fake_num_test=100', 'batch_size=20', 'eval_every_steps=4',
@@ -85,11 +88,17 @@ def test_report_counts_tuning_and_tests_against_the_range_arm(toy_results, tmp_p
   assert sf['tuning']['1e+06'] is None  # diverged, and its budget still counted
   assert sf['tuning_updates'] == 2 * 8 and lin['tuning_updates'] == 2 * 8
   assert ref['tuning_updates'] == 16  # the sweep's updates
+  # An arm on another arm's grid runs nothing of its own to tune, and counts that grid's cost.
+  stable = out['arms']['sf_stable']
+  assert stable['tuning'] == sf['tuning'] and stable['tuning_updates'] == sf['tuning_updates']
+  assert not any(d.startswith('sf_stable.') for d in os.listdir(os.path.join(toy_results, 'toy')))
+  assert stable['peak_lr'] == 0.1 and stable['seeds'] == [0, 1]
   assert lin['total_updates'] == 16 + 2 * 8 and lin['seeds'] == [0, 1]
   assert lin['vs_reference']['p'] == study.welch(lin['accuracies'], ref['accuracies'])['p']
   assert lin['to_target']['0.99']['median_updates'] is None or lin['mean'] >= 0.99
   text = doc.read_text()
   assert '| linear |' in text and 'reference' in text and 'curves.png' in text
+  assert "- sf_stable: schedule_free's grid, rule 'stable'" in text
   assert os.path.exists(os.path.join(toy_results, 'toy', 'curves.png'))
   assert json.load(open(os.path.join(toy_results, 'toy', 'study.json')))['protocol'] == 'toy'
   # The manifest is rebuilt from the finished runs and names exactly the seed folders.

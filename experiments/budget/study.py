@@ -55,6 +55,12 @@ class Arm:
   """One arm: a schedule of the protocol's config, tuned by a grid of peaks or a range test."""
   schedule: str
   grid: tuple[float, ...] = ()
+  # A grid arm may read another arm's grid runs (`grid_of`, its tuning cost is that grid's) and
+  # pick by another rule: 'best' (the highest validation accuracy) or 'stable' (the best peak
+  # below the lowest one that diverged: a peak above a diverged one sits at the edge of
+  # stability, which one tuning seed cannot see).
+  grid_of: str = ''
+  rule: str = 'best'
   # The range test (when `grid` is empty): a linear sweep 0 -> sweep_max_lr over sweep_steps
   # updates, read on the validation split every sweep_eval_every updates.
   sweep_max_lr: float = 0.0
@@ -101,6 +107,11 @@ _LENET_ARMS = {
     'schedule_free': Arm('schedule_free', grid=(0.03125, 0.0625, 0.125, 0.25)),
     'cosine': Arm('cosine', grid=_SGD_GRID),
 }
+# Added after lenet_3ep's final seeds, as a labelled sensitivity check: there three of the four
+# SGD grids had 0.04 diverge and 0.08 score best, and at 0.08 most final seeds diverged. These
+# arms read the same grid runs (no new tuning) and pick the best peak below the lowest diverged one.
+_LENET_STABLE = {f'{a}_stable': Arm(a, grid=_SGD_GRID, grid_of=a, rule='stable')
+                 for a in ('linear', 'wsd', 'cosine')}
 _LENET_QUESTION = (
     'At an equal budget of updates, with tuning counted, does one LR cycle with its range test '
     'still beat 2026\'s schedules? LeNet on Fashion-MNIST, batch 512, {epochs} epochs ({steps} '
@@ -132,9 +143,11 @@ _CIFAR_QUESTION = (
 PROTOCOLS = {
     'lenet_1ep': Protocol('experiments/budget/lenet.py', 1, 5000, _LENET_ARMS, (0, 1, 2, 3, 4),
                           _LENET_QUESTION.format(epochs=1, steps=117), (0.75, 0.80, 0.83)),
-    'lenet_3ep': Protocol('experiments/budget/lenet.py', 3, 5000, _LENET_ARMS, (0, 1, 2, 3, 4),
+    'lenet_3ep': Protocol('experiments/budget/lenet.py', 3, 5000, {**_LENET_ARMS, **_LENET_STABLE},
+                          (0, 1, 2, 3, 4),
                           _LENET_QUESTION.format(epochs=3, steps=351), (0.85, 0.87, 0.88)),
-    'lenet_12ep': Protocol('experiments/budget/lenet.py', 12, 5000, _LENET_ARMS, (0, 1, 2),
+    'lenet_12ep': Protocol('experiments/budget/lenet.py', 12, 5000,
+                           {**_LENET_ARMS, **_LENET_STABLE}, (0, 1, 2),
                            _LENET_QUESTION.format(epochs=12, steps=1406), (0.88, 0.90, 0.91)),
     'cifar_4ep': Protocol('experiments/budget/cifar.py', 4, 2000, _CIFAR_ARMS, (0, 1, 2, 3, 4),
                           _CIFAR_QUESTION, (0.40, 0.50, 0.55),
@@ -208,28 +221,39 @@ def tune(protocol: Protocol, name: str, arm_name: str, root: str, reverse_grid: 
                                           'lr_range.json'), ROOT)
     return protocol.args(arm), [f'lr_range_result={result}']
   scores = {}
+  grid_arm = arm.grid_of or arm_name
   order = arm.grid[::-1] if reverse_grid else arm.grid
   for peak in order:  # first the points no other worker holds, then (waiting) the rest
-    if _holder(os.path.join(root, name, f'{arm_name}.p{peak:g}', 'seed0')) is None:
-      if _run(protocol, name, f'{arm_name}.p{peak:g}', protocol.args(arm, peak, True), 0, [],
+    if _holder(os.path.join(root, name, f'{grid_arm}.p{peak:g}', 'seed0')) is None:
+      if _run(protocol, name, f'{grid_arm}.p{peak:g}', protocol.args(arm, peak, True), 0, [],
               root, data).get('preempted'):
         raise Preempted()
   for peak in order:
-    summary = _run(protocol, name, f'{arm_name}.p{peak:g}', protocol.args(arm, peak, True), 0,
+    summary = _run(protocol, name, f'{grid_arm}.p{peak:g}', protocol.args(arm, peak, True), 0,
                    [], root, data)
     if summary.get('preempted'):
       raise Preempted()
     scores[peak] = summary.get('final_eval_accuracy')
-  return protocol.args(arm, best_peak(scores)), []
+  return protocol.args(arm, best_peak(scores, arm.rule)), []
 
 
-def best_peak(scores: dict[float, float | None]) -> float:
-  """The peak with the highest validation accuracy (a diverged run scores nothing).
+def best_peak(scores: dict[float, float | None], rule: str = 'best') -> float:
+  """The peak with the highest validation accuracy (a diverged run scores nothing); with
+  rule='stable', the best of the peaks below the lowest one that diverged.
 
   Examples:
     >>> best_peak({0.01: 0.8, 0.02: 0.85, 0.04: None})
     0.02
+    >>> best_peak({0.01: 0.8, 0.02: 0.85, 0.04: None, 0.08: 0.9})
+    0.08
+    >>> best_peak({0.01: 0.8, 0.02: 0.85, 0.04: None, 0.08: 0.9}, rule='stable')
+    0.02
   """
+  if rule not in ('best', 'stable'):
+    raise ValueError(f"unknown grid rule {rule!r}; valid: 'best', 'stable'")
+  failed = [p for p, s in scores.items() if s is None or not math.isfinite(s)]
+  if rule == 'stable' and failed:
+    scores = {p: s for p, s in scores.items() if p < min(failed)}
   ok = {p: s for p, s in scores.items() if s is not None and math.isfinite(s)}
   if not ok:
     raise RuntimeError(f'every tuning run diverged: {scores}')
@@ -378,13 +402,14 @@ def collect_protocol(name: str, root: str = run_lib.RESULTS, protocols: dict | N
       complete = sweep is not None
     else:
       complete = True
+      grid_arm = arm.grid_of or arm_name
       for peak in arm.grid:
-        s = _read(os.path.join(study, f'{arm_name}.p{peak:g}', 'seed0', 'summary.json'))
+        s = _read(os.path.join(study, f'{grid_arm}.p{peak:g}', 'seed0', 'summary.json'))
         complete &= s is not None
         if s:
           u, w = _cost(s)
           if s.get('diverged'):  # a diverged run's updates are unknown: count the budget
-            u = int((_read(os.path.join(study, f'{arm_name}.p{peak:g}', 'seed0', 'run.json'))
+            u = int((_read(os.path.join(study, f'{grid_arm}.p{peak:g}', 'seed0', 'run.json'))
                      or {}).get('config', {}).get('num_steps', 0))
           tune_updates += u
           tune_seconds += w
@@ -427,6 +452,7 @@ def collect_protocol(name: str, root: str = run_lib.RESULTS, protocols: dict | N
                              if len(reached) * 2 > len(ups) else None)}
     out['arms'][arm_name] = {
         'schedule': arm.schedule, 'grid': list(arm.grid), 'tuning': tuning,
+        'grid_of': arm.grid_of, 'rule': arm.rule,
         'tuning_complete': complete,
         'range_tested': arm.range_tested, 'peak_lr': peak_lr,
         'tuning_updates': tune_updates, 'tuning_seconds': tune_seconds,
@@ -504,8 +530,10 @@ def report_block(data: dict) -> str:
   arms = data['arms']
   epochs = f'{data["epochs"]:g} epoch' + ('' if data['epochs'] == 1 else 's')
   updates = max(a['run_updates'] for a in arms.values())
-  lines = [f'**{name}** ({epochs}, {updates} updates per run; test accuracy of the final '
-           'seeds, %; seconds are wall time on the shared CPU)', '',
+  budget = (f'{epochs}, {updates} updates per run' if updates else
+            f'{epochs}; tuning under way, no final seed yet')
+  lines = [f'**{name}** ({budget}; test accuracy of the final seeds, %; seconds are wall time '
+           'on the shared CPU)', '',
            '| arm | tuned peak LR | test accuracy | seeds | vs 1cycle_range (Welch) | '
            'tuning updates | tuning s | run updates | total updates | total s |',
            '|---|---|---|---|---|---|---|---|---|---|']
@@ -536,7 +564,11 @@ def report_block(data: dict) -> str:
       cells = [f'{p}: ' + (_pct(a['tuning'][p], 1) if a['tuning'].get(p) is not None else
                            'diverged' if p in a['tuning'] else 'not run')
                for p in (f'{x:g}' for x in a['grid'])]
-      lines.append(f"- {arm_name}: " + ', '.join(cells))
+      how = ('' if not a.get('grid_of') and a.get('rule', 'best') == 'best' else
+             f"{a.get('grid_of') or arm_name}'s grid, rule '{a.get('rule', 'best')}' (the best "
+             'peak below the lowest diverged one): ' if a.get('rule') == 'stable' else
+             f"{a['grid_of']}'s grid: ")
+      lines.append(f"- {arm_name}: {how}" + ', '.join(cells))
   targets = list(next(iter(arms.values()))['to_target'])
   lines += ['', 'Updates / training seconds to a test accuracy (median over seeds; — when under '
             'half the seeds reach it):', '',
