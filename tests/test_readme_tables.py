@@ -12,6 +12,7 @@ import pytest
 from benchmarks import tables
 from experiments import collect
 from experiments import make_tables
+from experiments.budget import study
 from research.cpu_perf import tables as cpu_perf_tables
 from research.range_trust import report as range_trust
 from research.superconvergence_cpu import report as superconvergence
@@ -157,3 +158,19 @@ def test_readme_baseline_figures_are_the_baselines_report():
   assert len(figures) >= 3, section
   for figure in figures:
     assert figure in report, f'README quotes {figure!r}, which docs/baselines.md does not state'
+
+
+def test_baselines_blocks_are_the_committed_study_results(tmp_path):
+  """Each protocol block of docs/baselines.md is `study report`'s text from the committed runs,
+  and every protocol with committed runs has its block."""
+  results = collect.committed_results(str(tmp_path)) or RESULTS
+  doc = os.path.join(ROOT, 'docs', 'baselines.md')
+  reported = 0
+  for name in study.PROTOCOLS:
+    if not os.path.isdir(os.path.join(results, name)):
+      continue
+    data = study.collect_protocol(name, root=results)
+    assert collect.read_block(doc, f'budget_{name}') == study.report_block(data), (
+        f'docs/baselines.md is behind {name}: python -m experiments.budget.study report {name}')
+    reported += 1
+  assert reported >= 1
