@@ -175,3 +175,19 @@ def test_a_protocol_that_reads_local_data_needs_it(tmp_path, capsys):
   assert not os.listdir(tmp_path)  # nothing written before the refusal
   assert study._command('cifar_4ep', study.PROTOCOLS['cifar_4ep']).endswith('--data PATH')
   assert study._command('lenet_3ep', study.PROTOCOLS['lenet_3ep']).endswith('lenet_3ep')
+
+
+def test_a_finished_seed_of_another_setting_is_refused(tmp_path):
+  """After a grid changes, the tuning may pick another peak than an earlier final seed ran:
+  that seed is not silently reused."""
+  seed_dir = tmp_path / 'toy' / 'linear' / 'seed0'
+  seed_dir.mkdir(parents=True)
+  (seed_dir / 'run.json').write_text(json.dumps(
+      {'args': 'schedule=linear,epochs=0.07,peak=0.01', 'sets': list(TOY['toy'].sets)}))
+  (seed_dir / 'summary.json').write_text('{"final_eval_accuracy": 0.5}')
+  same = study._run(TOY['toy'], 'toy', 'linear', 'schedule=linear,epochs=0.07,peak=0.01', 0, [],
+                    str(tmp_path))
+  assert same['final_eval_accuracy'] == 0.5  # the same setting: skipped, its summary read
+  with pytest.raises(ValueError, match="holds a run of 'schedule=linear,epochs=0.07,peak=0.01'"):
+    study._run(TOY['toy'], 'toy', 'linear', 'schedule=linear,epochs=0.07,peak=0.05', 0, [],
+               str(tmp_path))

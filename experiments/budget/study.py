@@ -185,6 +185,12 @@ def _run(protocol: Protocol, name: str, arm: str, args: str, seed: int, sets: Se
   while _holder(seed_dir) is not None and not os.path.exists(
       os.path.join(seed_dir, 'summary.json')):
     time.sleep(10)
+  # A finished seed is skipped, so it must be the run asked for: after a grid changed, the best
+  # peak may differ from the one an earlier final seed ran with.
+  held = _read(os.path.join(seed_dir, 'run.json'))
+  if held and (held.get('args'), held.get('sets')) != (args, [*protocol.sets, *sets]):
+    raise ValueError(f'{seed_dir} holds a run of {held.get("args")!r} {held.get("sets")}, not '
+                     f'{args!r} {[*protocol.sets, *sets]}: move that folder aside to run this one')
   return run_lib.run_seed(os.path.join(ROOT, protocol.config), args, seed,
                           sets=[*protocol.sets, *sets],
                           data=data, root=root, command=_command(name, protocol),
