@@ -314,7 +314,7 @@ def make_train_fn(model, tx, mesh, spec: StepSpec, steps_per_call: int, *,
                   packed: bool = False):
   """`fn(state, data) -> state` running `steps_per_call` updates; jitted, state donated.
 
-  `packed=True`: `fn(PackedState, data) -> PackedState` (`pack`), the same updates bit for bit,
+  `packed=True`: `fn(PackedState, data) -> PackedState` (`pack`), the same updates,
   unpacked and packed again inside the jitted program so a call passes a few buffers instead of
   every array of the state (the host cost of a dispatch; see `PackedState`).
 
@@ -354,7 +354,9 @@ def make_train_fn(model, tx, mesh, spec: StepSpec, steps_per_call: int, *,
     # buffers have the input's shapes, so donation writes the new state over the old. XLA fuses
     # the slices into their consumers and the update's last fusions into the concatenates.
     # The weights, BN statistics, optimizer state, key, step and loss sums come out bit-identical
-    # to the pytree step's on 1 and 4 devices (tests/test_packed_state.py). Logged diagnostics
+    # to the pytree step's on 1 device; on 4, a cross-device sum may be ordered differently in
+    # the two programs (1 ulp in one weight was seen on jaxlib 0.12.0.1), so floats agree to
+    # rounding (tests/test_packed_state.py). Logged diagnostics
     # that are global reductions (`param_norm`, the LR estimate) can differ by an ulp or two:
     # XLA:CPU splits them differently in the fused program; they never feed back into an update.
     # (Optimization barriers around the step made the LR estimate exact on one device, not
