@@ -309,10 +309,13 @@ def bench_range_test(model_name, batch, steps, reps, dtype='float32'):
     train_s.append(time.perf_counter() - t)
     sweep_s.append(run_sweep(2 * steps) - run_sweep(steps))
   train_ups = steps / float(np.median(train_s))
-  sweep_ups = steps / float(np.median(sweep_s))
+  # With few cheap updates the difference is within the two compiles' jitter and can come out
+  # zero or negative: then the sweep's rate is not resolved (None), not a negative number.
+  extra = float(np.median(sweep_s))
+  sweep_ups = steps / extra if extra > 0 else None
   return {'model': model_name, 'batch': batch, 'dtype': dtype, 'steps': steps, 'reps': reps,
           'train_updates_per_sec': train_ups, 'sweep_updates_per_sec': sweep_ups,
-          'sweep_over_train': sweep_ups / train_ups,
+          'sweep_over_train': sweep_ups / train_ups if sweep_ups else None,
           'train_seconds': train_s, 'sweep_seconds': sweep_s, 'devices': mesh.devices.size}
 
 
@@ -470,9 +473,11 @@ def _dispatch_main(a, cmd):
     for m in a.range_test.split(','):
       r = bench_range_test(m, a.batch, a.steps, a.reps, a.dtype)
       out['range_test'].append(r)
+      sweep = ('not resolved (raise --steps: the extra updates were within compile jitter)'
+               if r['sweep_updates_per_sec'] is None else
+               f"{r['sweep_updates_per_sec']:.2f} updates/s ({r['sweep_over_train']:.3f}x)")
       print(f"{m} batch {a.batch}: training {r['train_updates_per_sec']:.2f} updates/s, "
-            f"sweep {r['sweep_updates_per_sec']:.2f} updates/s "
-            f"({r['sweep_over_train']:.3f}x)", flush=True)
+            f'sweep {sweep}', flush=True)
   out['uptime_after'] = machine.uptime()
   if a.out:
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)

@@ -72,7 +72,9 @@ def test_gpu_perf_script_runs_at_toy_size(tmp_path):
   dispatch = json.loads((out / 'dispatch.json').read_text())['dispatch'][0]
   assert dispatch['packed']['identity_ms'] > 0 and dispatch['pytree']['update_ms'] > 0
   rt = json.loads((out / 'range_test.json').read_text())['range_test'][0]
-  assert rt['sweep_updates_per_sec'] > 0 and rt['train_updates_per_sec'] > 0
+  assert rt['train_updates_per_sec'] > 0 and len(rt['sweep_seconds']) == rt['reps']
+  # At toy size the sweep's extra updates can fall within compile jitter: unresolved, never < 0.
+  assert rt['sweep_updates_per_sec'] is None or rt['sweep_updates_per_sec'] > 0
   assert list(out.glob('results/fig1a_perf/clr_bf16_best/seed0/summary.json')), list(
       out.rglob('*.json'))
   log = (out / 'log.txt').read_text()
