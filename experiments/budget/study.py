@@ -99,14 +99,19 @@ class Protocol:
 # grid (0.25-2, its authors' 10-50x the classical LR) diverged above 0.25 at 1 epoch, so it now
 # doubles up to 0.25 from 0.03125.
 _SGD_GRID = (0.01, 0.02, 0.04, 0.08)
-_LENET_ARMS = {
-    REFERENCE: Arm('one_cycle', sweep_max_lr=0.3, sweep_steps=100, sweep_eval_every=4),
-    '1cycle_grid': Arm('one_cycle', grid=(0.02, 0.04, 0.08, 0.16)),
-    'linear': Arm('linear', grid=_SGD_GRID),
-    'wsd': Arm('wsd', grid=_SGD_GRID),
-    'schedule_free': Arm('schedule_free', grid=(0.03125, 0.0625, 0.125, 0.25)),
-    'cosine': Arm('cosine', grid=_SGD_GRID),
-}
+
+
+def _arms(sweep: Arm, one_cycle: tuple[float, ...], sgd: tuple[float, ...],
+          schedule_free: tuple[float, ...]) -> dict[str, Arm]:
+  """A protocol's six arms: the range-tested 1cycle (`sweep`) and the grid-tuned ones."""
+  return {REFERENCE: sweep, '1cycle_grid': Arm('one_cycle', grid=one_cycle),
+          'linear': Arm('linear', grid=sgd), 'wsd': Arm('wsd', grid=sgd),
+          'schedule_free': Arm('schedule_free', grid=schedule_free),
+          'cosine': Arm('cosine', grid=sgd)}
+
+
+_LENET_ARMS = _arms(Arm('one_cycle', sweep_max_lr=0.3, sweep_steps=100, sweep_eval_every=4),
+                    (0.02, 0.04, 0.08, 0.16), _SGD_GRID, (0.03125, 0.0625, 0.125, 0.25))
 # Added after lenet_3ep's final seeds, as a labelled sensitivity check: there three of the four
 # SGD grids had 0.04 diverge and 0.08 score best, and at 0.08 most final seeds diverged. These
 # arms read the same grid runs (no new tuning) and pick the best peak below the lowest diverged one.
@@ -125,15 +130,8 @@ _LENET_QUESTION = (
 # 100 updates, gave no reading (validation accuracy under 24 % throughout: the net had not
 # learned before the LR passed 1; kept as 1cycle_range.sweep_v1), so it sweeps 0 -> 1.5 over
 # 200 updates, read every 8.
-_CIFAR_SGD_GRID = (0.05, 0.1, 0.2, 0.4)
-_CIFAR_ARMS = {
-    REFERENCE: Arm('one_cycle', sweep_max_lr=1.5, sweep_steps=200, sweep_eval_every=8),
-    '1cycle_grid': Arm('one_cycle', grid=(0.1, 0.2, 0.4, 0.8)),
-    'linear': Arm('linear', grid=_CIFAR_SGD_GRID),
-    'wsd': Arm('wsd', grid=_CIFAR_SGD_GRID),
-    'schedule_free': Arm('schedule_free', grid=(0.25, 0.5, 1.0, 2.0)),
-    'cosine': Arm('cosine', grid=_CIFAR_SGD_GRID),
-}
+_CIFAR_ARMS = _arms(Arm('one_cycle', sweep_max_lr=1.5, sweep_steps=200, sweep_eval_every=8),
+                    (0.1, 0.2, 0.4, 0.8), (0.05, 0.1, 0.2, 0.4), (0.25, 0.5, 1.0, 2.0))
 _CIFAR_QUESTION = (
     'The same question where BN is in the network: the authors\' Caffe CIFAR ResNet at depth 8 '
     '(29,162 parameters) on a fixed draw of 10,000 CIFAR-10 training images (JPEG copy), batch '
@@ -157,6 +155,10 @@ PROTOCOLS = {
 
 # ---------------------------------------------------------------------------------------------
 # Running.
+
+
+def _no_data(name: str, protocol: Protocol) -> str:
+  return f'{name} reads {protocol.data}: name it with --data PATH'
 
 
 def _command(name: str, protocol: Protocol) -> str:
@@ -275,7 +277,7 @@ def run_protocol(name: str, arms: Sequence[str] = (), seeds: Sequence[int] = (),
   """
   protocol = (protocols or PROTOCOLS)[name]
   if protocol.data and not data:
-    raise ValueError(f'{name} reads {protocol.data}: name it with --data PATH')
+    raise ValueError(_no_data(name, protocol))
   arms = list(arms or protocol.arms)
   seeds = list(seeds or protocol.seeds)
   _write_manifest_header(protocol, name, root)  # before any run: a committed part reads right
@@ -660,8 +662,7 @@ def main(argv: Sequence[str] | None = None) -> int:
       return 2
     protocol = PROTOCOLS[ns.protocol]
     if protocol.data and not ns.data:
-      print(f'superconv: {ns.protocol} reads {protocol.data}: name it with --data PATH',
-            file=sys.stderr)
+      print(f'superconv: {_no_data(ns.protocol, protocol)}', file=sys.stderr)
       return 2
     if ns.data and not os.path.exists(ns.data):
       print(f'superconv: --data {ns.data}: no such file or folder', file=sys.stderr)
