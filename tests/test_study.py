@@ -25,7 +25,8 @@ TOY = {'toy': study.Protocol(
                                 sweep_eval_every=2),
      'linear': study.Arm('linear', grid=(0.01, 0.05)),
      'schedule_free': study.Arm('schedule_free', grid=(0.1, 1e6)),  # 1e6 diverges
-     # reads schedule_free's grid runs, picks below the diverged 1e6
+        # reads schedule_free's grid runs and, like it, picks 0.1 (below the diverged 1e6): so its
+     # final runs are schedule_free's, not new ones
      'sf_stable': study.Arm('schedule_free', grid=(0.1, 1e6), grid_of='schedule_free',
                             rule='stable')},
     (0, 1), 'A toy study.', (0.2, 0.99),
@@ -93,12 +94,16 @@ def test_report_counts_tuning_and_tests_against_the_range_arm(toy_results, tmp_p
   assert stable['tuning'] == sf['tuning'] and stable['tuning_updates'] == sf['tuning_updates']
   assert not any(d.startswith('sf_stable.') for d in os.listdir(os.path.join(toy_results, 'toy')))
   assert stable['peak_lr'] == 0.1 and stable['seeds'] == [0, 1]
+  assert not os.path.exists(os.path.join(toy_results, 'toy', 'sf_stable'))
+  assert stable['runs_of'] == 'schedule_free' and stable['accuracies'] == sf['accuracies']
+  assert stable['total_updates'] == sf['total_updates'] and lin['runs_of'] == 'linear'
   assert lin['total_updates'] == 16 + 2 * 8 and lin['seeds'] == [0, 1]
   assert lin['vs_reference']['p'] == study.welch(lin['accuracies'], ref['accuracies'])['p']
   assert lin['to_target']['0.99']['median_updates'] is None or lin['mean'] >= 0.99
   text = doc.read_text()
   assert '| linear |' in text and 'reference' in text and 'curves.png' in text
   assert "- sf_stable: schedule_free's grid, rule 'stable'" in text
+  assert "the peak schedule_free picked, so its final runs are schedule_free's" in text
   assert os.path.exists(os.path.join(toy_results, 'toy', 'curves.png'))
   assert json.load(open(os.path.join(toy_results, 'toy', 'study.json')))['protocol'] == 'toy'
   # The manifest is rebuilt from the finished runs and names exactly the seed folders.
@@ -112,6 +117,17 @@ def test_report_counts_tuning_and_tests_against_the_range_arm(toy_results, tmp_p
   study.run_protocol('toy', root=toy_results, protocols=TOY)
   assert os.path.getmtime(os.path.join(toy_results, 'toy', 'linear', 'seed0',
                                        'summary.json')) == before
+
+
+def test_an_arm_on_another_grid_shares_its_runs_only_when_it_picks_the_same_peak(tmp_path):
+  arm = study.Arm('linear', grid=(0.01, 0.02, 0.04), grid_of='linear', rule='stable')
+  edge = {'0.01': 0.8, '0.02': None, '0.04': 0.9}  # 'best' picks 0.04, 'stable' 0.01
+  assert study._runs_of('lin_stable', arm, edge, True, str(tmp_path)) == 'lin_stable'
+  calm = {'0.01': 0.8, '0.02': 0.85, '0.04': None}  # both pick 0.02
+  assert study._runs_of('lin_stable', arm, calm, True, str(tmp_path)) == 'linear'
+  assert study._runs_of('lin_stable', arm, calm, False, str(tmp_path)) == 'lin_stable'
+  os.makedirs(tmp_path / 'lin_stable')  # runs of its own (run before runs were shared) stay its own
+  assert study._runs_of('lin_stable', arm, calm, True, str(tmp_path)) == 'lin_stable'
 
 
 def test_welch_matches_scipy_and_the_verdicts():

@@ -287,7 +287,8 @@ def run_protocol(name: str, arms: Sequence[str] = (), seeds: Sequence[int] = (),
       for arm_name in arms:
         if arm_name not in finals:
           finals[arm_name] = tune(protocol, name, arm_name, root, reverse_grid, data)
-        if finals[arm_name] is None:
+        if finals[arm_name] is None or _shares_runs(protocol, arm_name, finals, name, root,
+                                                    reverse_grid, data):
           continue
         args, sets = finals[arm_name]
         for seed in phase:
@@ -295,6 +296,22 @@ def run_protocol(name: str, arms: Sequence[str] = (), seeds: Sequence[int] = (),
             raise Preempted()
   except Preempted:
     print('[study] preempted: run the same command again to resume.', flush=True)
+
+
+def _shares_runs(protocol: Protocol, arm_name: str, finals: dict, name: str, root: str,
+                 reverse_grid: bool, data: str) -> bool:
+  """Whether an arm on another arm's grid picked that arm's setting: its final runs would be
+  the same runs, so it reads that arm's (`collect_protocol`) instead of repeating them."""
+  base = protocol.arms[arm_name].grid_of
+  if not base or base == arm_name:
+    return False
+  if base not in finals:  # e.g. `--arms linear_stable` alone: the grid runs are read, not rerun
+    finals[base] = tune(protocol, name, base, root, reverse_grid, data)
+  if finals[base] != finals[arm_name]:
+    return False
+  print(f'[study] {name}/{arm_name}: picks the setting {base} picked; its runs are '
+        f"{base}'s.", flush=True)
+  return True
 
 
 def _write_manifest_header(protocol: Protocol, name: str, root: str) -> None:
@@ -423,22 +440,23 @@ def collect_protocol(name: str, root: str = run_lib.RESULTS, protocols: dict | N
           tune_seconds += w
         if s:  # a diverged point is None; a point not run yet is absent
           tuning[f'{peak:g}'] = None if s.get('diverged') else s.get('final_eval_accuracy')
+    runs = _runs_of(arm_name, arm, tuning, complete, study)
     finals, curves, peak_lr = {}, [], None
-    for d in sorted(os.listdir(os.path.join(study, arm_name))) if os.path.isdir(
-        os.path.join(study, arm_name)) else []:
-      s = _read(os.path.join(study, arm_name, d, 'summary.json'))
+    for d in sorted(os.listdir(os.path.join(study, runs))) if os.path.isdir(
+        os.path.join(study, runs)) else []:
+      s = _read(os.path.join(study, runs, d, 'summary.json'))
       if not s or not d.startswith('seed'):
         continue
-      cfg = (_read(os.path.join(study, arm_name, d, 'config.json')) or {})
+      cfg = (_read(os.path.join(study, runs, d, 'config.json')) or {})
       peak_lr = (cfg.get('schedule') or {}).get('max_lr', peak_lr)
       u, w = _cost(s)
       if s.get('diverged'):  # its summary has no count: the budget it was given
-        u = int(((_read(os.path.join(study, arm_name, d, 'run.json')) or {}).get('config') or {})
+        u = int(((_read(os.path.join(study, runs, d, 'run.json')) or {}).get('config') or {})
                 .get('num_steps', 0))
       finals[int(d[4:])] = {'accuracy': None if s.get('diverged') else
                             s.get('final_eval_accuracy'), 'updates': u, 'seconds': w,
                             'train_seconds': s.get('train_seconds')}
-      curves.append(curve(os.path.join(study, arm_name, d)))
+      curves.append(curve(os.path.join(study, runs, d)))
     # A diverged seed is a failed run of the arm: it scores chance (its NaN weights predict one
     # class), so the arm's mean and its test carry the failure instead of dropping it.
     accs = [CHANCE if f['accuracy'] is None else f['accuracy'] for f in finals.values()]
@@ -460,7 +478,7 @@ def collect_protocol(name: str, root: str = run_lib.RESULTS, protocols: dict | N
                              if len(reached) * 2 > len(ups) else None)}
     out['arms'][arm_name] = {
         'schedule': arm.schedule, 'grid': list(arm.grid), 'tuning': tuning,
-        'grid_of': arm.grid_of, 'rule': arm.rule,
+        'grid_of': arm.grid_of, 'rule': arm.rule, 'runs_of': runs,
         'tuning_complete': complete,
         'range_tested': arm.range_tested, 'peak_lr': peak_lr,
         'tuning_updates': tune_updates, 'tuning_seconds': tune_seconds,
@@ -482,6 +500,19 @@ def collect_protocol(name: str, root: str = run_lib.RESULTS, protocols: dict | N
   return out
 
 
+def _runs_of(arm_name: str, arm: Arm, tuning: dict, complete: bool, study: str) -> str:
+  """The folder of the arm's final seeds: its own, or, for an arm on another arm's grid whose
+  rule picked that arm's peak (`_shares_runs`), that arm's."""
+  if not arm.grid_of or os.path.isdir(os.path.join(study, arm_name)) or not complete:
+    return arm_name
+  scores = {float(p): s for p, s in tuning.items()}
+  try:
+    same = best_peak(scores, arm.rule) == best_peak(scores)
+  except RuntimeError:  # every grid point diverged: neither arm has a setting
+    return arm_name
+  return arm.grid_of if same else arm_name
+
+
 def plot_protocol(name: str, data: dict, root: str = run_lib.RESULTS) -> str:
   """accuracy vs updates and vs training seconds, mean ± std over seeds per arm, as a PNG."""
   import matplotlib  # pylint: disable=g-import-not-at-top
@@ -490,9 +521,11 @@ def plot_protocol(name: str, data: dict, root: str = run_lib.RESULTS) -> str:
   fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
   study = os.path.join(root, name)
   lo = 100.0  # percent
-  for arm_name in data['arms']:
+  for arm_name, a in data['arms'].items():
+    if a.get('runs_of', arm_name) != arm_name:
+      continue  # the same runs as another arm's line, which names it
     runs = [curve(os.path.join(study, arm_name, f'seed{s}'))
-            for s in data['arms'][arm_name]['seeds']
+            for s in a['seeds']
             if not (_read(os.path.join(study, arm_name, f'seed{s}', 'summary.json')) or {}
                     ).get('diverged')]
     runs = [r for r in runs if len(r[0])]
@@ -504,9 +537,10 @@ def plot_protocol(name: str, data: dict, root: str = run_lib.RESULTS) -> str:
     acc = np.asarray([r[2][:n] for r in runs]) * 100
     mean, std = acc.mean(0), acc.std(0)
     lo = min(lo, float(np.percentile(mean, 30)))
-    diverged = data['arms'][arm_name]['diverged_seeds']
-    label = f"{arm_name} ({len(runs)} seed{'s' if len(runs) > 1 else ''}" + (
-        f', {diverged} diverged)' if diverged else ')')
+    diverged = a['diverged_seeds']
+    also = [n for n, b in data['arms'].items() if n != arm_name and b.get('runs_of') == arm_name]
+    label = (' = '.join([arm_name, *also]) + f" ({len(runs)} seed{'s' if len(runs) > 1 else ''}"
+             + (f', {diverged} diverged)' if diverged else ')'))
     for ax, x in zip(axes, (steps, secs)):
       line, = ax.plot(x, mean, label=label)
       ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2)
@@ -576,7 +610,9 @@ def report_block(data: dict) -> str:
              f"{a.get('grid_of') or arm_name}'s grid, rule '{a.get('rule', 'best')}' (the best "
              'peak below the lowest diverged one): ' if a.get('rule') == 'stable' else
              f"{a['grid_of']}'s grid: ")
-      lines.append(f"- {arm_name}: {how}" + ', '.join(cells))
+      same = (f"; the peak {a['runs_of']} picked, so its final runs are {a['runs_of']}'s"
+              if a.get('runs_of', arm_name) != arm_name else '')
+      lines.append(f"- {arm_name}: {how}" + ', '.join(cells) + same)
   targets = list(next(iter(arms.values()))['to_target'])
   lines += ['', 'Updates / training seconds to a test accuracy (median over seeds; — when under '
             'half the seeds reach it):', '',
