@@ -130,6 +130,14 @@ def test_an_arm_on_another_grid_shares_its_runs_only_when_it_picks_the_same_peak
   assert study._runs_of('lin_stable', arm, calm, True, str(tmp_path)) == 'lin_stable'
 
 
+def test_report_takes_no_protocol_or_known_ones(capsys):
+  assert study._parser().parse_args(['report']).protocols == []  # every protocol with results
+  assert study._parser().parse_args(['report', 'lenet_3ep']).protocols == ['lenet_3ep']
+  assert study.main(['report', 'lenet_3ep', 'nope']) == 2
+  err = capsys.readouterr().err.strip()
+  assert err.startswith("superconv: unknown protocol(s) ['nope']; valid: ") and '\n' not in err
+
+
 def test_welch_matches_scipy_and_the_verdicts():
   st = pytest.importorskip('scipy.stats')
   a, b = [0.881, 0.884, 0.879, 0.886, 0.882], [0.872, 0.875, 0.879]

@@ -671,9 +671,7 @@ def report(root: str = run_lib.RESULTS, doc: str = DOC, protocols: dict | None =
   return out
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-  from superconv import platform  # pylint: disable=g-import-not-at-top
-  platform.apply_cpu_defaults()  # before JAX starts its backends, as superconv.main does
+def _parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(prog='python -m experiments.budget.study', description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   sub = parser.add_subparsers(dest='cmd', required=True)
@@ -688,8 +686,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                  help='walk the grids from the largest peak (a second worker on the same arms)')
   rep = sub.add_parser('report', help='study.json, curves.png and docs/baselines.md from the '
                        'results')
-  rep.add_argument('protocols', nargs='*', choices=sorted(PROTOCOLS), default=[])
-  ns = parser.parse_args(argv)
+  # No `choices` here: argparse checks an empty nargs='*' list against them and refuses it.
+  rep.add_argument('protocols', nargs='*', default=[],
+                   help=f'default: every protocol with results ({", ".join(sorted(PROTOCOLS))})')
+  return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  from superconv import platform  # pylint: disable=g-import-not-at-top
+  platform.apply_cpu_defaults()  # before JAX starts its backends, as superconv.main does
+  ns = _parser().parse_args(argv)
+  if ns.cmd == 'report' and set(ns.protocols) - set(PROTOCOLS):
+    print(f'superconv: unknown protocol(s) {sorted(set(ns.protocols) - set(PROTOCOLS))}; valid: '
+          f'{", ".join(sorted(PROTOCOLS))}', file=sys.stderr)
+    return 2
   if ns.cmd == 'run':
     unknown = set(ns.arms) - set(PROTOCOLS[ns.protocol].arms)
     if unknown:
