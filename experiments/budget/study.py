@@ -696,11 +696,14 @@ def main(argv: Sequence[str] | None = None) -> int:
   from superconv import platform  # pylint: disable=g-import-not-at-top
   platform.apply_cpu_defaults()  # before JAX starts its backends, as superconv.main does
   ns = _parser().parse_args(argv)
-  if ns.cmd == 'report' and set(ns.protocols) - set(PROTOCOLS):
-    print(f'superconv: unknown protocol(s) {sorted(set(ns.protocols) - set(PROTOCOLS))}; valid: '
-          f'{", ".join(sorted(PROTOCOLS))}', file=sys.stderr)
-    return 2
-  if ns.cmd == 'run':
+  if ns.cmd == 'report':
+    unknown = set(ns.protocols) - set(PROTOCOLS)
+    if unknown:
+      print(f'superconv: unknown protocol(s) {sorted(unknown)}; valid: '
+            f'{", ".join(sorted(PROTOCOLS))}', file=sys.stderr)
+      return 2
+    report(names=ns.protocols)
+  else:
     unknown = set(ns.arms) - set(PROTOCOLS[ns.protocol].arms)
     if unknown:
       print(f'superconv: unknown arm(s) {sorted(unknown)}; {ns.protocol} has '
@@ -715,8 +718,6 @@ def main(argv: Sequence[str] | None = None) -> int:
       return 2
     run_protocol(ns.protocol, ns.arms, ns.seeds, reverse_grid=ns.reverse_grid,
                  data=ns.data)
-  else:
-    report(names=ns.protocols)
   return 0
 
 
